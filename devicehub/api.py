@@ -1,0 +1,197 @@
+"""
+The api role: the HTTP API of CONTRACT §4, a Klein app over a L{Demand}.
+
+Every answer, errors included, is JSON. Device outcomes map to 200/202 (ok),
+404 (no) and 504 (timeout); bad input to 400; a broker that does not answer to 503.
+"""
+
+import json
+import math
+from typing import Any
+
+from klein import Klein
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.web.server import Site
+from werkzeug.exceptions import HTTPException
+
+from .client import BrokerUnavailable, Demand
+from .frames import dumps
+from .imei import is_valid_imei
+from .listening import ListeningService
+from .openapi import openapi
+from .results import NO, OK, TIMEOUT
+
+log = Logger()
+
+MAX_NUM = 1000
+MAX_TIMEOUT = 300
+MAX_BODY = 1 << 20
+# Seconds a directory query (list, presence, health) waits for the broker.
+QUERY_TIMEOUT = 2.0
+
+_WAIT_STATUS = {OK: 200, NO: 404, TIMEOUT: 504}
+
+
+class BadInput(Exception):
+    """A request the API refuses with 400 (or C{status}) and this message."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _respond(request, status: int, body: dict[str, Any]) -> bytes:
+    request.setResponseCode(status)
+    request.setHeader(b"Content-Type", b"application/json")
+    return dumps(body)
+
+
+def _intArg(request, name: str, default: int, maximum: int | None) -> int:
+    values = request.args.get(name.encode())
+    if not values:
+        return default
+    try:
+        value = int(values[-1].decode("ascii"), 10)
+    except (UnicodeDecodeError, ValueError):
+        raise BadInput(f"{name} must be a whole number") from None
+    if value < 0 or (maximum is not None and value > maximum):
+        limit = f"0..{maximum}" if maximum is not None else ">= 0"
+        raise BadInput(f"{name} must be in {limit}")
+    return value
+
+
+def _checkedImei(imei: str) -> str:
+    if not is_valid_imei(imei):
+        raise BadInput("invalid imei")
+    return imei
+
+
+def _jsonBody(request) -> dict[str, Any]:
+    raw = request.content.read(MAX_BODY + 1)
+    if len(raw) > MAX_BODY:
+        raise BadInput(f"body larger than {MAX_BODY} bytes", 413)
+    try:
+        body = json.loads(raw, parse_constant=_notJson)
+    except (ValueError, RecursionError):
+        raise BadInput("body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise BadInput("body must be a JSON object")
+    return body
+
+
+def _notJson(name: str) -> None:
+    raise ValueError(name)
+
+
+def _timeoutField(body: dict[str, Any]) -> float | None:
+    timeout = body.get("timeout")
+    if timeout is None:
+        return None
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, (int, float))
+        or not math.isfinite(timeout)
+        or not 0 < timeout <= MAX_TIMEOUT
+    ):
+        raise BadInput(f"timeout must be a number with 0 < timeout <= {MAX_TIMEOUT}")
+    return float(timeout)
+
+
+class DeviceAPI:
+    """The HTTP routes; C{demand} reaches the broker."""
+
+    app = Klein()
+
+    def __init__(self, demand: Demand | None, commandTimeout: float, queryTimeout: float = QUERY_TIMEOUT) -> None:
+        self.demand = demand
+        self.commandTimeout = commandTimeout
+        self.queryTimeout = queryTimeout
+
+    @app.route("/devices", methods=["GET"])
+    async def listDevices(self, request) -> bytes:
+        num = _intArg(request, "num", 50, MAX_NUM)
+        page = _intArg(request, "page", 0, None)
+        found = await self.demand.getpage(num, page, timeout=self.queryTimeout)
+        return _respond(request, 200, {"total": found.total, "num": num, "page": page, "devices": found.devices})
+
+    @app.route("/devices/<imei>", methods=["GET"])
+    async def findDevice(self, request, imei: str) -> bytes:
+        result = await self.demand.find(_checkedImei(imei), timeout=self.queryTimeout)
+        online = result == OK
+        return _respond(request, 200 if online else 404, {"imei": imei, "online": online})
+
+    @app.route("/devices/<imei>/commands", methods=["POST"])
+    async def sendCommand(self, request, imei: str) -> bytes:
+        _checkedImei(imei)
+        body = _jsonBody(request)
+        instruct = body.get("instruct")
+        if not isinstance(instruct, str):
+            raise BadInput("instruct must be a string")
+        wait = body.get("wait", True)
+        if not isinstance(wait, bool):
+            raise BadInput("wait must be true or false")
+        timeout = _timeoutField(body)
+        data = body.get("data")
+        if not wait:
+            result = await self.demand.send_nowait(imei, instruct, data)
+            return _respond(request, 202 if result == OK else 404, {"result": result})
+        reply = await self.demand.request(imei, instruct, data, timeout or self.commandTimeout)
+        answer: dict[str, Any] = {"result": reply.result}
+        if reply.result == OK:
+            answer["reply"] = reply.data
+        return _respond(request, _WAIT_STATUS[reply.result], answer)
+
+    @app.route("/health", methods=["GET"])
+    async def health(self, request) -> bytes:
+        state = await self.demand.health(timeout=self.queryTimeout)
+        return _respond(request, 200, {"status": "ok", **state})
+
+    @app.route("/openapi.json", methods=["GET"])
+    def openapiDocument(self, request) -> bytes:
+        return _respond(request, 200, openapi())
+
+    @app.handle_errors(BadInput)
+    def badInput(self, request, failure) -> bytes:
+        return _respond(request, failure.value.status, {"error": str(failure.value)})
+
+    @app.handle_errors(BrokerUnavailable)
+    def brokerUnavailable(self, request, failure) -> bytes:
+        return _respond(request, 503, {"error": f"broker unavailable: {failure.value}"})
+
+    @app.handle_errors(HTTPException)
+    def httpError(self, request, failure) -> bytes:
+        error = failure.value
+        if error.code == 405 and error.valid_methods:
+            request.setHeader(b"Allow", ", ".join(error.valid_methods).encode())
+        return _respond(request, error.code, {"error": error.name.lower()})
+
+    @app.handle_errors(Exception)
+    def unexpected(self, request, failure) -> bytes:
+        log.failure("Unexpected error answering {method} {uri}", failure, method=request.method, uri=request.uri)
+        return _respond(request, 500, {"error": "internal error"})
+
+
+class ApiService(MultiService):
+    """The api role: the HTTP API listening on C{http}, a client of C{frontend}."""
+
+    def __init__(self, reactor, *, http: str, frontend: str, commandTimeout: float) -> None:
+        super().__init__()
+        self.reactor = reactor
+        self.frontend = frontend
+        self.api = DeviceAPI(None, commandTimeout)
+        self.listener = ListeningService(reactor, http, Site(self.api.app.resource()), "HTTP")
+        self.listener.setServiceParent(self)
+
+    def startService(self) -> None:
+        # ZeroMQ sockets are made here, after twistd may have forked, never before.
+        self.api.demand = Demand(self.frontend, self.api.commandTimeout, reactor=self.reactor)
+        super().startService()
+
+    async def _stop(self) -> None:
+        await MultiService.stopService(self)
+        self.api.demand.close()
+
+    def stopService(self):
+        return Deferred.fromCoroutine(self._stop())

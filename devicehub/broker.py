@@ -1,0 +1,397 @@
+"""
+The broker role: a directory of which node holds which device, and routing.
+
+Clients (L{devicehub.Demand}, the API) talk to the ROUTER I{frontend}; nodes attach
+their DEALER to the ROUTER I{backend}. A command goes to the one node that holds
+the device, and every request gets exactly one answer: from the directory, from
+the node, or from the broker itself when the node does not answer in time
+(TIMEOUT) or is gone. The messages are described in L{devicehub.frames}.
+"""
+
+from bisect import bisect_left, insort
+from dataclasses import dataclass, field
+from typing import Any, Callable, NamedTuple
+
+import zmq
+from twisted.application.service import Service
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from . import frames
+from .frames import VERSION, FrameError
+from .imei import is_valid_imei
+from .results import NO, OK, RESULTS, TIMEOUT
+from .zmqsocket import ZmqSocket
+
+log = Logger()
+
+# Seconds without a message from a node after which it is declared dead.
+DEFAULT_NODE_TTL = 5.0
+# Seconds the broker waits past a command's timeout for the node's answer.
+DEFAULT_GRACE = 0.5
+
+Send = Callable[[bytes, list[bytes]], bool]
+
+
+@dataclass(eq=False)
+class NodeRecord:
+    """What the broker knows of one attached node."""
+
+    identity: bytes
+    name: str
+    lastSeen: float
+    devices: set[str] = field(default_factory=set)
+    inflight: set[bytes] = field(default_factory=set)
+
+
+class Owner(NamedTuple):
+    """The node and connection that hold a device."""
+
+    node: NodeRecord
+    conn: int
+
+
+class Directory:
+    """Online devices and their owners, with the imeis kept sorted for paging."""
+
+    def __init__(self) -> None:
+        self._owners: dict[str, Owner] = {}
+        self._sorted: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self._owners)
+
+    def owner(self, imei: str) -> Owner | None:
+        return self._owners.get(imei)
+
+    def own(self, imei: str, node: NodeRecord, conn: int) -> Owner | None:
+        """Record that C{node} holds C{imei}; return the previous owner."""
+        previous = self._owners.get(imei)
+        if previous is None:
+            insort(self._sorted, imei)
+        else:
+            previous.node.devices.discard(imei)
+        self._owners[imei] = Owner(node, conn)
+        node.devices.add(imei)
+        return previous
+
+    def release(self, imei: str, node: NodeRecord, conn: int | None = None) -> bool:
+        """Forget C{imei} if C{node} (and connection C{conn}, if given) still holds it."""
+        owner = self._owners.get(imei)
+        if owner is None or owner.node is not node or (conn is not None and owner.conn != conn):
+            return False
+        del self._owners[imei]
+        node.devices.discard(imei)
+        del self._sorted[bisect_left(self._sorted, imei)]
+        return True
+
+    def releaseAll(self, node: NodeRecord) -> None:
+        """Forget every device of C{node}."""
+        gone = node.devices
+        node.devices = set()
+        for imei in gone:
+            del self._owners[imei]
+        self._sorted = [imei for imei in self._sorted if imei not in gone]
+
+    def page(self, num: int, page: int) -> list[str]:
+        """Page C{page} (0 first) of C{num} imeis, sorted ascending."""
+        start = num * page
+        return self._sorted[start : start + num]
+
+
+class Routed(NamedTuple):
+    """A command handed to a node, waiting for its result."""
+
+    client: bytes
+    rid: bytes
+    node: NodeRecord
+    timer: Any
+
+
+class Broker:
+    """
+    The broker's logic, apart from its sockets: C{toClient} and C{toNode} send
+    frames to a peer identity and return False when the peer cannot be reached.
+    """
+
+    def __init__(
+        self,
+        clock,
+        toClient: Send,
+        toNode: Send,
+        nodeTtl: float = DEFAULT_NODE_TTL,
+        grace: float = DEFAULT_GRACE,
+    ) -> None:
+        self.clock = clock
+        self.toClient = toClient
+        self.toNode = toNode
+        self.nodeTtl = nodeTtl
+        self.heartbeat = nodeTtl / 3
+        self.grace = grace
+        self.directory = Directory()
+        self.nodes: dict[bytes, NodeRecord] = {}
+        self.routed: dict[bytes, Routed] = {}
+        self._lastRid = 0
+        self._clientHandlers = {
+            b"send": self._send,
+            b"find": self._find,
+            b"list": self._list,
+            b"total": self._total,
+            b"health": self._health,
+        }
+        self._nodeHandlers = {
+            b"online": self._online,
+            b"offline": self._offline,
+            b"ping": self._ping,
+            b"bye": self._bye,
+            b"result": self._result,
+        }
+
+    # -- clients
+
+    def fromClient(self, raw: list[bytes]) -> None:
+        """Handle one message on the frontend (identity frame first)."""
+        client, rest = raw[0], raw[1:]
+        try:
+            message = frames.decode(rest)
+            handler = self._clientHandlers.get(message.kind)
+            if handler is None:
+                raise FrameError(f"{message.kind.decode()} is not a request")
+        except FrameError as e:
+            log.warn("Rejected a malformed request: {error}", error=e)
+            if len(rest) == 4 and len(rest[2]) <= frames.MAX_REQUEST_ID:
+                self._reply(client, rest[2], {"error": str(e), "code": "invalid"}, b"error")
+            return
+        handler(client, message, rest[3])
+
+    def _reply(self, client: bytes, rid: bytes, body: dict[str, Any], kind: bytes = b"reply") -> None:
+        if not self.toClient(client, frames.encode(kind, rid, body)):
+            log.debug("Dropped an answer to a client that is gone")
+
+    def _send(self, client: bytes, message: frames.Message, payload: bytes) -> None:
+        body = message.body
+        owner = self.directory.owner(body["imei"])
+        if owner is None:
+            self._reply(client, message.rid, {"result": NO})
+            return
+        node = owner.node
+        self._lastRid += 1
+        rid = b"%x" % self._lastRid
+        # The body is forwarded as it came: the node reads the same fields.
+        if not self.toNode(node.identity, [VERSION, b"command", rid, payload]):
+            self._nodeLost(node, "unreachable")
+            self._reply(client, message.rid, {"result": NO})
+            return
+        timer = self.clock.callLater(body["timeout"] + self.grace, self._expire, rid)
+        self.routed[rid] = Routed(client, message.rid, node, timer)
+        node.inflight.add(rid)
+
+    def _expire(self, rid: bytes) -> None:
+        routed = self.routed.pop(rid)
+        routed.node.inflight.discard(rid)
+        log.debug("No result from node {node} in time", node=routed.node.name)
+        self._reply(routed.client, routed.rid, {"result": TIMEOUT})
+
+    def _find(self, client: bytes, message: frames.Message, payload: bytes) -> None:
+        online = self.directory.owner(message.body["imei"]) is not None
+        self._reply(client, message.rid, {"result": OK if online else NO})
+
+    def _list(self, client: bytes, message: frames.Message, payload: bytes) -> None:
+        devices = self.directory.page(message.body["num"], message.body["page"])
+        self._reply(client, message.rid, {"devices": devices, "total": len(self.directory)})
+
+    def _total(self, client: bytes, message: frames.Message, payload: bytes) -> None:
+        self._reply(client, message.rid, {"total": len(self.directory)})
+
+    def _health(self, client: bytes, message: frames.Message, payload: bytes) -> None:
+        body = {"nodes": len(self.nodes), "total": len(self.directory)}
+        self._reply(client, message.rid, body)
+
+    # -- nodes
+
+    def fromNode(self, raw: list[bytes]) -> None:
+        """Handle one message on the backend (identity frame first)."""
+        identity = raw[0]
+        try:
+            message = frames.decode(raw[1:])
+        except FrameError as e:
+            log.warn("Dropped a malformed message from a node: {error}", error=e)
+            return
+        if message.kind == b"hello":
+            self._hello(identity, message.body)
+            return
+        node = self.nodes.get(identity)
+        if node is None:
+            # Not registered (e.g. this broker restarted): ask for a full hello.
+            self.toNode(identity, frames.encode(b"reset", b"", {}))
+            return
+        node.lastSeen = self.clock.seconds()
+        handler = self._nodeHandlers.get(message.kind)
+        if handler is None:
+            log.warn("Dropped an unexpected {kind} from node {node}", kind=message.kind, node=node.name)
+            return
+        handler(node, message)
+
+    def _hello(self, identity: bytes, body: dict[str, Any]) -> None:
+        name = body["node"]
+        node = self.nodes.get(identity)
+        if node is None:
+            for other in list(self.nodes.values()):
+                if other.name == name:
+                    self._nodeLost(other, "registered again from a new connection")
+            node = self.nodes[identity] = NodeRecord(identity, name, self.clock.seconds())
+            log.info("Node {node} registered with {count} devices", node=name, count=len(body["devices"]))
+        node.lastSeen = self.clock.seconds()
+        snapshot = {imei: conn for imei, conn in body["devices"] if is_valid_imei(imei)}
+        for imei in node.devices - snapshot.keys():
+            self.directory.release(imei, node)
+        for imei, conn in snapshot.items():
+            self._own(node, imei, conn)
+        self.toNode(identity, frames.encode(b"welcome", b"", {"heartbeat": self.heartbeat}))
+
+    def _own(self, node: NodeRecord, imei: str, conn: int) -> None:
+        previous = self.directory.own(imei, node, conn)
+        if previous is not None and previous.node is not node:
+            log.info(
+                "{imei} moved from node {old} to node {new}",
+                imei=imei,
+                old=previous.node.name,
+                new=node.name,
+            )
+            drop = frames.encode(b"drop", b"", {"imei": imei, "conn": previous.conn})
+            self.toNode(previous.node.identity, drop)
+
+    def _online(self, node: NodeRecord, message: frames.Message) -> None:
+        imei = message.body["imei"]
+        if is_valid_imei(imei):
+            self._own(node, imei, message.body["conn"])
+
+    def _offline(self, node: NodeRecord, message: frames.Message) -> None:
+        self.directory.release(message.body["imei"], node, message.body["conn"])
+
+    def _ping(self, node: NodeRecord, message: frames.Message) -> None:
+        self.toNode(node.identity, frames.encode(b"pong", b"", {}))
+
+    def _bye(self, node: NodeRecord, message: frames.Message) -> None:
+        self._nodeLost(node, "shut down")
+
+    def _result(self, node: NodeRecord, message: frames.Message) -> None:
+        routed = self.routed.get(message.rid)
+        if routed is None or routed.node is not node:
+            log.debug("Dropped a late result from node {node}", node=node.name)
+            return
+        del self.routed[message.rid]
+        node.inflight.discard(message.rid)
+        routed.timer.cancel()
+        result = message.body["result"]
+        if result in RESULTS:
+            self._reply(routed.client, routed.rid, {"result": result, "data": message.body["data"]})
+        else:
+            log.warn("Node {node} sent an invalid result {result!r}", node=node.name, result=result)
+            self._reply(
+                routed.client, routed.rid, {"error": "invalid result from node", "code": "unavailable"}, b"error"
+            )
+
+    def expireNodes(self) -> None:
+        """Declare dead every node silent for longer than the TTL."""
+        deadline = self.clock.seconds() - self.nodeTtl
+        for node in list(self.nodes.values()):
+            if node.lastSeen < deadline:
+                self._nodeLost(node, f"silent for more than {self.nodeTtl:g} s")
+
+    def _nodeLost(self, node: NodeRecord, why: str) -> None:
+        if self.nodes.get(node.identity) is not node:
+            return
+        del self.nodes[node.identity]
+        log.info(
+            "Node {node} is gone ({why}); {count} devices leave the directory",
+            node=node.name,
+            why=why,
+            count=len(node.devices),
+        )
+        self.directory.releaseAll(node)
+        for rid in node.inflight:
+            routed = self.routed.pop(rid)
+            routed.timer.cancel()
+            self._reply(routed.client, routed.rid, {"result": TIMEOUT})
+        node.inflight.clear()
+
+    def close(self) -> None:
+        """Answer every routed command (the broker is going away) and stop timers."""
+        for rid, routed in list(self.routed.items()):
+            routed.timer.cancel()
+            self._reply(routed.client, routed.rid, {"error": "broker shutting down", "code": "unavailable"}, b"error")
+        self.routed.clear()
+
+
+def _sender(socket: ZmqSocket) -> Send:
+    def send(peer: bytes, message: list[bytes]) -> bool:
+        try:
+            socket.sendFrames([peer, *message])
+        except zmq.ZMQError:
+            return False
+        return True
+
+    return send
+
+
+class BrokerService(Service):
+    """The broker role: binds the frontend and backend ROUTERs."""
+
+    def __init__(self, reactor, *, frontend: str, backend: str, nodeTtl: float = DEFAULT_NODE_TTL) -> None:
+        self.reactor = reactor
+        self.frontend = frontend
+        self.backend = backend
+        self.nodeTtl = nodeTtl
+        self.broker: Broker | None = None
+        self.frontendSocket: ZmqSocket | None = None
+        self.backendSocket: ZmqSocket | None = None
+        self._expiry: LoopingCall | None = None
+
+    def privilegedStartService(self) -> None:
+        self._bind()
+        super().privilegedStartService()
+
+    def startService(self) -> None:
+        if self.broker is None:
+            self._bind()
+        super().startService()
+        self._expiry = LoopingCall(self.broker.expireNodes)
+        self._expiry.clock = self.reactor
+        self._expiry.start(self.nodeTtl / 4, now=False)
+
+    def _bind(self) -> None:
+        sockets = []
+        try:
+            for address, handler in ((self.frontend, self._fromClient), (self.backend, self._fromNode)):
+                sockets.append(
+                    ZmqSocket(self.reactor, zmq.ROUTER, handler, bind=[address], mandatory=True)
+                )
+        except zmq.ZMQError as e:
+            for socket in sockets:
+                socket.shutdown()
+            raise RuntimeError(f"cannot bind the broker on {address!r}: {e}") from None
+        self.frontendSocket, self.backendSocket = sockets
+        self.broker = Broker(
+            self.reactor, _sender(self.frontendSocket), _sender(self.backendSocket), self.nodeTtl
+        )
+        log.info(
+            "Broker frontend on {frontend}, backend on {backend}",
+            frontend=self.frontendSocket.lastEndpoint,
+            backend=self.backendSocket.lastEndpoint,
+        )
+
+    def _fromClient(self, raw: list[bytes]) -> None:
+        self.broker.fromClient(raw)
+
+    def _fromNode(self, raw: list[bytes]) -> None:
+        self.broker.fromNode(raw)
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._expiry is not None and self._expiry.running:
+            self._expiry.stop()
+        self.broker.close()
+        self.frontendSocket.shutdown(linger=0.5)
+        self.backendSocket.shutdown()
+        self.broker = self.frontendSocket = self.backendSocket = None

@@ -1,0 +1,229 @@
+"""
+L{Demand}: the Python client of the broker frontend (CONTRACT §3).
+
+One DEALER socket carries any number of calls at once, each matched to its answer
+by a request id. Every call has a deadline (its timeout plus L{Demand.margin}); a
+call the broker does not answer by then fails with L{BrokerUnavailable}. The socket
+only queues to a connected broker, so a call made while the broker is down is never
+delivered late, after its caller was told it failed.
+"""
+
+from collections import deque
+from typing import Any, NamedTuple
+
+import zmq
+from twisted.internet.defer import Deferred, fail
+from twisted.logger import Logger
+
+from . import frames
+from .frames import FrameError
+from .imei import is_valid_imei
+from .results import RESULTS, Reply
+from .zmqsocket import ZmqSocket
+
+log = Logger()
+
+DEFAULT_TIMEOUT = 10.0
+# Seconds between attempts to hand calls to ZeroMQ while the broker is not connected.
+RESEND_INTERVAL = 0.02
+
+
+class DevicehubError(Exception):
+    """Base class of devicehub's errors."""
+
+
+class BrokerUnavailable(DevicehubError):
+    """The broker did not answer in time (down, unreachable or overloaded)."""
+
+
+class RequestRejected(DevicehubError, ValueError):
+    """The broker refused a request as malformed."""
+
+
+class Page(NamedTuple):
+    """One page of the online devices, and how many are online in all."""
+
+    total: int
+    devices: list[str]
+
+
+def _checkedTimeout(timeout: object) -> float:
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < float("inf"):
+        raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+    return float(timeout)
+
+
+class Demand:
+    """
+    Send commands to devices and query the directory through the broker at
+    C{frontend}; C{timeout} is the default wait for a command's ack.
+    Every method returns a L{Deferred}.
+    """
+
+    margin = 1.0
+    """Seconds past a call's timeout before it fails with L{BrokerUnavailable}."""
+
+    def __init__(self, frontend: str, timeout: float = DEFAULT_TIMEOUT, *, reactor=None, clock=None) -> None:
+        if reactor is None:
+            from twisted.internet import reactor
+        self.frontend = frontend
+        self.timeout = _checkedTimeout(timeout)
+        self._clock = clock if clock is not None else reactor
+        self._socket: ZmqSocket | None = ZmqSocket(
+            reactor, zmq.DEALER, self._received, connect=[frontend], immediate=True
+        )
+        self._pending: dict[bytes, Deferred[dict[str, Any]]] = {}
+        self._unsent: deque[list[bytes]] = deque()
+        self._resend = None
+        self._lastId = 0
+
+    # -- the contract's calls
+
+    def send(self, imei: str, instruct: str, data: Any = None, timeout: float | None = None) -> "Deferred[str]":
+        """Fires with OK (acked), NO (not online) or TIMEOUT (not acked in time)."""
+        return self.request(imei, instruct, data, timeout).addCallback(lambda reply: reply.result)
+
+    def request(
+        self, imei: str, instruct: str, data: Any = None, timeout: float | None = None
+    ) -> "Deferred[Reply]":
+        """Like L{send}, with the ack's C{data} too: fires with a L{Reply}."""
+        try:
+            wait = self.timeout if timeout is None else _checkedTimeout(timeout)
+            body = self._command(imei, instruct, data, wait, True)
+        except (TypeError, ValueError) as e:
+            return fail(e)
+        return self._call(b"send", body, wait).addCallback(_reply)
+
+    def send_nowait(self, imei: str, instruct: str, data: Any = None) -> "Deferred[str]":
+        """Fires with OK once the device's node has written the command, NO if not online."""
+        try:
+            body = self._command(imei, instruct, data, self.timeout, False)
+        except (TypeError, ValueError) as e:
+            return fail(e)
+        return self._call(b"send", body, self.timeout).addCallback(_result)
+
+    def find(self, imei: str, *, timeout: float | None = None) -> "Deferred[str]":
+        """Fires with OK when the device is online, NO when not."""
+        if not is_valid_imei(imei):
+            return fail(ValueError(f"invalid imei {imei!r}"))
+        return self._query(b"find", {"imei": imei}, timeout).addCallback(_result)
+
+    def getlist(self, num: int, page: int = 0, *, timeout: float | None = None) -> "Deferred[list[str]]":
+        """Fires with page C{page} (0 first) of C{num} online imeis, sorted, across all nodes."""
+        return self.getpage(num, page, timeout=timeout).addCallback(lambda found: found.devices)
+
+    def getpage(self, num: int, page: int = 0, *, timeout: float | None = None) -> "Deferred[Page]":
+        """Like L{getlist}, with the total from the same directory state: fires with a L{Page}."""
+        for name, value in (("num", num), ("page", page)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                return fail(ValueError(f"{name} must be a whole number >= 0, not {value!r}"))
+        answer = self._query(b"list", {"num": num, "page": page}, timeout)
+        return answer.addCallback(lambda body: Page(_field(body, "total"), _field(body, "devices")))
+
+    def gettotal(self, *, timeout: float | None = None) -> "Deferred[int]":
+        """Fires with the number of online devices across all nodes."""
+        return self._query(b"total", {}, timeout).addCallback(_field, "total")
+
+    def health(self, *, timeout: float | None = None) -> "Deferred[dict[str, int]]":
+        """Fires with C{{"nodes": K, "devices": T}} as the broker sees them."""
+        answer = self._query(b"health", {}, timeout)
+        return answer.addCallback(lambda body: {"nodes": _field(body, "nodes"), "devices": _field(body, "total")})
+
+    def close(self) -> None:
+        """Release the socket; calls still waiting fail with L{BrokerUnavailable}."""
+        if self._socket is None:
+            return
+        self._socket.shutdown()
+        self._socket = None
+        if self._resend is not None and self._resend.active():
+            self._resend.cancel()
+        self._unsent.clear()
+        for waiting in list(self._pending.values()):
+            waiting.errback(BrokerUnavailable("the Demand was closed"))
+
+    # -- plumbing
+
+    @staticmethod
+    def _command(imei: str, instruct: str, data: Any, timeout: float, wait: bool) -> dict[str, Any]:
+        if not is_valid_imei(imei):
+            raise ValueError(f"invalid imei {imei!r}")
+        if not isinstance(instruct, str):
+            raise ValueError(f"instruct must be a string, not {instruct!r}")
+        frames.dumps(data)  # raises (TypeError/ValueError) now rather than on the wire
+        return {"imei": imei, "instruct": instruct, "data": data, "timeout": timeout, "wait": wait}
+
+    def _query(self, kind: bytes, body: dict[str, Any], timeout: float | None) -> "Deferred[dict[str, Any]]":
+        try:
+            wait = self.timeout if timeout is None else _checkedTimeout(timeout)
+        except ValueError as e:
+            return fail(e)
+        return self._call(kind, body, wait)
+
+    def _call(self, kind: bytes, body: dict[str, Any], wait: float) -> "Deferred[dict[str, Any]]":
+        if self._socket is None:
+            return fail(BrokerUnavailable("the Demand is closed"))
+        self._lastId += 1
+        rid = b"%x" % self._lastId
+        answer: Deferred[dict[str, Any]] = Deferred()
+        self._pending[rid] = answer
+        answer.addTimeout(wait + self.margin, self._clock, onTimeoutCancel=self._unavailable)
+        answer.addBoth(self._forget, rid)
+        self._unsent.append(frames.encode(kind, rid, body))
+        self._flush()
+        return answer
+
+    def _unavailable(self, result: object, timeout: float) -> None:
+        raise BrokerUnavailable(f"no answer from the broker at {self.frontend} within {timeout:g} s")
+
+    def _forget(self, result: object, rid: bytes) -> object:
+        del self._pending[rid]
+        return result
+
+    def _flush(self) -> None:
+        """Hand queued calls to ZeroMQ, oldest first, skipping those already failed."""
+        self._resend = None
+        while self._unsent:
+            message = self._unsent[0]
+            if message[2] in self._pending:
+                try:
+                    self._socket.sendFrames(message)
+                except zmq.Again:
+                    # No broker connected yet (or its queue is full): try again shortly.
+                    self._resend = self._clock.callLater(RESEND_INTERVAL, self._flush)
+                    return
+            self._unsent.popleft()
+
+    def _received(self, raw: list[bytes]) -> None:
+        try:
+            message = frames.decode(raw)
+        except FrameError as e:
+            log.warn("Dropped a malformed answer from the broker: {error}", error=e)
+            return
+        waiting = self._pending.get(message.rid)
+        if waiting is None:
+            return  # the call already failed with BrokerUnavailable
+        if message.kind == b"reply":
+            waiting.callback(message.body)
+        elif message.kind == b"error" and message.body["code"] == "invalid":
+            waiting.errback(RequestRejected(message.body["error"]))
+        elif message.kind == b"error":
+            waiting.errback(BrokerUnavailable(message.body["error"]))
+        else:
+            waiting.errback(BrokerUnavailable(f"unexpected {message.kind!r} from the broker"))
+
+
+def _field(body: dict[str, Any], name: str) -> Any:
+    if name not in body:
+        raise BrokerUnavailable(f"the broker's answer lacks {name!r}")
+    return body[name]
+
+
+def _result(body: dict[str, Any]) -> str:
+    result = _field(body, "result")
+    if result not in RESULTS:
+        raise BrokerUnavailable(f"the broker answered an unknown result {result!r}")
+    return result
+
+
+def _reply(body: dict[str, Any]) -> Reply:
+    return Reply(_result(body), body.get("data"))

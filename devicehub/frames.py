@@ -1,0 +1,180 @@
+"""
+The messages between Demand, broker and node (ZeroMQ multipart), version 1.
+
+Every message is four frames, after the identity frame a ROUTER adds or strips::
+
+    [b"DH1", kind, request id, JSON object]
+
+C{request id} is opaque bytes (at most 64) chosen by whoever asks and echoed in the
+answer; it is empty in notices that need no answer. The JSON body's fields depend on
+C{kind}; L{SCHEMAS} lists them and L{decode} checks them, so handlers can trust a
+decoded message. docs/frames.md describes the exchanges.
+
+Frontend (Demand or API -> broker, answered by C{reply} or C{error}):
+  - C{send} imei, instruct, data, timeout, wait: a command for a device
+  - C{find} imei / C{list} num, page / C{total} / C{health}: directory queries
+Backend (node -> broker):
+  - C{hello} node, devices: (re)registration with a full snapshot [[imei, conn], ...]
+  - C{online} imei, conn / C{offline} imei, conn: presence changes
+  - C{ping}: heartbeat / C{bye}: clean shutdown / C{result} result, data: a command's outcome
+Backend (broker -> node):
+  - C{welcome} heartbeat: registered / C{pong}: heartbeat answer / C{reset}: say hello again
+  - C{command}: the C{send} body, forwarded / C{drop} imei, conn: the device logged in elsewhere
+"""
+
+import json
+import math
+from typing import Any, Callable, NamedTuple
+
+VERSION = b"DH1"
+MAX_REQUEST_ID = 64
+
+
+class FrameError(ValueError):
+    """A message that does not follow this format."""
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_count(value: object) -> bool:
+    return _is_int(value) and value >= 0
+
+
+def _is_seconds(value: object) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    )
+
+
+def _is_str(value: object) -> bool:
+    return isinstance(value, str)
+
+
+def _is_any(value: object) -> bool:
+    return True
+
+
+def _is_bool(value: object) -> bool:
+    return isinstance(value, bool)
+
+
+def _is_snapshot(value: object) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(entry, list)
+        and len(entry) == 2
+        and _is_str(entry[0])
+        and _is_count(entry[1])
+        for entry in value
+    )
+
+
+def _is_str_list(value: object) -> bool:
+    return isinstance(value, list) and all(_is_str(item) for item in value)
+
+
+Check = Callable[[object], bool]
+
+_COMMAND: dict[str, Check] = {
+    "imei": _is_str,
+    "instruct": _is_str,
+    "data": _is_any,
+    "timeout": _is_seconds,
+    "wait": _is_bool,
+}
+_PRESENCE: dict[str, Check] = {"imei": _is_str, "conn": _is_count}
+
+SCHEMAS: dict[bytes, dict[str, Check]] = {
+    # frontend requests
+    b"send": _COMMAND,
+    b"find": {"imei": _is_str},
+    b"list": {"num": _is_count, "page": _is_count},
+    b"total": {},
+    b"health": {},
+    # frontend answers; a reply's fields depend on the request it answers
+    b"reply": {},
+    b"error": {"error": _is_str, "code": _is_str},
+    # node -> broker
+    b"hello": {"node": _is_str, "devices": _is_snapshot},
+    b"online": _PRESENCE,
+    b"offline": _PRESENCE,
+    b"ping": {},
+    b"bye": {},
+    b"result": {"result": _is_str, "data": _is_any},
+    # broker -> node
+    b"welcome": {"heartbeat": _is_seconds},
+    b"pong": {},
+    b"reset": {},
+    b"command": _COMMAND,
+    b"drop": _PRESENCE,
+}
+
+# Fields of a reply, each checked when present.
+REPLY_FIELDS: dict[str, Check] = {
+    "result": _is_str,
+    "data": _is_any,
+    "devices": _is_str_list,
+    "total": _is_count,
+    "nodes": _is_count,
+}
+
+
+class Message(NamedTuple):
+    """A decoded message: its kind, request id and checked body."""
+
+    kind: bytes
+    rid: bytes
+    body: dict[str, Any]
+
+
+def _reject_constant(name: str) -> None:
+    raise FrameError(f"{name} is not JSON")
+
+
+def encode(kind: bytes, rid: bytes, body: dict[str, Any]) -> list[bytes]:
+    """The frames of one message."""
+    return [VERSION, kind, rid, dumps(body)]
+
+
+def dumps(value: Any) -> bytes:
+    """Compact UTF-8 JSON, as used on every wire of devicehub."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def loads(data: bytes) -> Any:
+    """Parse strict JSON (no NaN or Infinity); raise L{FrameError} on any failure."""
+    try:
+        return json.loads(data, parse_constant=_reject_constant)
+    except FrameError:
+        raise
+    except (ValueError, RecursionError) as e:
+        raise FrameError(f"not JSON: {e.__class__.__name__}") from None
+
+
+def decode(frames: list[bytes]) -> Message:
+    """Check and decode one message; raise L{FrameError} if it breaks the format."""
+    if len(frames) != 4:
+        raise FrameError(f"expected 4 frames, got {len(frames)}")
+    version, kind, rid, payload = frames
+    if version != VERSION:
+        raise FrameError(f"unsupported version {version[:16]!r}")
+    schema = SCHEMAS.get(kind)
+    if schema is None:
+        raise FrameError(f"unknown kind {kind[:16]!r}")
+    if len(rid) > MAX_REQUEST_ID:
+        raise FrameError("request id too long")
+    body = loads(payload)
+    if not isinstance(body, dict):
+        raise FrameError("body is not a JSON object")
+    for field, check in schema.items():
+        if field not in body or not check(body[field]):
+            raise FrameError(f"{kind.decode()}: missing or invalid {field!r}")
+    if kind == b"reply":
+        for field, check in REPLY_FIELDS.items():
+            if field in body and not check(body[field]):
+                raise FrameError(f"reply: invalid {field!r}")
+    return Message(kind, rid, body)

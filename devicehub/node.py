@@ -1,0 +1,239 @@
+"""
+The node role: holds device connections and executes commands on them.
+
+L{Node} is the domain: which device is on which connection, and what a command
+does. L{BrokerLink} is the node's DEALER to the broker backend: it registers with
+a full snapshot, reports presence changes, heartbeats, and turns the broker's
+C{command} messages into L{Node.execute} calls. L{NodeService} runs both with a
+device listener.
+"""
+
+from typing import Any
+
+import zmq
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, succeed
+from twisted.logger import Logger
+
+from . import frames
+from .frames import FrameError
+from .listening import ListeningService
+from .protocol import DeviceFactory, DeviceProtocol
+from .results import NO, OK, Reply
+from .zmqsocket import ZmqSocket
+
+log = Logger()
+
+# Seconds a clean shutdown waits for devices to take their error line and close.
+CLOSE_GRACE = 2.0
+
+
+class Node:
+    """The devices connected to this node and the commands sent to them."""
+
+    def __init__(self, name: str, commandTimeout: float) -> None:
+        self.name = name
+        self.commandTimeout = commandTimeout
+        self.devices: dict[str, DeviceProtocol] = {}
+        self.presence: "BrokerLink | None" = None
+        """Told of every device coming online or going offline."""
+        self._lastConn = 0
+
+    def attach(self, device: DeviceProtocol) -> None:
+        """A device logged in; an older connection with its imei is replaced."""
+        imei = device.imei
+        older = self.devices.get(imei)
+        self._lastConn += 1
+        device.conn = self._lastConn
+        self.devices[imei] = device
+        if older is not None:
+            older.close("replaced")
+        log.debug("{imei} online on connection {conn}", imei=imei, conn=device.conn)
+        if self.presence is not None:
+            self.presence.online(imei, device.conn)
+
+    def detach(self, device: DeviceProtocol) -> None:
+        """A logged-in connection closed."""
+        if self.devices.get(device.imei) is device:
+            del self.devices[device.imei]
+            log.debug("{imei} offline", imei=device.imei)
+            if self.presence is not None:
+                self.presence.offline(device.imei, device.conn)
+
+    def drop(self, imei: str, conn: int) -> None:
+        """The device logged in on another node: close connection C{conn}."""
+        device = self.devices.get(imei)
+        if device is not None and device.conn == conn:
+            device.close("replaced")
+
+    def execute(
+        self, imei: str, instruct: str, data: Any, timeout: float | None, wait: bool
+    ) -> "Deferred[Reply]":
+        """
+        Send a command to a device of this node. Fires NO when it is not here;
+        with C{wait}, the device's ack or TIMEOUT; without, OK once written.
+        """
+        device = self.devices.get(imei)
+        if device is None:
+            return succeed(Reply(NO))
+        acked = device.sendCommand(instruct, data, timeout or self.commandTimeout)
+        return acked if wait else succeed(Reply(OK))
+
+    def uplink(self, imei: str, message: dict[str, Any]) -> None:
+        """
+        A device sent a message of its own (any type but login/ping/ack).
+
+        The hook for the uplink event stream; for now it is only logged.
+        """
+        log.debug("{imei} uplink {type}", imei=imei, type=message["type"])
+
+    def snapshot(self) -> list[list]:
+        """Every online device as C{[imei, conn]}."""
+        return [[imei, device.conn] for imei, device in self.devices.items()]
+
+
+class BrokerLink(Service):
+    """The node's connection to the broker backend."""
+
+    # Seconds between hello attempts while unregistered, doubling up to the heartbeat.
+    firstRetry = 0.05
+    # Missed heartbeats after which the broker is taken for gone.
+    missedBeats = 3
+
+    def __init__(self, node: Node, backend: str, reactor, heartbeat: float = 1.0) -> None:
+        self.node = node
+        self.backend = backend
+        self.reactor = reactor
+        self.heartbeat = heartbeat
+        self.registered = False
+        self.socket: ZmqSocket | None = None
+        self._timer = None
+        self._retry = self.firstRetry
+        self._lastHeard = 0.0
+
+    def startService(self) -> None:
+        super().startService()
+        self.socket = ZmqSocket(
+            self.reactor, zmq.DEALER, self.received, connect=[self.backend], immediate=True
+        )
+        self.node.presence = self
+        self._tick()
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.node.presence = None
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        self._send(b"bye", {})
+        self.socket.shutdown(linger=1.0)
+        self.socket = None
+
+    # -- to the broker
+
+    def online(self, imei: str, conn: int) -> None:
+        self._send(b"online", {"imei": imei, "conn": conn})
+
+    def offline(self, imei: str, conn: int) -> None:
+        self._send(b"offline", {"imei": imei, "conn": conn})
+
+    def _send(self, kind: bytes, body: dict[str, Any], rid: bytes = b"") -> None:
+        try:
+            self.socket.sendFrames(frames.encode(kind, rid, body))
+        except zmq.Again:
+            # Not connected (or the broker is not reading): the next hello carries the state.
+            self.registered = False
+        except zmq.ZMQError as e:
+            log.warn("Cannot send {kind} to the broker: {error}", kind=kind, error=e)
+            self.registered = False
+
+    def _tick(self) -> None:
+        now = self.reactor.seconds()
+        if self.registered and now - self._lastHeard > self.missedBeats * self.heartbeat:
+            log.warn("The broker at {backend} is silent; registering again", backend=self.backend)
+            self.registered = False
+        if self.registered:
+            self._send(b"ping", {})
+            delay = self.heartbeat
+        else:
+            self._send(b"hello", {"node": self.node.name, "devices": self.node.snapshot()})
+            delay = self._retry
+            self._retry = min(self._retry * 2, self.heartbeat)
+        self._timer = self.reactor.callLater(delay, self._tick)
+
+    def _registerAgain(self) -> None:
+        self.registered = False
+        self._retry = self.firstRetry
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._tick()
+
+    # -- from the broker
+
+    def received(self, raw: list[bytes]) -> None:
+        try:
+            message = frames.decode(raw)
+        except FrameError as e:
+            log.warn("Dropped a malformed message from the broker: {error}", error=e)
+            return
+        self._lastHeard = self.reactor.seconds()
+        kind, body = message.kind, message.body
+        if kind == b"command":
+            done = self.node.execute(
+                body["imei"], body["instruct"], body["data"], body["timeout"], body["wait"]
+            )
+            done.addCallback(self._answer, message.rid)
+        elif kind == b"pong":
+            pass
+        elif kind == b"drop":
+            self.node.drop(body["imei"], body["conn"])
+        elif kind == b"welcome":
+            if not self.registered:
+                log.info("Registered with the broker at {backend}", backend=self.backend)
+            self.registered = True
+            self.heartbeat = body["heartbeat"]
+            self._retry = self.firstRetry
+        elif kind == b"reset":
+            log.info("The broker does not know this node; registering again")
+            self._registerAgain()
+        else:
+            log.warn("Dropped an unexpected {kind} from the broker", kind=kind)
+
+    def _answer(self, reply: Reply, rid: bytes) -> None:
+        if self.socket is not None:
+            self._send(b"result", {"result": reply.result, "data": reply.data}, rid)
+
+
+class NodeService(MultiService):
+    """The node role: a device listener and the link to the broker."""
+
+    def __init__(
+        self,
+        reactor,
+        *,
+        devices: str,
+        backend: str,
+        name: str,
+        commandTimeout: float,
+        loginTimeout: float,
+        idleTimeout: float,
+        maxLine: int,
+    ) -> None:
+        super().__init__()
+        self.node = Node(name, commandTimeout)
+        self.factory = DeviceFactory(self.node, reactor, loginTimeout, idleTimeout, maxLine)
+        self.listener = ListeningService(reactor, devices, self.factory, "devices")
+        self.listener.setServiceParent(self)
+        self.link = BrokerLink(self.node, backend, reactor)
+        self.link.setServiceParent(self)
+        self.reactor = reactor
+
+    async def _stop(self) -> None:
+        await self.listener.stopService()
+        await self.factory.closeAll("shutting down", CLOSE_GRACE)
+        self.link.stopService()
+        Service.stopService(self)
+
+    def stopService(self) -> Deferred:
+        """Stop listening, close every device politely, then say goodbye to the broker."""
+        return Deferred.fromCoroutine(self._stop())

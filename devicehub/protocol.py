@@ -1,0 +1,242 @@
+"""
+The device wire protocol: JSON Lines over TCP or TLS (CONTRACT §2).
+
+One JSON object per line, UTF-8, ended by C{\\n} (a C{\\r} before it is
+tolerated); every object has a string field C{type}::
+
+    device -> hub   {"type":"login","imei":"861234567890123"}      first line, within login timeout
+    hub -> device   {"type":"login","status":200}                  or 400/401 with "error", then close
+    device -> hub   {"type":"ping"}                                answered by {"type":"pong"}
+    hub -> device   {"type":"command","ident":42,"instruct":"0x10","data":...}
+    device -> hub   {"type":"ack","ident":42}  or  {"type":"ack","ident":42,"data":...}
+    device -> hub   any other type: an uplink message, handed to the node
+    hub -> device   {"type":"error","error":"..."}                 a rejected line; sent before any close
+
+A bad line gets an C{error} line (and a close before login); a line longer than the
+limit closes the connection; an ack with an unknown ident is ignored. When the
+connection closes, every command still waiting for its ack resolves as TIMEOUT.
+"""
+
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.protocols.basic import LineOnlyReceiver
+from twisted.protocols.policies import TimeoutMixin
+
+from .frames import FrameError, dumps, loads
+from .imei import is_valid_imei
+from .results import OK, TIMEOUT, Reply
+
+if TYPE_CHECKING:
+    from .node import Node
+
+log = Logger()
+
+MAX_IDENT = 2_147_483_647
+
+
+class LineError(ValueError):
+    """A device line that breaks the protocol; its text goes into the error line."""
+
+
+def parse_line(line: bytes) -> dict[str, Any]:
+    """
+    Decode one device line (without its C{\\n}) into a message.
+
+    @raise LineError: not UTF-8 JSON, not an object, or no valid C{type}.
+    """
+    if line.endswith(b"\r"):
+        line = line[:-1]
+    try:
+        message = loads(line)
+    except FrameError as e:
+        raise LineError(str(e)) from None
+    if not isinstance(message, dict):
+        raise LineError("not a JSON object")
+    kind = message.get("type")
+    if not isinstance(kind, str) or not kind:
+        raise LineError("missing or invalid type")
+    return message
+
+
+def _timed_out(result: object, timeout: float) -> Reply:
+    return Reply(TIMEOUT)
+
+
+class DeviceProtocol(LineOnlyReceiver, TimeoutMixin):
+    """One device connection: login, heartbeats, commands and their acks."""
+
+    delimiter = b"\n"
+
+    imei: str | None = None
+    conn: int | None = None
+    """The node's number for this connection, set at login."""
+
+    def __init__(self, node: "Node", clock, loginTimeout: float, idleTimeout: float, maxLine: int):
+        self.node = node
+        self.clock = clock
+        self.callLater = clock.callLater  # TimeoutMixin's timer
+        self.loginTimeout = loginTimeout
+        self.idleTimeout = idleTimeout
+        self.MAX_LENGTH = maxLine
+        self._pending: dict[int, Deferred[Reply]] = {}
+        self._lastIdent = 0
+        self._closeWaiters: list[Deferred[None]] = []
+
+    # -- connection lifecycle
+
+    def connectionMade(self) -> None:
+        self.factory.connections.add(self)
+        self.setTimeout(self.loginTimeout)
+
+    def connectionLost(self, reason=None) -> None:
+        self.setTimeout(None)
+        self.factory.connections.discard(self)
+        pending, self._pending = self._pending, {}
+        for waiting in pending.values():
+            waiting.callback(Reply(TIMEOUT))
+        if self.imei is not None:
+            self.node.detach(self)
+        waiters, self._closeWaiters = self._closeWaiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    def whenClosed(self) -> "Deferred[None]":
+        """Fires once the connection has closed."""
+        waiter: Deferred[None] = Deferred()
+        self._closeWaiters.append(waiter)
+        return waiter
+
+    def timeoutConnection(self) -> None:
+        self.close("login timeout" if self.imei is None else "idle timeout")
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self.close("line too long")
+
+    def close(self, error: str) -> None:
+        """Send an C{error} line, then close the connection."""
+        if not self.transport.disconnecting:
+            self.sendMessage({"type": "error", "error": error})
+            self.transport.loseConnection()
+
+    # -- lines from the device
+
+    def lineReceived(self, line: bytes) -> None:
+        self.resetTimeout()
+        try:
+            message = parse_line(line)
+        except LineError as e:
+            self.rejectLine(str(e))
+            return
+        kind = message["type"]
+        if self.imei is None:
+            if kind == "login":
+                self.login(message)
+            else:
+                self.close("login first")
+        elif kind == "ack":
+            self.acked(message)
+        elif kind == "ping":
+            self.sendMessage({"type": "pong"})
+        elif kind == "login":
+            self.rejectLine("already logged in")
+        else:
+            self.node.uplink(self.imei, message)
+
+    def rejectLine(self, error: str) -> None:
+        """Answer a bad line; before login the connection is closed as well."""
+        if self.imei is None:
+            self.close(error)
+        else:
+            self.sendMessage({"type": "error", "error": error})
+
+    def login(self, message: dict[str, Any]) -> None:
+        imei = message.get("imei")
+        if not is_valid_imei(imei):
+            self.sendMessage({"type": "login", "status": 400, "error": "invalid imei"})
+            self.close("invalid imei")
+            return
+        self.imei = imei
+        self.setTimeout(self.idleTimeout)
+        self.sendMessage({"type": "login", "status": 200})
+        self.node.attach(self)
+
+    def acked(self, message: dict[str, Any]) -> None:
+        ident = message.get("ident")
+        if not isinstance(ident, int) or isinstance(ident, bool):
+            self.rejectLine("invalid ident")
+            return
+        waiting = self._pending.pop(ident, None)
+        if waiting is not None:
+            waiting.callback(Reply(OK, message.get("data")))
+
+    # -- commands to the device
+
+    def sendCommand(self, instruct: str, data: Any, timeout: float) -> "Deferred[Reply]":
+        """
+        Write a command; the result fires with the device's ack, or TIMEOUT
+        after C{timeout} seconds or as soon as the connection closes.
+        """
+        ident = self._nextIdent()
+        waiting: Deferred[Reply] = Deferred()
+        self._pending[ident] = waiting
+        waiting.addTimeout(timeout, self.clock, onTimeoutCancel=_timed_out)
+        waiting.addBoth(self._forget, ident)
+        self.sendMessage({"type": "command", "ident": ident, "instruct": instruct, "data": data})
+        return waiting
+
+    def _forget(self, result: Reply, ident: int) -> Reply:
+        self._pending.pop(ident, None)
+        return result
+
+    def _nextIdent(self) -> int:
+        ident = self._lastIdent
+        while True:
+            ident = ident % MAX_IDENT + 1
+            if ident not in self._pending:
+                self._lastIdent = ident
+                return ident
+
+    def sendMessage(self, message: dict[str, Any]) -> None:
+        """Write one JSON line to the device."""
+        self.sendLine(dumps(message))
+
+
+class DeviceFactory(Factory):
+    """Builds a L{DeviceProtocol} for each device connection to a node."""
+
+    def __init__(self, node: "Node", clock, loginTimeout: float, idleTimeout: float, maxLine: int):
+        self.node = node
+        self.clock = clock
+        self.loginTimeout = loginTimeout
+        self.idleTimeout = idleTimeout
+        self.maxLine = maxLine
+        self.connections: set[DeviceProtocol] = set()
+
+    def closeAll(self, error: str, grace: float) -> "Deferred[None]":
+        """
+        Send every connection an C{error} line and close it; fires when all are
+        closed, aborting any still open after C{grace} seconds.
+        """
+        if not self.connections:
+            return succeed(None)
+        connections = list(self.connections)
+        closed = gatherResults([device.whenClosed() for device in connections])
+        for device in connections:
+            device.close(error)
+
+        def abort(result: object, timeout: float) -> None:
+            for device in list(self.connections):
+                device.transport.abortConnection()
+
+        closed.addTimeout(grace, self.clock, onTimeoutCancel=abort)
+        return closed
+
+    def buildProtocol(self, addr) -> DeviceProtocol:
+        protocol = DeviceProtocol(
+            self.node, self.clock, self.loginTimeout, self.idleTimeout, self.maxLine
+        )
+        protocol.factory = self
+        return protocol

@@ -1,0 +1,21 @@
+"""The three outcomes of a command, and a command's reply (CONTRACT §3)."""
+
+from dataclasses import dataclass
+from typing import Any
+
+OK = "ok"
+"""The device acknowledged the command (or, for a query, is online)."""
+NO = "no"
+"""The device is not online."""
+TIMEOUT = "timeout"
+"""The command was sent but the device did not acknowledge it in time."""
+
+RESULTS = frozenset((OK, NO, TIMEOUT))
+
+
+@dataclass(frozen=True)
+class Reply:
+    """The outcome of a command and the C{data} of the device's ack, if any."""
+
+    result: str
+    data: Any = None

@@ -1,0 +1,151 @@
+"""Options of C{twistd devicehub} and the service they build (CONTRACT §1)."""
+
+import os
+import re
+import socket
+import sys
+
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
+from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
+from twisted.python import usage
+
+log = Logger()
+
+ROLES = ("broker", "node", "api")
+ENVIRONMENT_PREFIX = "DEVICEHUB_"
+_ZMQ_ADDRESS = re.compile(r"(tcp|ipc|inproc)://\S+")
+
+
+def positiveFloat(value: str) -> float:
+    number = float(value)
+    if not 0 < number < float("inf"):
+        raise ValueError(f"{value!r} is not a positive number")
+    return number
+
+
+positiveFloat.coerceDoc = "A positive number of seconds."
+
+
+def positiveInt(value: str) -> int:
+    number = int(value)
+    if number <= 0:
+        raise ValueError(f"{value!r} is not a positive whole number")
+    return number
+
+
+positiveInt.coerceDoc = "A positive whole number."
+
+
+class Options(usage.Options):
+    """
+    Options of the devicehub plugin. Each can also be set in the environment as
+    C{DEVICEHUB_<OPTION>} (dashes as underscores); the command line wins.
+    """
+
+    synopsis = "[options]"
+    longdesc = (
+        "Run devicehub roles in one process: the broker (directory and routing), a node "
+        "(device connections) and the HTTP API. Every option can also be given in the "
+        "environment as DEVICEHUB_<OPTION>, e.g. DEVICEHUB_COMMAND_TIMEOUT=5."
+    )
+
+    optParameters = [
+        ["roles", None, "broker,node,api", "Comma list of roles to run: broker, node, api."],
+        ["devices", None, "tcp:7700", "Server endpoint string for device connections."],
+        ["http", None, "tcp:8080:interface=127.0.0.1", "Server endpoint string for the HTTP API."],
+        ["frontend", None, "tcp://127.0.0.1:5555", "ZeroMQ address of the broker frontend."],
+        ["backend", None, "tcp://127.0.0.1:5556", "ZeroMQ address of the broker backend."],
+        ["command-timeout", None, 10.0, "Seconds a command waits for its ack by default.", positiveFloat],
+        ["login-timeout", None, 30.0, "Seconds a new device connection has to log in.", positiveFloat],
+        ["idle-timeout", None, 300.0, "Seconds of silence before a device connection is closed.", positiveFloat],
+        ["max-line", None, 65536, "Longest device line in bytes.", positiveInt],
+        ["node-id", None, None, "The node's name in the directory and logs [default: host name-pid]."],
+    ]
+
+    def __init__(self, environ=None) -> None:
+        super().__init__()
+        self.environ = os.environ if environ is None else environ
+
+    def parseOptions(self, options=None) -> None:
+        if options is None:
+            options = sys.argv[1:]
+        # Environment values go first, as if typed first: a later command-line value wins,
+        # and both pass through the same validation.
+        super().parseOptions(self._fromEnvironment() + list(options))
+
+    def _fromEnvironment(self) -> list[str]:
+        arguments = []
+        for name, *_ in self.optParameters:
+            value = self.environ.get(ENVIRONMENT_PREFIX + name.upper().replace("-", "_"))
+            if value is not None:
+                arguments.append(f"--{name}={value}")
+        return arguments
+
+    def postOptions(self) -> None:
+        roles = [role.strip() for role in self["roles"].split(",") if role.strip()]
+        unknown = sorted(set(roles) - set(ROLES))
+        if not roles or unknown:
+            raise usage.UsageError(f"--roles takes a comma list of {', '.join(ROLES)}; got {self['roles']!r}")
+        self["roles"] = tuple(role for role in ROLES if role in roles)
+        for name in ("frontend", "backend"):
+            if not _ZMQ_ADDRESS.fullmatch(self[name]):
+                raise usage.UsageError(f"--{name} must be a ZeroMQ address like tcp://127.0.0.1:5555")
+        for name, role in (("devices", "node"), ("http", "api")):
+            if role in self["roles"]:
+                self._checkEndpoint(name)
+        if self["node-id"] is None:
+            self["node-id"] = f"{socket.gethostname()}-{os.getpid()}"
+
+    def _checkEndpoint(self, name: str) -> None:
+        from twisted.internet import reactor
+
+        try:
+            serverFromString(reactor, self[name])
+        except Exception as e:
+            raise usage.UsageError(f"--{name} {self[name]!r} is not a usable endpoint: {e}") from None
+
+
+class Hub(MultiService):
+    """A MultiService whose stop reports a failing child instead of swallowing it."""
+
+    def stopService(self) -> Deferred:
+        self.running = False
+        stopping = [maybeDeferred(service.stopService) for service in reversed(list(self))]
+        return gatherResults(stopping, consumeErrors=True).addErrback(
+            lambda failure: log.failure("A role failed to stop", failure)
+        )
+
+
+def makeService(options: Options, reactor=None) -> Hub:
+    """The roles C{options} selects, as one service."""
+    if reactor is None:
+        from twisted.internet import reactor
+    from .api import ApiService
+    from .broker import BrokerService
+    from .node import NodeService
+
+    hub = Hub()
+    roles = options["roles"]
+    if "broker" in roles:
+        BrokerService(reactor, frontend=options["frontend"], backend=options["backend"]).setServiceParent(hub)
+    if "node" in roles:
+        NodeService(
+            reactor,
+            devices=options["devices"],
+            backend=options["backend"],
+            name=options["node-id"],
+            commandTimeout=options["command-timeout"],
+            loginTimeout=options["login-timeout"],
+            idleTimeout=options["idle-timeout"],
+            maxLine=options["max-line"],
+        ).setServiceParent(hub)
+    if "api" in roles:
+        ApiService(
+            reactor,
+            http=options["http"],
+            frontend=options["frontend"],
+            commandTimeout=options["command-timeout"],
+        ).setServiceParent(hub)
+    return hub

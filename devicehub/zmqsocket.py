@@ -1,0 +1,118 @@
+"""
+A txZMQ connection with devicehub's edges owned in one place.
+
+txZMQ's L{ZmqConnection} reads until the socket is empty and schedules its
+post-send read on the global reactor. Here the reactor is injected, one
+L{ZmqSocket.doRead} handles at most L{ZmqSocket.maxBatch} messages before
+yielding to the other descriptors (the ZeroMQ FD is edge-triggered, so the rest
+is read by a scheduled call, never left waiting for a signal that will not
+come), a failing handler is logged instead of stopping the read loop, and
+every socket closes with no linger so shutdown never blocks the reactor.
+"""
+
+from types import SimpleNamespace
+from typing import Callable, Iterable
+
+import zmq
+from twisted.logger import Logger
+from txzmq.connection import ZmqConnection, ZmqEndpoint, ZmqEndpointType
+
+log = Logger()
+
+# Messages a socket queues per peer before send() raises zmq.Again.
+HIGH_WATER_MARK = 100_000
+
+Handler = Callable[[list[bytes]], None]
+
+
+class ZmqSocket(ZmqConnection):
+    """One ZeroMQ socket in the reactor; complete messages go to C{handler}."""
+
+    maxBatch = 256
+    highWaterMark = HIGH_WATER_MARK
+
+    def __init__(
+        self,
+        reactor,
+        socketType: int,
+        handler: Handler,
+        *,
+        bind: Iterable[str] = (),
+        connect: Iterable[str] = (),
+        mandatory: bool = False,
+        immediate: bool = False,
+    ) -> None:
+        """
+        @param mandatory: (ROUTER) make a send to an unknown peer raise
+            C{zmq.ZMQError(EHOSTUNREACH)} instead of vanishing.
+        @param immediate: queue messages only to completed connections, so a
+            send with no peer raises C{zmq.Again} instead of waiting for one.
+        """
+        self.socketType = socketType
+        self.handler = handler
+        factory = SimpleNamespace(
+            context=zmq.Context.instance(),
+            lingerPeriod=0,
+            connections=set(),
+            reactor=reactor,
+        )
+        super().__init__(factory)
+        if mandatory:
+            self.socket.set(zmq.ROUTER_MANDATORY, 1)
+        if immediate:
+            self.socket.set(zmq.IMMEDIATE, 1)
+        self.addEndpoints(
+            [ZmqEndpoint(ZmqEndpointType.bind, address) for address in bind]
+            + [ZmqEndpoint(ZmqEndpointType.connect, address) for address in connect]
+        )
+
+    @property
+    def lastEndpoint(self) -> str:
+        """The address last bound, with any wildcard port resolved."""
+        return self.socket.get(zmq.LAST_ENDPOINT).decode()
+
+    def doRead(self) -> None:
+        """Handle up to L{maxBatch} messages, then yield to the reactor."""
+        if self.read_scheduled is not None:
+            if not self.read_scheduled.called:
+                self.read_scheduled.cancel()
+            self.read_scheduled = None
+        for _ in range(self.maxBatch):
+            if self.socket is None:
+                return
+            if not self.socket.get(zmq.EVENTS) & zmq.POLLIN:
+                return
+            try:
+                frames = self.socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                self.handler(frames)
+            except Exception:
+                log.failure("Unexpected error handling a ZeroMQ message")
+        self._scheduleRead()
+
+    def sendFrames(self, frames: list[bytes]) -> None:
+        """
+        Send one multipart message without blocking.
+
+        @raise zmq.Again: the peer's queue is full or (with C{immediate}) there
+            is no connected peer.
+        @raise zmq.ZMQError: (C{mandatory} ROUTER) the peer is unknown.
+        """
+        self.socket.send_multipart(frames, zmq.NOBLOCK)
+        # Sending may consume the FD's edge: read what arrived meanwhile.
+        self._scheduleRead()
+
+    def _scheduleRead(self) -> None:
+        if self.read_scheduled is None and self.socket is not None:
+            self.read_scheduled = self.factory.reactor.callLater(0, self.doRead)
+
+    def shutdown(self, linger: float = 0) -> None:
+        """
+        Close the socket without blocking; ZeroMQ's own thread keeps trying
+        to deliver what is unsent for C{linger} seconds.
+        """
+        if self.socket is not None:
+            self.socket.set(zmq.LINGER, int(linger * 1000))
+            super().shutdown()

@@ -1,0 +1,8 @@
+from twisted.application.service import ServiceMaker
+
+devicehub = ServiceMaker(
+    "devicehub",
+    "devicehub.service",
+    "Command gateway for always-connected devices: broker, node and HTTP API.",
+    "devicehub",
+)
