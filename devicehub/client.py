@@ -169,7 +169,8 @@ class Demand:
         answer.addTimeout(wait + self.margin, self._clock, onTimeoutCancel=self._unavailable)
         answer.addBoth(self._forget, rid)
         self._unsent.append(frames.encode(kind, rid, body))
-        self._flush()
+        if self._resend is None:
+            self._flush()
         return answer
 
     def _unavailable(self, result: object, timeout: float) -> None:

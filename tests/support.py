@@ -1,0 +1,170 @@
+"""Helpers for tests over real sockets: an in-process hub and scriptable devices."""
+
+import json
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.task import deferLater
+from twisted.protocols.basic import LineOnlyReceiver
+
+from devicehub.api import ApiService
+from devicehub.broker import BrokerService
+from devicehub.node import NodeService
+
+LOCAL = "tcp://127.0.0.1:*"
+
+
+async def eventually(condition, timeout: float = 5.0, interval: float = 0.01):
+    """Poll C{condition} until it is true; fail after C{timeout} seconds."""
+    deadline = reactor.seconds() + timeout
+    while not condition():
+        if reactor.seconds() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s: {condition}")
+        await deferLater(reactor, interval, lambda: None)
+
+
+class Hub:
+    """Broker, node and (optionally) API in this process, on ephemeral ports."""
+
+    def __init__(self, *, api: bool = True, commandTimeout: float = 5.0, **nodeOptions) -> None:
+        self.broker = BrokerService(reactor, frontend=LOCAL, backend=LOCAL)
+        self.withApi = api
+        self.commandTimeout = commandTimeout
+        self.nodeOptions = {
+            "loginTimeout": 5.0,
+            "idleTimeout": 60.0,
+            "maxLine": 65536,
+            **nodeOptions,
+        }
+        self.nodes: list[NodeService] = []
+        self.api: ApiService | None = None
+
+    @property
+    def frontend(self) -> str:
+        return self.broker.frontendSocket.lastEndpoint
+
+    @property
+    def backend(self) -> str:
+        return self.broker.backendSocket.lastEndpoint
+
+    @property
+    def directory(self):
+        return self.broker.broker.directory
+
+    @property
+    def node(self) -> NodeService:
+        return self.nodes[0]
+
+    @property
+    def devicePort(self) -> int:
+        return self.node.listener.port.getHost().port
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.api.listener.port.getHost().port}"
+
+    async def start(self) -> "Hub":
+        self.broker.startService()
+        await self.addNode("node-1")
+        if self.withApi:
+            self.api = ApiService(
+                reactor, http="tcp:0:interface=127.0.0.1", frontend=self.frontend, commandTimeout=self.commandTimeout
+            )
+            self.api.startService()
+        return self
+
+    async def addNode(self, name: str) -> NodeService:
+        node = NodeService(
+            reactor,
+            devices="tcp:0:interface=127.0.0.1",
+            backend=self.backend,
+            name=name,
+            commandTimeout=self.commandTimeout,
+            **self.nodeOptions,
+        )
+        node.startService()
+        self.nodes.append(node)
+        await eventually(lambda: node.link.registered)
+        return node
+
+    async def stop(self) -> None:
+        if self.api is not None:
+            await self.api.stopService()
+        for node in self.nodes:
+            if node.running:
+                await node.stopService()
+        if self.broker.running:
+            self.broker.stopService()
+
+
+class Device(LineOnlyReceiver):
+    """
+    A device over real TCP: logs in, then acks each command unless C{silent};
+    C{reply} is the ack's data, or a callable making it from the command.
+    Every line it receives is kept in C{lines}.
+    """
+
+    delimiter = b"\n"
+
+    def __init__(self, imei: str | None, *, silent: bool = False, reply=None) -> None:
+        self.imei = imei
+        self.silent = silent
+        self.reply = reply
+        self.lines: list[dict] = []
+        self.commands: list[dict] = []
+        self.loggedIn: Deferred = Deferred()
+        self.closed: Deferred = Deferred()
+        self._waiters: list[Deferred] = []
+
+    def connectionMade(self) -> None:
+        if self.imei is not None:
+            self.send({"type": "login", "imei": self.imei})
+
+    def send(self, message: dict) -> None:
+        self.sendLine(json.dumps(message).encode())
+
+    def lineReceived(self, line: bytes) -> None:
+        message = json.loads(line)
+        self.lines.append(message)
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.callback(message)
+        if message["type"] == "login" and not self.loggedIn.called:
+            self.loggedIn.callback(message)
+        elif message["type"] == "command":
+            self.commands.append(message)
+            if not self.silent:
+                ack = {"type": "ack", "ident": message["ident"]}
+                if self.reply is not None:
+                    ack["data"] = self.reply(message) if callable(self.reply) else self.reply
+                self.send(ack)
+
+    def nextLine(self) -> Deferred:
+        """Fires with the next line received."""
+        waiter: Deferred = Deferred()
+        self._waiters.append(waiter)
+        return waiter
+
+    def connectionLost(self, reason=None) -> None:
+        self.closed.callback(None)
+
+    async def close(self) -> None:
+        self.transport.loseConnection()
+        await self.closed
+
+
+async def connect(port: int, imei: str | None, **options) -> Device:
+    """A L{Device} connected to C{port} (logged in when C{imei} is given)."""
+    device = Device(imei, **options)
+    await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), device)
+    if imei is not None:
+        await device.loggedIn
+    return device
+
+
+async def online(hub: Hub, imei: str, **options) -> Device:
+    """A device logged in on the hub's first node and known to the broker."""
+    device = await connect(hub.devicePort, imei, **options)
+    await eventually(lambda: hub.directory.owner(imei) is not None)
+    return device

@@ -1,0 +1,223 @@
+"""The broker's routing and directory logic, with fake sockets and a task.Clock."""
+
+import json
+
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.internet.task import Clock
+
+from devicehub import frames
+from devicehub.broker import Broker, Directory, NodeRecord
+
+
+class Peers:
+    """Records what the broker sends to one socket's peers."""
+
+    def __init__(self):
+        self.sent = []
+        self.unreachable = set()
+
+    def __call__(self, peer, message):
+        if peer in self.unreachable:
+            return False
+        self.sent.append((peer, frames.decode(message)))
+        return True
+
+    def take(self, peer=None):
+        taken = [(p, m) for p, m in self.sent if peer is None or p == peer]
+        self.sent = [(p, m) for p, m in self.sent if not (peer is None or p == peer)]
+        return [m for p, m in taken] if peer is not None else taken
+
+
+def make(**kwargs):
+    clock = Clock()
+    clients, nodes = Peers(), Peers()
+    broker = Broker(clock, clients, nodes, **kwargs)
+    return broker, clock, clients, nodes
+
+
+def hello(broker, identity, name, devices=()):
+    broker.fromNode([identity, *frames.encode(b"hello", b"", {"node": name, "devices": [list(d) for d in devices]})])
+
+
+def request(broker, client, kind, rid, body):
+    broker.fromClient([client, *frames.encode(kind, rid, body)])
+
+
+def command(imei, timeout=5.0, wait=True):
+    return {"imei": imei, "instruct": "0x10", "data": None, "timeout": timeout, "wait": wait}
+
+
+def test_hello_registers_snapshot_and_welcomes():
+    broker, clock, clients, nodes = make()
+    hello(broker, b"N1", "node-1", [("b", 1), ("a", 2)])
+    [welcome] = nodes.take(b"N1")
+    assert welcome.kind == b"welcome" and welcome.body["heartbeat"] > 0
+    assert broker.directory.page(10, 0) == ["a", "b"]
+
+
+def test_command_is_routed_to_the_owning_node_only():
+    broker, clock, clients, nodes = make()
+    hello(broker, b"N1", "node-1", [("a", 1)])
+    hello(broker, b"N2", "node-2", [("b", 1)])
+    nodes.take()
+    request(broker, b"C", b"send", b"r1", command("b"))
+    [(peer, message)] = nodes.take()
+    assert peer == b"N2" and message.kind == b"command" and message.body == command("b")
+    broker.fromNode([b"N2", *frames.encode(b"result", message.rid, {"result": "ok", "data": {"x": 1}})])
+    [answer] = clients.take(b"C")
+    assert answer.kind == b"reply" and answer.rid == b"r1"
+    assert answer.body == {"result": "ok", "data": {"x": 1}}
+    assert clock.getDelayedCalls() == []
+
+
+def test_command_for_unknown_device_is_no():
+    broker, clock, clients, nodes = make()
+    request(broker, b"C", b"send", b"r1", command("ghost"))
+    [answer] = clients.take(b"C")
+    assert answer.body == {"result": "no"}
+
+
+def test_node_that_does_not_answer_gives_timeout_after_grace():
+    broker, clock, clients, nodes = make(grace=0.5)
+    hello(broker, b"N1", "node-1", [("a", 1)])
+    request(broker, b"C", b"send", b"r1", command("a", timeout=2))
+    clock.advance(2.4)
+    assert clients.take(b"C") == []
+    clock.advance(0.2)
+    [answer] = clients.take(b"C")
+    assert answer.body == {"result": "timeout"}
+    # a result arriving after that is dropped, not answered twice
+    [routed] = [m for m in nodes.take(b"N1") if m.kind == b"command"]
+    broker.fromNode([b"N1", *frames.encode(b"result", routed.rid, {"result": "ok", "data": None})])
+    assert clients.take() == []
+
+
+def test_dead_node_resolves_inflight_and_leaves_directory():
+    broker, clock, clients, nodes = make(nodeTtl=3.0)
+    hello(broker, b"N1", "node-1", [("a", 1), ("b", 2)])
+    hello(broker, b"N2", "node-2", [("c", 1)])
+    request(broker, b"C", b"send", b"r1", command("a", timeout=60))
+    for _ in range(8):  # node-2 keeps beating, node-1 is silent
+        clock.advance(0.5)
+        broker.fromNode([b"N2", *frames.encode(b"ping", b"", {})])
+        broker.expireNodes()
+    assert [m.body for m in clients.take(b"C")] == [{"result": "timeout"}]
+    assert broker.directory.page(10, 0) == ["c"]
+    assert list(n.name for n in broker.nodes.values()) == ["node-2"]
+    assert clock.getDelayedCalls() == []
+
+
+def test_unreachable_node_gives_no_and_is_removed():
+    broker, clock, clients, nodes = make()
+    hello(broker, b"N1", "node-1", [("a", 1)])
+    nodes.unreachable.add(b"N1")
+    request(broker, b"C", b"send", b"r1", command("a"))
+    assert [m.body for m in clients.take(b"C")] == [{"result": "no"}]
+    assert len(broker.directory) == 0 and broker.nodes == {}
+
+
+def test_login_on_another_node_drops_the_older_connection():
+    broker, clock, clients, nodes = make()
+    hello(broker, b"N1", "node-1", [("a", 7)])
+    hello(broker, b"N2", "node-2")
+    nodes.take()
+    broker.fromNode([b"N2", *frames.encode(b"online", b"", {"imei": "a", "conn": 3})])
+    assert [(m.kind, m.body) for m in nodes.take(b"N1")] == [(b"drop", {"imei": "a", "conn": 7})]
+    # node-1's offline for the old connection must not remove node-2's device
+    broker.fromNode([b"N1", *frames.encode(b"offline", b"", {"imei": "a", "conn": 7})])
+    assert broker.directory.owner("a").node.name == "node-2"
+
+
+def test_stale_offline_for_an_older_connection_is_ignored():
+    broker, clock, clients, nodes = make()
+    hello(broker, b"N1", "node-1")
+    broker.fromNode([b"N1", *frames.encode(b"online", b"", {"imei": "a", "conn": 1})])
+    broker.fromNode([b"N1", *frames.encode(b"online", b"", {"imei": "a", "conn": 2})])
+    broker.fromNode([b"N1", *frames.encode(b"offline", b"", {"imei": "a", "conn": 1})])
+    assert broker.directory.owner("a").conn == 2
+    broker.fromNode([b"N1", *frames.encode(b"offline", b"", {"imei": "a", "conn": 2})])
+    assert broker.directory.owner("a") is None
+
+
+def test_unknown_node_is_asked_to_register_again():
+    broker, clock, clients, nodes = make()
+    broker.fromNode([b"N9", *frames.encode(b"online", b"", {"imei": "a", "conn": 1})])
+    assert [m.kind for m in nodes.take(b"N9")] == [b"reset"]
+    assert len(broker.directory) == 0
+
+
+def test_rehello_replaces_the_nodes_devices():
+    broker, clock, clients, nodes = make()
+    hello(broker, b"N1", "node-1", [("a", 1), ("b", 1)])
+    hello(broker, b"N1", "node-1", [("b", 1), ("c", 1)])
+    assert broker.directory.page(10, 0) == ["b", "c"]
+
+
+def test_bye_removes_node_at_once():
+    broker, clock, clients, nodes = make()
+    hello(broker, b"N1", "node-1", [("a", 1)])
+    broker.fromNode([b"N1", *frames.encode(b"bye", b"", {})])
+    assert broker.nodes == {} and len(broker.directory) == 0
+
+
+def test_queries():
+    broker, clock, clients, nodes = make()
+    hello(broker, b"N1", "node-1", [(f"d{i:02}", 1) for i in range(0, 10, 2)])
+    hello(broker, b"N2", "node-2", [(f"d{i:02}", 1) for i in range(1, 10, 2)])
+    request(broker, b"C", b"list", b"1", {"num": 3, "page": 1})
+    request(broker, b"C", b"total", b"2", {})
+    request(broker, b"C", b"find", b"3", {"imei": "d07"})
+    request(broker, b"C", b"find", b"4", {"imei": "zz"})
+    request(broker, b"C", b"health", b"5", {})
+    answers = {m.rid: m.body for m in clients.take(b"C")}
+    assert answers == {
+        b"1": {"devices": ["d03", "d04", "d05"], "total": 10},
+        b"2": {"total": 10},
+        b"3": {"result": "ok"},
+        b"4": {"result": "no"},
+        b"5": {"nodes": 2, "total": 10},
+    }
+
+
+def test_malformed_requests_get_an_error_and_nothing_else_changes():
+    broker, clock, clients, nodes = make()
+    hello(broker, b"N1", "node-1", [("a", 1)])
+    nodes.take()
+    bad = [
+        [b"DH1", b"send", b"r1", b'{"imei":"a"}'],
+        [b"DH9", b"send", b"r2", b"{}"],
+        [b"DH1", b"hello", b"r3", json.dumps({"node": "x", "devices": []}).encode()],
+        [b"DH1", b"list", b"r4", b'{"num":-1,"page":0}'],
+        [b"DH1", b"total", b"r5", b"[]"],
+    ]
+    for message in bad:
+        broker.fromClient([b"C", *message])
+    answers = clients.take(b"C")
+    assert [m.kind for m in answers] == [b"error"] * len(bad)
+    assert all(m.body["code"] == "invalid" for m in answers)
+    broker.fromClient([b"C", b"just one frame"])
+    assert clients.take() == [] and nodes.take() == []
+    assert broker.directory.page(10, 0) == ["a"]
+
+
+@given(st.lists(st.binary(max_size=30), max_size=6))
+def test_any_frames_from_any_peer_are_survived(raw):
+    broker, clock, clients, nodes = make()
+    hello(broker, b"N1", "node-1", [("a", 1)])
+    broker.fromClient([b"C", *raw])
+    broker.fromNode([b"N1", *raw])
+    broker.fromNode([b"N9", *raw])
+    assert broker.directory.owner("a") is not None
+
+
+def test_directory_pages_stay_sorted_through_changes():
+    directory = Directory()
+    one, two = NodeRecord(b"1", "one", 0), NodeRecord(b"2", "two", 0)
+    for i, imei in enumerate(["m", "c", "x", "a", "q"]):
+        directory.own(imei, one if i % 2 else two, 1)
+    directory.release("x", two)
+    directory.own("c", two, 5)
+    directory.releaseAll(one)
+    assert directory.page(10, 0) == ["c", "m", "q"]
+    assert len(directory) == 3 and directory.page(2, 1) == ["q"]

@@ -1,0 +1,53 @@
+"""The internal frame format: round trips and hostile input."""
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from devicehub import frames
+from devicehub.frames import FrameError
+
+
+def test_round_trip():
+    body = {"imei": "a", "instruct": "0x10", "data": {"k": [1, "é"]}, "timeout": 2.5, "wait": True}
+    message = frames.decode(frames.encode(b"send", b"17", body))
+    assert message == (b"send", b"17", body)
+
+
+@pytest.mark.parametrize(
+    "raw, error",
+    [
+        ([b"DH1", b"send", b"1"], "expected 4 frames"),
+        ([b"DH2", b"total", b"1", b"{}"], "unsupported version"),
+        ([b"DH1", b"nope", b"1", b"{}"], "unknown kind"),
+        ([b"DH1", b"total", b"x" * 65, b"{}"], "request id too long"),
+        ([b"DH1", b"total", b"1", b"[]"], "not a JSON object"),
+        ([b"DH1", b"total", b"1", b"{"], "not JSON"),
+        ([b"DH1", b"total", b"1", b'{"x":NaN}'], "not JSON"),
+        ([b"DH1", b"list", b"1", b'{"num":true,"page":0}'], "'num'"),
+        ([b"DH1", b"send", b"1", b'{"imei":"a","instruct":"b","data":null,"timeout":0,"wait":true}'], "'timeout'"),
+        ([b"DH1", b"hello", b"", b'{"node":"n","devices":[["a"]]}'], "'devices'"),
+        ([b"DH1", b"reply", b"1", b'{"total":-1}'], "'total'"),
+        ([b"DH1", b"total", b"1", b"[" * 100000], "not JSON"),
+    ],
+)
+def test_malformed_frames_are_rejected(raw, error):
+    with pytest.raises(FrameError, match=error):
+        frames.decode(raw)
+
+
+@given(st.lists(st.binary(max_size=40), max_size=6))
+def test_decode_raises_only_frame_error(raw):
+    try:
+        message = frames.decode(raw)
+    except FrameError:
+        return
+    assert isinstance(message.body, dict)
+
+
+@given(st.sampled_from(sorted(frames.SCHEMAS)), st.binary(max_size=16), st.binary(max_size=200))
+def test_decode_of_any_body_raises_only_frame_error(kind, rid, payload):
+    try:
+        frames.decode([frames.VERSION, kind, rid, payload])
+    except FrameError:
+        pass

@@ -1,0 +1,168 @@
+"""Broker, node and Demand in one process over real ZeroMQ and TCP sockets."""
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.defer import gatherResults
+
+from devicehub import NO, OK, TIMEOUT, BrokerUnavailable, Demand, Reply
+
+from .support import Hub, connect, eventually, online
+
+
+@pytest_twisted.async_yield_fixture
+async def hub():
+    hub = await Hub(api=False).start()
+    yield hub
+    await hub.stop()
+
+
+@pytest.fixture
+def demand(hub):
+    demand = Demand(hub.frontend, timeout=5)
+    yield demand
+    demand.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_every_demand_call_against_a_real_device(hub, demand):
+    device = await online(hub, "861234567890123", reply={"battery": 81})
+    assert await demand.send("861234567890123", "0x10", {"interval": 30}) == OK
+    assert device.commands[-1]["instruct"] == "0x10" and device.commands[-1]["data"] == {"interval": 30}
+    assert await demand.request("861234567890123", "0x11") == Reply(OK, {"battery": 81})
+    assert await demand.send_nowait("861234567890123", "0x12", [1, 2]) == OK
+    await eventually(lambda: len(device.commands) == 3)
+    assert device.commands[-1]["data"] == [1, 2]
+    assert await demand.find("861234567890123") == OK
+    assert await demand.find("000000000000000") == NO
+    assert await demand.getlist(10, 0) == ["861234567890123"]
+    assert await demand.gettotal() == 1
+    assert await demand.health() == {"nodes": 1, "devices": 1}
+    await device.close()
+    await eventually(lambda: len(hub.directory) == 0)
+    assert await demand.find("861234567890123") == NO
+    assert await demand.send("861234567890123", "0x10") == NO
+    assert await demand.send_nowait("861234567890123", "0x10") == NO
+
+
+@pytest_twisted.ensureDeferred
+async def test_silent_device_times_out(hub, demand):
+    device = await online(hub, "silent1", silent=True)
+    started = reactor.seconds()
+    assert await demand.request("silent1", "0x10", timeout=0.3) == Reply(TIMEOUT)
+    assert 0.3 <= reactor.seconds() - started < 1.0
+    assert len(device.commands) == 1
+    await device.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_disconnect_resolves_waiting_command_at_once(hub, demand):
+    device = await online(hub, "leaver", silent=True)
+    started = reactor.seconds()
+    waiting = demand.send("leaver", "0x10", timeout=30)
+    await eventually(lambda: device.commands)
+    await device.close()
+    assert await waiting == TIMEOUT
+    assert reactor.seconds() - started < 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_broker_unavailable_when_no_broker_runs():
+    demand = Demand("tcp://127.0.0.1:1", timeout=0.2)
+    started = reactor.seconds()
+    calls = [
+        demand.send("abc", "0x10"),
+        demand.request("abc", "0x10", timeout=0.1),
+        demand.send_nowait("abc", "0x10"),
+        demand.find("abc"),
+        demand.getlist(10, 0),
+        demand.gettotal(),
+    ]
+    for call in calls:
+        with pytest.raises(BrokerUnavailable):
+            await call
+    elapsed = reactor.seconds() - started
+    assert demand.timeout + demand.margin <= elapsed < demand.timeout + demand.margin + 1
+    demand.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_thousand_concurrent_commands_over_hundred_devices(hub, demand):
+    imeis = [f"dev{i:03}" for i in range(100)]
+    devices = [
+        await online(hub, imei, reply=lambda command, imei=imei: {"imei": imei, "echo": command["data"]})
+        for imei in imeis
+    ]
+    calls = [(imeis[i % 100], i) for i in range(1000)]
+    replies = await gatherResults([demand.request(imei, "0x10", {"n": n}) for imei, n in calls])
+    assert replies == [Reply(OK, {"imei": imei, "echo": {"n": n}}) for imei, n in calls]
+    assert sum(len(device.commands) for device in devices) == 1000
+    for device in devices:
+        await device.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_login_on_a_second_node_replaces_the_first(hub, demand):
+    second = await hub.addNode("node-2")
+    first = await online(hub, "mover", reply="from first")
+    replaced = first.nextLine()
+    moved = await connect(second.listener.port.getHost().port, "mover", reply="from second")
+    assert await replaced == {"type": "error", "error": "replaced"}
+    await first.closed
+    await eventually(lambda: hub.directory.owner("mover").node.name == "node-2")
+    assert await demand.request("mover", "0x10") == Reply(OK, "from second")
+    assert await demand.gettotal() == 1
+    await moved.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_paging_is_sorted_across_nodes(hub, demand):
+    second = await hub.addNode("node-2")
+    secondPort = second.listener.port.getHost().port
+    imeis = [f"imei{i:02}" for i in range(25)]
+    devices = [await connect(hub.devicePort if i % 2 else secondPort, imei) for i, imei in enumerate(imeis)]
+    await eventually(lambda: len(hub.directory) == 25)
+    pages = [await demand.getlist(10, page) for page in range(4)]
+    assert pages == [imeis[0:10], imeis[10:20], imeis[20:25], []]
+    assert await demand.health() == {"nodes": 2, "devices": 25}
+    for device in devices:
+        await device.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_node_shutdown_closes_devices_politely_and_leaves_directory(hub, demand):
+    device = await online(hub, "polite")
+    goodbye = device.nextLine()
+    await hub.node.stopService()
+    assert await goodbye == {"type": "error", "error": "shutting down"}
+    await device.closed
+    await eventually(lambda: len(hub.directory) == 0 and not hub.broker.broker.nodes)
+    assert await demand.find("polite") == NO
+
+
+@pytest_twisted.ensureDeferred
+async def test_invalid_arguments_fail_without_reaching_the_broker(hub, demand):
+    for call in [
+        lambda: demand.send("bad imei", "0x10"),
+        lambda: demand.send("abc", 16),
+        lambda: demand.send("abc", "0x10", timeout=0),
+        lambda: demand.send("abc", "0x10", data=object()),
+        lambda: demand.getlist(-1, 0),
+        lambda: demand.find(""),
+    ]:
+        with pytest.raises((ValueError, TypeError)):
+            await call()
+
+
+@pytest_twisted.ensureDeferred
+async def test_close_fails_waiting_calls_and_later_calls(hub):
+    demand = Demand(hub.frontend)
+    device = await online(hub, "slow", silent=True)
+    waiting = demand.send("slow", "0x10", timeout=30)
+    await eventually(lambda: device.commands)
+    demand.close()
+    with pytest.raises(BrokerUnavailable):
+        await waiting
+    with pytest.raises(BrokerUnavailable):
+        await demand.gettotal()
+    await device.close()

@@ -1,0 +1,289 @@
+"""The device protocol, on StringTransport with a task.Clock."""
+
+import json
+
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+
+from devicehub.node import Node
+from devicehub.protocol import MAX_IDENT, DeviceFactory, LineError, parse_line
+from devicehub.results import NO, OK, TIMEOUT, Reply
+
+LOGIN_TIMEOUT = 30.0
+IDLE_TIMEOUT = 300.0
+
+
+class RecordingNode(Node):
+    def __init__(self):
+        super().__init__("test-node", commandTimeout=10.0)
+        self.uplinks = []
+
+    def uplink(self, imei, message):
+        self.uplinks.append((imei, message))
+
+
+def connection(node=None, clock=None, maxLine=65536):
+    node = node or RecordingNode()
+    clock = clock or Clock()
+    factory = DeviceFactory(node, clock, LOGIN_TIMEOUT, IDLE_TIMEOUT, maxLine)
+    protocol = factory.buildProtocol(None)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    return protocol, transport, node, clock
+
+
+def written(transport):
+    """The lines written so far, decoded, and clear the transport."""
+    lines = [json.loads(line) for line in transport.value().splitlines()]
+    transport.clear()
+    return lines
+
+
+def feed(protocol, *messages):
+    for message in messages:
+        protocol.dataReceived(json.dumps(message).encode() + b"\n")
+
+
+def loggedIn(imei="861234567890123", **kwargs):
+    protocol, transport, node, clock = connection(**kwargs)
+    feed(protocol, {"type": "login", "imei": imei})
+    assert written(transport) == [{"type": "login", "status": 200}]
+    return protocol, transport, node, clock
+
+
+def test_login_ok_puts_device_online():
+    protocol, transport, node, clock = loggedIn("861234567890123")
+    assert node.devices == {"861234567890123": protocol}
+    assert protocol.conn == 1
+    assert not transport.disconnecting
+
+
+def test_login_with_invalid_imei_is_refused_and_closed():
+    for imei in ["", "has space", "x" * 65, 12345, None, "é"]:
+        protocol, transport, node, clock = connection()
+        feed(protocol, {"type": "login", "imei": imei})
+        lines = written(transport)
+        assert lines[0]["type"] == "login" and lines[0]["status"] == 400 and lines[0]["error"]
+        assert lines[-1]["type"] == "error"
+        assert transport.disconnecting
+        assert node.devices == {}
+
+
+def test_first_line_must_be_login():
+    protocol, transport, node, clock = connection()
+    feed(protocol, {"type": "ping"})
+    assert written(transport) == [{"type": "error", "error": "login first"}]
+    assert transport.disconnecting
+
+
+def test_bad_line_before_login_closes():
+    protocol, transport, node, clock = connection()
+    protocol.dataReceived(b"not json\n")
+    [line] = written(transport)
+    assert line["type"] == "error"
+    assert transport.disconnecting
+
+
+def test_login_timeout_closes_with_error():
+    protocol, transport, node, clock = connection()
+    clock.advance(LOGIN_TIMEOUT - 0.1)
+    assert not transport.disconnecting
+    clock.advance(0.2)
+    assert written(transport) == [{"type": "error", "error": "login timeout"}]
+    assert transport.disconnecting
+
+
+def test_idle_timeout_is_reset_by_any_line():
+    protocol, transport, node, clock = loggedIn()
+    clock.advance(IDLE_TIMEOUT - 1)
+    feed(protocol, {"type": "location", "lat": 1})
+    clock.advance(IDLE_TIMEOUT - 1)
+    assert not transport.disconnecting
+    clock.advance(2)
+    assert written(transport) == [{"type": "error", "error": "idle timeout"}]
+    assert transport.disconnecting
+
+
+def test_ping_pong():
+    protocol, transport, node, clock = loggedIn()
+    feed(protocol, {"type": "ping"})
+    assert written(transport) == [{"type": "pong"}]
+
+
+def test_crlf_is_tolerated():
+    protocol, transport, node, clock = connection()
+    protocol.dataReceived(b'{"type":"login","imei":"abc"}\r\n{"type":"ping"}\r\n')
+    assert written(transport) == [{"type": "login", "status": 200}, {"type": "pong"}]
+
+
+def test_acks_are_matched_by_ident_with_and_without_data():
+    protocol, transport, node, clock = loggedIn()
+    results = []
+    protocol.sendCommand("0x10", {"interval": 5}, 10).addCallback(lambda r: results.append(("first", r)))
+    protocol.sendCommand("0x11", None, 10).addCallback(lambda r: results.append(("second", r)))
+    first, second = written(transport)
+    assert first == {"type": "command", "ident": 1, "instruct": "0x10", "data": {"interval": 5}}
+    assert second == {"type": "command", "ident": 2, "instruct": "0x11", "data": None}
+    feed(protocol, {"type": "ack", "ident": 2, "data": [1, 2]})
+    feed(protocol, {"type": "ack", "ident": 1})
+    assert results == [("second", Reply(OK, [1, 2])), ("first", Reply(OK))]
+    # Only the idle timer is left: the commands' timers went with their acks.
+    assert [call.getTime() for call in clock.getDelayedCalls()] == [IDLE_TIMEOUT]
+
+
+def test_unknown_ident_is_ignored():
+    protocol, transport, node, clock = loggedIn()
+    done = []
+    protocol.sendCommand("0x10", None, 10).addCallback(done.append)
+    transport.clear()
+    feed(protocol, {"type": "ack", "ident": 999})
+    assert written(transport) == []
+    assert done == []
+    feed(protocol, {"type": "ack", "ident": 1})
+    assert done == [Reply(OK)]
+
+
+def test_invalid_ident_gets_error_line_and_keeps_connection():
+    protocol, transport, node, clock = loggedIn()
+    for ident in ["1", None, 1.5, True]:
+        feed(protocol, {"type": "ack", "ident": ident})
+        assert written(transport) == [{"type": "error", "error": "invalid ident"}]
+    assert not transport.disconnecting
+
+
+def test_command_times_out():
+    protocol, transport, node, clock = loggedIn()
+    done = []
+    protocol.sendCommand("0x10", None, 5).addCallback(done.append)
+    clock.advance(4.9)
+    assert done == []
+    clock.advance(0.2)
+    assert done == [Reply(TIMEOUT)]
+    feed(protocol, {"type": "ack", "ident": 1})  # too late: ignored
+    assert done == [Reply(TIMEOUT)]
+
+
+def test_pending_commands_resolve_as_timeout_when_connection_closes():
+    protocol, transport, node, clock = loggedIn()
+    done = []
+    for _ in range(3):
+        protocol.sendCommand("0x10", None, 60).addCallback(done.append)
+    protocol.connectionLost(None)
+    assert done == [Reply(TIMEOUT)] * 3
+    assert node.devices == {}
+    assert clock.getDelayedCalls() == []
+
+
+def test_idents_skip_unanswered_and_wrap():
+    protocol, transport, node, clock = loggedIn()
+    protocol._lastIdent = MAX_IDENT - 1
+    protocol.sendCommand("a", None, 60)
+    protocol.sendCommand("b", None, 60)
+    protocol._lastIdent = 0
+    protocol.sendCommand("c", None, 60)
+    idents = [line["ident"] for line in written(transport)]
+    assert idents == [MAX_IDENT, 1, 2]
+
+
+def test_second_login_with_same_imei_replaces_older_connection():
+    node = RecordingNode()
+    old, oldTransport, _, _ = loggedIn("dev1", node=node)
+    waiting = []
+    old.sendCommand("0x10", None, 60).addCallback(waiting.append)
+    oldTransport.clear()
+    new, newTransport, _, _ = loggedIn("dev1", node=node)
+    assert written(oldTransport) == [{"type": "error", "error": "replaced"}]
+    assert oldTransport.disconnecting
+    old.connectionLost(None)
+    assert waiting == [Reply(TIMEOUT)]
+    assert node.devices == {"dev1": new}
+    assert new.conn == 2
+
+
+def test_line_too_long_closes_with_error():
+    protocol, transport, node, clock = loggedIn(maxLine=100)
+    protocol.dataReceived(b'{"type":"x","pad":"' + b"a" * 200)
+    assert written(transport) == [{"type": "error", "error": "line too long"}]
+    assert transport.disconnecting
+
+
+def test_bad_lines_after_login_get_error_and_keep_connection():
+    protocol, transport, node, clock = loggedIn()
+    for line in [b"[1,2]", b"{}", b'{"type":7}', b'{"type":""}', b"\xff\xfe", b"{bad", b'{"type":"x","n":NaN}']:
+        protocol.dataReceived(line + b"\n")
+        [reply] = written(transport)
+        assert reply["type"] == "error" and reply["error"]
+    assert not transport.disconnecting
+
+
+def test_uplink_messages_go_to_the_node():
+    protocol, transport, node, clock = loggedIn("dev9")
+    feed(protocol, {"type": "location", "lat": 52.1, "lon": 4.3})
+    assert node.uplinks == [("dev9", {"type": "location", "lat": 52.1, "lon": 4.3})]
+    assert written(transport) == []
+
+
+def test_node_execute():
+    node = RecordingNode()
+    results = []
+    node.execute("nobody", "0x10", None, 5, True).addCallback(results.append)
+    protocol, transport, _, clock = loggedIn("dev1", node=node)
+    node.execute("dev1", "0x10", None, 5, False).addCallback(results.append)
+    node.execute("dev1", "0x11", None, None, True).addCallback(results.append)
+    assert results == [Reply(NO), Reply(OK)]
+    commands = written(transport)
+    assert [c["instruct"] for c in commands] == ["0x10", "0x11"]
+    clock.advance(10)  # the node's default command timeout
+    assert results == [Reply(NO), Reply(OK), Reply(TIMEOUT)]
+
+
+@given(st.binary(max_size=300))
+def test_parse_line_accepts_only_objects_with_a_type(line):
+    try:
+        message = parse_line(line)
+    except LineError as e:
+        assert str(e)
+    else:
+        assert isinstance(message, dict)
+        assert isinstance(message["type"], str) and message["type"]
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=10,
+)
+
+
+@given(
+    st.lists(st.dictionaries(st.text(max_size=5), json_values, max_size=3), max_size=8),
+    st.lists(st.integers(min_value=1, max_value=50), max_size=10),
+)
+def test_any_split_of_the_stream_gives_the_same_answers(uplinks, cuts):
+    """Lines arriving in arbitrary chunks are handled exactly as when whole."""
+    stream = b'{"type":"login","imei":"dev1"}\n' + b"".join(
+        json.dumps({**message, "type": "u"}).encode() + b"\n" + b'{"type":"ping"}\n' for message in uplinks
+    )
+    whole, wholeTransport, wholeNode, _ = connection()
+    whole.dataReceived(stream)
+    split, splitTransport, splitNode, _ = connection()
+    position = 0
+    for cut in cuts:
+        split.dataReceived(stream[position : position + cut])
+        position += cut
+    split.dataReceived(stream[position:])
+    assert splitTransport.value() == wholeTransport.value()
+    assert splitNode.uplinks == wholeNode.uplinks
+    assert len(wholeNode.uplinks) == len(uplinks)
+
+
+@given(st.lists(st.binary(max_size=40).filter(lambda b: b"\n" not in b), max_size=20))
+def test_garbage_after_login_never_breaks_the_connection(lines):
+    protocol, transport, node, clock = loggedIn(maxLine=1000)
+    for line in lines:
+        protocol.dataReceived(line + b"\n")
+    assert not transport.disconnecting
+    feed(protocol, {"type": "ping"})
+    assert written(transport)[-1] == {"type": "pong"}
