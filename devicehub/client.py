@@ -68,7 +68,8 @@ class Demand:
             from twisted.internet import reactor
         self.frontend = frontend
         self.timeout = _checkedTimeout(timeout)
-        self._clock = clock if clock is not None else reactor
+        self._reactor = reactor
+        self._clock = clock if clock is not None else reactor  # the calls' deadlines
         self._socket: ZmqSocket | None = ZmqSocket(
             reactor, zmq.DEALER, self._received, connect=[frontend], immediate=True
         )
@@ -190,7 +191,7 @@ class Demand:
                     self._socket.sendFrames(message)
                 except zmq.Again:
                     # No broker connected yet (or its queue is full): try again shortly.
-                    self._resend = self._clock.callLater(RESEND_INTERVAL, self._flush)
+                    self._resend = self._reactor.callLater(RESEND_INTERVAL, self._flush)
                     return
             self._unsent.popleft()
 

@@ -15,13 +15,18 @@ from devicehub.node import NodeService
 LOCAL = "tcp://127.0.0.1:*"
 
 
+async def pause(seconds: float = 0.01) -> None:
+    """Let the reactor run for C{seconds}."""
+    await deferLater(reactor, seconds, lambda: None)
+
+
 async def eventually(condition, timeout: float = 5.0, interval: float = 0.01):
     """Poll C{condition} until it is true; fail after C{timeout} seconds."""
     deadline = reactor.seconds() + timeout
     while not condition():
         if reactor.seconds() > deadline:
             raise AssertionError(f"condition not met within {timeout} s: {condition}")
-        await deferLater(reactor, interval, lambda: None)
+        await pause(interval)
 
 
 class Hub:

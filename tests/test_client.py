@@ -1,0 +1,125 @@
+"""Demand's deadlines and answer handling, against a scripted fake broker."""
+
+import pytest
+import pytest_twisted
+import zmq
+from twisted.internet import reactor
+from twisted.internet.task import Clock
+
+from devicehub import OK, BrokerUnavailable, Demand, RequestRejected
+from devicehub import frames
+from devicehub.zmqsocket import ZmqSocket
+
+from .support import LOCAL, eventually, pause
+
+
+class FakeBroker:
+    """A ROUTER that records requests and answers only when told to."""
+
+    def __init__(self, address=LOCAL):
+        self.requests = []
+        self.socket = ZmqSocket(reactor, zmq.ROUTER, self.requests.append, bind=[address])
+
+    @property
+    def address(self):
+        return self.socket.lastEndpoint
+
+    def answer(self, request, kind, body):
+        client, _, _, rid, _ = request
+        self.socket.sendFrames([client, *frames.encode(kind, rid, body)])
+
+    def close(self):
+        self.socket.shutdown()
+
+
+@pytest.fixture
+def broker():
+    broker = FakeBroker()
+    yield broker
+    broker.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_deadline_is_the_calls_timeout_plus_margin(broker):
+    clock = Clock()
+    demand = Demand(broker.address, timeout=2, clock=clock)
+    outcomes = []
+    demand.send("abc", "0x10").addErrback(outcomes.append)
+    demand.send("abc", "0x10", timeout=5).addErrback(outcomes.append)
+    demand.gettotal().addErrback(outcomes.append)
+    await eventually(lambda: len(broker.requests) == 3)
+    clock.advance(2 + demand.margin - 0.01)
+    assert outcomes == []
+    clock.advance(0.02)
+    assert len(outcomes) == 2 and all(o.check(BrokerUnavailable) for o in outcomes)
+    clock.advance(3)
+    assert len(outcomes) == 3 and outcomes[2].check(BrokerUnavailable)
+    assert "within 6 s" in str(outcomes[2].value)
+    # answers that come after the deadline are dropped quietly
+    for request in broker.requests:
+        broker.answer(request, b"reply", {"result": "ok"})
+    demand.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_answers_are_matched_to_calls_in_any_order(broker):
+    demand = Demand(broker.address, timeout=5)
+    first = demand.find("one")
+    second = demand.gettotal()
+    await eventually(lambda: len(broker.requests) == 2)
+    broker.answer(broker.requests[1], b"reply", {"total": 7})
+    broker.answer(broker.requests[0], b"reply", {"result": "ok"})
+    assert await second == 7
+    assert await first == OK
+    demand.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_broker_errors_and_bad_answers(broker):
+    demand = Demand(broker.address, timeout=5)
+    rejected = demand.gettotal()
+    refused = demand.gettotal()
+    nonsense = demand.find("abc")
+    await eventually(lambda: len(broker.requests) == 3)
+    broker.answer(broker.requests[0], b"error", {"error": "bad", "code": "invalid"})
+    broker.answer(broker.requests[1], b"error", {"error": "shutting down", "code": "unavailable"})
+    broker.answer(broker.requests[2], b"reply", {"result": "maybe"})
+    with pytest.raises(RequestRejected):
+        await rejected
+    with pytest.raises(BrokerUnavailable, match="shutting down"):
+        await refused
+    with pytest.raises(BrokerUnavailable, match="unknown result"):
+        await nonsense
+    demand.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_call_that_failed_is_never_delivered_later():
+    """Calls made while no broker is connected are not queued for a later one."""
+    probe = FakeBroker()
+    address = probe.address
+    probe.close()
+    clock = Clock()
+    demand = Demand(address, timeout=1, clock=clock)
+    failed = demand.send("abc", "0x10")
+    failed.addErrback(lambda f: f.trap(BrokerUnavailable))
+    clock.advance(5)
+    assert failed.called
+    late = await _rebind(address)
+    alive = demand.gettotal()
+    await eventually(lambda: late.requests)
+    assert [frames.decode(r[1:]).kind for r in late.requests] == [b"total"]
+    late.answer(late.requests[0], b"reply", {"total": 0})
+    assert await alive == 0
+    demand.close()
+    late.close()
+
+
+async def _rebind(address):
+    """Bind a fake broker on C{address} again, once the old port is released."""
+    for _ in range(100):
+        try:
+            return FakeBroker(address)
+        except zmq.ZMQError:
+            await pause()
+    raise AssertionError(f"could not bind {address} again")
