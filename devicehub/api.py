@@ -8,11 +8,13 @@ Every answer, errors included, is JSON. Device outcomes map to 200/202 (ok),
 import json
 import math
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from klein import Klein
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.web.resource import Resource
 from twisted.web.server import Site
 from werkzeug.exceptions import HTTPException
 
@@ -173,6 +175,26 @@ class DeviceAPI:
         return _respond(request, 500, {"error": "internal error"})
 
 
+class Utf8Gate(Resource):
+    """
+    Refuse a URL whose path is not UTF-8 with a JSON 400 before Klein sees it
+    (Klein would answer in plain text and log a traceback).
+    """
+
+    isLeaf = True
+
+    def __init__(self, inner: Resource) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def render(self, request):
+        try:
+            unquote_to_bytes(request.path).decode("utf-8")
+        except UnicodeDecodeError:
+            return _respond(request, 400, {"error": "the URL is not UTF-8"})
+        return self.inner.render(request)
+
+
 class ApiService(MultiService):
     """The api role: the HTTP API listening on C{http}, a client of C{frontend}."""
 
@@ -181,7 +203,7 @@ class ApiService(MultiService):
         self.reactor = reactor
         self.frontend = frontend
         self.api = DeviceAPI(None, commandTimeout)
-        self.listener = ListeningService(reactor, http, Site(self.api.app.resource()), "HTTP")
+        self.listener = ListeningService(reactor, http, Site(Utf8Gate(self.api.app.resource())), "HTTP")
         self.listener.setServiceParent(self)
 
     def startService(self) -> None:

@@ -1,0 +1,208 @@
+"""The HTTP API over real HTTP, against a real hub with devices over real TCP."""
+
+import json
+
+import pytest
+import pytest_twisted
+import treq
+from twisted.internet import reactor
+from twisted.internet.defer import ensureDeferred, gatherResults
+from twisted.web.client import Agent, HTTPConnectionPool
+
+from .support import Hub, eventually, online
+
+
+@pytest_twisted.async_yield_fixture
+async def hub():
+    hub = await Hub(commandTimeout=3.0).start()
+    yield hub
+    await hub.stop()
+
+
+@pytest.fixture
+def http():
+    pool = HTTPConnectionPool(reactor, persistent=False)
+    client = treq.client.HTTPClient(Agent(reactor, pool=pool))
+    yield client
+    pytest_twisted.blockon(pool.closeCachedConnections())
+
+
+async def call(http, hub, method, path, body=None, raw=None):
+    """Status and decoded JSON body of one request; every answer must be JSON."""
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    response = await http.request(method, hub.url + path, data=data)
+    assert response.headers.getRawHeaders("content-type") == ["application/json"], path
+    return response.code, json.loads(await response.content())
+
+
+@pytest_twisted.ensureDeferred
+async def test_list_devices_with_paging(hub, http):
+    devices = [await online(hub, f"dev{i:02}") for i in reversed(range(12))]
+    assert await call(http, hub, "GET", "/devices") == (
+        200,
+        {"total": 12, "num": 50, "page": 0, "devices": [f"dev{i:02}" for i in range(12)]},
+    )
+    assert await call(http, hub, "GET", "/devices?num=5&page=2") == (
+        200,
+        {"total": 12, "num": 5, "page": 2, "devices": ["dev10", "dev11"]},
+    )
+    assert await call(http, hub, "GET", "/devices?num=0") == (200, {"total": 12, "num": 0, "page": 0, "devices": []})
+    for query in ["num=1001", "num=-1", "num=abc", "page=-1", "page=1.5", "num=%ff"]:
+        code, body = await call(http, hub, "GET", f"/devices?{query}")
+        assert code == 400 and body["error"], query
+    for device in devices:
+        await device.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_device_presence(hub, http):
+    device = await online(hub, "861234567890123")
+    assert await call(http, hub, "GET", "/devices/861234567890123") == (
+        200,
+        {"imei": "861234567890123", "online": True},
+    )
+    assert await call(http, hub, "GET", "/devices/000") == (404, {"imei": "000", "online": False})
+    code, body = await call(http, hub, "GET", "/devices/not%20valid")
+    assert code == 400 and body["error"]
+    await device.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_commands_and_their_status_codes(hub, http):
+    device = await online(hub, "acker", reply={"battery": 77})
+    silent = await online(hub, "mute", silent=True)
+    path = "/devices/acker/commands"
+    assert await call(http, hub, "POST", path, {"instruct": "0x10", "data": {"a": 1}}) == (
+        200,
+        {"result": "ok", "reply": {"battery": 77}},
+    )
+    assert device.commands[-1]["instruct"] == "0x10" and device.commands[-1]["data"] == {"a": 1}
+    assert await call(http, hub, "POST", path, {"instruct": "0x11", "wait": False}) == (202, {"result": "ok"})
+    await eventually(lambda: len(device.commands) == 2)
+    assert await call(http, hub, "POST", "/devices/ghost/commands", {"instruct": "0x10"}) == (404, {"result": "no"})
+    assert await call(http, hub, "POST", "/devices/ghost/commands", {"instruct": "0x10", "wait": False}) == (
+        404,
+        {"result": "no"},
+    )
+    started = reactor.seconds()
+    assert await call(http, hub, "POST", "/devices/mute/commands", {"instruct": "0x10", "timeout": 0.3}) == (
+        504,
+        {"result": "timeout"},
+    )
+    assert reactor.seconds() - started < 1.5
+    await device.close()
+    await silent.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_default_timeout_is_the_hubs_command_timeout(hub, http):
+    silent = await online(hub, "mute", silent=True)
+    started = reactor.seconds()
+    assert await call(http, hub, "POST", "/devices/mute/commands", {"instruct": "0x10"}) == (504, {"result": "timeout"})
+    assert 3.0 <= reactor.seconds() - started < 4.0
+    await silent.close()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"{not json",
+        b"[1, 2]",
+        b'"text"',
+        b"",
+        b"{}",
+        b'{"instruct": 16}',
+        b'{"instruct": null}',
+        b'{"instruct": "x", "wait": "yes"}',
+        b'{"instruct": "x", "timeout": 0}',
+        b'{"instruct": "x", "timeout": 301}',
+        b'{"instruct": "x", "timeout": "5"}',
+        b'{"instruct": "x", "timeout": true}',
+        b'{"instruct": "x", "timeout": NaN}',
+        b"\xff\xfe",
+        b"[" * 50000,
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_bad_command_bodies_are_400(hub, http, raw):
+    code, body = await call(http, hub, "POST", "/devices/abc/commands", raw=raw)
+    assert code == 400 and isinstance(body["error"], str)
+
+
+@pytest_twisted.ensureDeferred
+async def test_unknown_paths_wrong_methods_and_bad_urls(hub, http):
+    for method, path, code in [
+        ("GET", "/nothing", 404),
+        ("GET", "/devices/", 404),
+        ("GET", "/devices/a/b/c", 404),
+        ("DELETE", "/devices", 405),
+        ("POST", "/devices/abc", 405),
+        ("GET", "/devices/abc/commands", 405),
+        ("PUT", "/health", 405),
+        ("GET", "/devices/%ff", 400),
+        ("POST", "/devices/%ff%fe/commands", 400),
+    ]:
+        status, body = await call(http, hub, method, path)
+        assert (status, bool(body["error"])) == (code, True), (method, path)
+
+
+@pytest_twisted.ensureDeferred
+async def test_device_disconnecting_while_caller_waits(hub, http):
+    silent = await online(hub, "leaver", silent=True)
+    started = reactor.seconds()
+    waiting = ensureDeferred(call(http, hub, "POST", "/devices/leaver/commands", {"instruct": "0x10", "timeout": 60}))
+    await eventually(lambda: silent.commands)
+    await silent.close()
+    assert await waiting == (504, {"result": "timeout"})
+    assert reactor.seconds() - started < 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_hundred_concurrent_requests_each_get_their_own_reply(hub, http):
+    imeis = [f"c{i:03}" for i in range(200)]
+    devices = [await online(hub, imei, reply=lambda command, imei=imei: {"me": imei, "n": command["data"]}) for imei in imeis]
+    answers = await gatherResults(
+        [
+            ensureDeferred(call(http, hub, "POST", f"/devices/{imei}/commands", {"instruct": "0x10", "data": n}))
+            for n, imei in enumerate(imeis)
+        ]
+    )
+    assert answers == [(200, {"result": "ok", "reply": {"me": imei, "n": n}}) for n, imei in enumerate(imeis)]
+    for device in devices:
+        await device.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_health_and_broker_down_is_503_not_504(hub, http):
+    device = await online(hub, "dev1")
+    assert await call(http, hub, "GET", "/health") == (200, {"status": "ok", "nodes": 1, "devices": 1})
+    hub.api.api.queryTimeout = 0.2
+    hub.api.api.demand.margin = 0.2
+    await hub.node.stopService()
+    hub.broker.stopService()
+    await device.closed
+    for method, path, body in [
+        ("GET", "/health", None),
+        ("GET", "/devices", None),
+        ("GET", "/devices/dev1", None),
+        ("POST", "/devices/dev1/commands", {"instruct": "x", "timeout": 0.2}),
+        ("POST", "/devices/dev1/commands", {"instruct": "x", "wait": False}),
+    ]:
+        hub.api.api.demand.timeout = 0.2  # the wait=false path uses the Demand's default
+        code, answer = await call(http, hub, method, path, body)
+        assert code == 503 and "broker" in answer["error"], path
+
+
+@pytest_twisted.ensureDeferred
+async def test_openapi_document_lists_every_route(hub, http):
+    code, document = await call(http, hub, "GET", "/openapi.json")
+    assert code == 200 and document["openapi"].startswith("3.")
+    assert document["paths"].keys() == {
+        "/devices",
+        "/devices/{imei}",
+        "/devices/{imei}/commands",
+        "/health",
+        "/openapi.json",
+    }
+    responses = document["paths"]["/devices/{imei}/commands"]["post"]["responses"]
+    assert {"200", "202", "400", "404", "503", "504"} <= responses.keys()
