@@ -142,7 +142,13 @@ def encode(kind: bytes, rid: bytes, body: dict[str, Any]) -> list[bytes]:
 
 def dumps(value: Any) -> bytes:
     """Compact UTF-8 JSON, as used on every wire of devicehub."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        # A lone surrogate (legal as a JSON escape, e.g. "\udcad") has no UTF-8 form: keep
+        # every non-ASCII character escaped instead, which is lossless.
+        return json.dumps(value, separators=(",", ":")).encode()
 
 
 def loads(data: bytes) -> Any:

@@ -77,8 +77,14 @@ async def test_commands_and_their_status_codes(hub, http):
         {"result": "ok", "reply": {"battery": 77}},
     )
     assert device.commands[-1]["instruct"] == "0x10" and device.commands[-1]["data"] == {"a": 1}
+    # strings with lone surrogates (legal JSON escapes) reach the device intact
+    assert await call(http, hub, "POST", path, raw=b'{"instruct":"\\udcad","data":["\\ud800"]}') == (
+        200,
+        {"result": "ok", "reply": {"battery": 77}},
+    )
+    assert device.commands[-1]["instruct"] == "\udcad" and device.commands[-1]["data"] == ["\ud800"]
     assert await call(http, hub, "POST", path, {"instruct": "0x11", "wait": False}) == (202, {"result": "ok"})
-    await eventually(lambda: len(device.commands) == 2)
+    await eventually(lambda: len(device.commands) == 3)
     assert await call(http, hub, "POST", "/devices/ghost/commands", {"instruct": "0x10"}) == (404, {"result": "no"})
     assert await call(http, hub, "POST", "/devices/ghost/commands", {"instruct": "0x10", "wait": False}) == (
         404,

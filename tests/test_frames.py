@@ -51,3 +51,15 @@ def test_decode_of_any_body_raises_only_frame_error(kind, rid, payload):
         frames.decode([frames.VERSION, kind, rid, payload])
     except FrameError:
         pass
+
+
+def test_lone_surrogates_survive_a_round_trip():
+    body = {"imei": "a", "instruct": "\udcad", "data": ["\ud800x", "é"], "timeout": 1, "wait": True}
+    raw = frames.encode(b"send", b"1", body)
+    raw[3].decode("utf-8")  # still valid UTF-8 on the wire
+    assert frames.decode(raw).body == body
+
+
+@given(st.recursive(st.none() | st.text() | st.integers(), lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner), max_leaves=8))
+def test_any_json_value_round_trips(value):
+    assert frames.loads(frames.dumps(value)) == value

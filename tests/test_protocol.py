@@ -133,6 +133,15 @@ def test_acks_are_matched_by_ident_with_and_without_data():
     assert [call.getTime() for call in clock.getDelayedCalls()] == [IDLE_TIMEOUT]
 
 
+def test_ack_data_with_lone_surrogate_is_handed_back_intact():
+    protocol, transport, node, clock = loggedIn()
+    done = []
+    protocol.sendCommand("0x10", "\udcad", 10).addCallback(done.append)
+    assert transport.value().decode("utf-8")  # the command line is valid UTF-8
+    protocol.dataReceived(b'{"type":"ack","ident":1,"data":"\\ud800!"}\n')
+    assert done == [Reply(OK, "\ud800!")]
+
+
 def test_unknown_ident_is_ignored():
     protocol, transport, node, clock = loggedIn()
     done = []
