@@ -147,10 +147,11 @@ def openapi() -> dict[str, Any]:
                         "wait": {"type": "boolean", "default": True},
                         "timeout": {
                             "type": "number",
+                            "nullable": True,
                             "exclusiveMinimum": True,
                             "minimum": 0,
                             "maximum": 300,
-                            "description": "Seconds to wait for the ack; default the hub's --command-timeout.",
+                            "description": "Seconds to wait for the ack; absent or null: the hub's --command-timeout.",
                         },
                     },
                 },

@@ -79,10 +79,10 @@ class Hub:
             self.api.startService()
         return self
 
-    async def addNode(self, name: str) -> NodeService:
+    async def addNode(self, name: str, devices: str = "tcp:0:interface=127.0.0.1") -> NodeService:
         node = NodeService(
             reactor,
-            devices="tcp:0:interface=127.0.0.1",
+            devices=devices,
             backend=self.backend,
             name=name,
             commandTimeout=self.commandTimeout,
@@ -159,10 +159,10 @@ class Device(LineOnlyReceiver):
         await self.closed
 
 
-async def connect(port: int, imei: str | None, **options) -> Device:
+async def connect(port: int, imei: str | None, endpoint=None, **options) -> Device:
     """A L{Device} connected to C{port} (logged in when C{imei} is given)."""
     device = Device(imei, **options)
-    await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), device)
+    await connectProtocol(endpoint or TCP4ClientEndpoint(reactor, "127.0.0.1", port), device)
     if imei is not None:
         await device.loggedIn
     return device

@@ -212,3 +212,10 @@ async def test_openapi_document_lists_every_route(hub, http):
     }
     responses = document["paths"]["/devices/{imei}/commands"]["post"]["responses"]
     assert {"200", "202", "400", "404", "503", "504"} <= responses.keys()
+
+
+@pytest_twisted.ensureDeferred
+async def test_body_over_a_mebibyte_is_413(hub, http):
+    big = json.dumps({"instruct": "x", "data": "a" * (1 << 20)}).encode()
+    code, body = await call(http, hub, "POST", "/devices/abc/commands", raw=big)
+    assert code == 413 and body["error"]
