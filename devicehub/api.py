@@ -5,7 +5,6 @@ Every answer, errors included, is JSON. Device outcomes map to 200/202 (ok),
 404 (no) and 504 (timeout); bad input to 400; a broker that does not answer to 503.
 """
 
-import json
 import math
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -19,7 +18,7 @@ from twisted.web.server import Site
 from werkzeug.exceptions import HTTPException
 
 from .client import BrokerUnavailable, Demand
-from .frames import dumps
+from .frames import FrameError, dumps, loads
 from .imei import is_valid_imei
 from .listening import ListeningService
 from .openapi import openapi
@@ -75,16 +74,12 @@ def _jsonBody(request) -> dict[str, Any]:
     if len(raw) > MAX_BODY:
         raise BadInput(f"body larger than {MAX_BODY} bytes", 413)
     try:
-        body = json.loads(raw, parse_constant=_notJson)
-    except (ValueError, RecursionError):
+        body = loads(raw)
+    except FrameError:
         raise BadInput("body is not valid JSON") from None
     if not isinstance(body, dict):
         raise BadInput("body must be a JSON object")
     return body
-
-
-def _notJson(name: str) -> None:
-    raise ValueError(name)
 
 
 def _timeoutField(body: dict[str, Any]) -> float | None:

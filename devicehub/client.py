@@ -91,7 +91,7 @@ class Demand:
         try:
             wait = self.timeout if timeout is None else _checkedTimeout(timeout)
             body = self._command(imei, instruct, data, wait, True)
-        except (TypeError, ValueError) as e:
+        except ValueError as e:
             return fail(e)
         return self._call(b"send", body, wait).addCallback(_reply)
 
@@ -99,7 +99,7 @@ class Demand:
         """Fires with OK once the device's node has written the command, NO if not online."""
         try:
             body = self._command(imei, instruct, data, self.timeout, False)
-        except (TypeError, ValueError) as e:
+        except ValueError as e:
             return fail(e)
         return self._call(b"send", body, self.timeout).addCallback(_result)
 
@@ -150,7 +150,6 @@ class Demand:
             raise ValueError(f"invalid imei {imei!r}")
         if not isinstance(instruct, str):
             raise ValueError(f"instruct must be a string, not {instruct!r}")
-        frames.dumps(data)  # raises (TypeError/ValueError) now rather than on the wire
         return {"imei": imei, "instruct": instruct, "data": data, "timeout": timeout, "wait": wait}
 
     def _query(self, kind: bytes, body: dict[str, Any], timeout: float | None) -> "Deferred[dict[str, Any]]":
@@ -165,11 +164,15 @@ class Demand:
             return fail(BrokerUnavailable("the Demand is closed"))
         self._lastId += 1
         rid = b"%x" % self._lastId
+        try:
+            message = frames.encode(kind, rid, body)
+        except (TypeError, ValueError) as e:  # data that is not JSON
+            return fail(e)
         answer: Deferred[dict[str, Any]] = Deferred()
         self._pending[rid] = answer
         answer.addTimeout(wait + self.margin, self._clock, onTimeoutCancel=self._unavailable)
         answer.addBoth(self._forget, rid)
-        self._unsent.append(frames.encode(kind, rid, body))
+        self._unsent.append(message)
         if self._resend is None:
             self._flush()
         return answer

@@ -107,7 +107,7 @@ class Options(usage.Options):
             raise usage.UsageError(f"--{name} {self[name]!r} is not a usable endpoint: {e}") from None
 
 
-class Hub(MultiService):
+class Roles(MultiService):
     """A MultiService whose stop reports a failing child instead of swallowing it."""
 
     def stopService(self) -> Deferred:
@@ -118,7 +118,7 @@ class Hub(MultiService):
         )
 
 
-def makeService(options: Options, reactor=None) -> Hub:
+def makeService(options: Options, reactor=None) -> Roles:
     """The roles C{options} selects, as one service."""
     if reactor is None:
         from twisted.internet import reactor
@@ -126,7 +126,7 @@ def makeService(options: Options, reactor=None) -> Hub:
     from .broker import BrokerService
     from .node import NodeService
 
-    hub = Hub()
+    hub = Roles()
     roles = options["roles"]
     if "broker" in roles:
         BrokerService(reactor, frontend=options["frontend"], backend=options["backend"]).setServiceParent(hub)

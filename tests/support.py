@@ -1,6 +1,7 @@
 """Helpers for tests over real sockets: an in-process hub and scriptable devices."""
 
 import json
+import socket
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
@@ -13,6 +14,17 @@ from devicehub.broker import BrokerService
 from devicehub.node import NodeService
 
 LOCAL = "tcp://127.0.0.1:*"
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports free right now on 127.0.0.1, for processes that must be told theirs."""
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
 
 
 async def pause(seconds: float = 0.01) -> None:

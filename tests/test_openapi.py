@@ -23,6 +23,8 @@ from schemathesis import GenerationMode, checks
 from devicehub.imei import is_valid_imei
 from devicehub.openapi import openapi
 
+from .support import free_ports
+
 ROOT = Path(__file__).resolve().parent.parent
 TWISTD = str(Path(sys.executable).parent / "twistd")
 ONLINE = "861234567890123"
@@ -35,15 +37,6 @@ schema.config.checks.positive_data_acceptance.expected_statuses = ["200", "202",
 # 504 is the contract's answer for a device that did not ack; any other 5xx is a bug here
 schema.config.checks.not_a_server_error.expected_statuses = ["2XX", "3XX", "4XX", "504"]
 
-
-def free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def run_device(port, stop):

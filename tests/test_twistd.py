@@ -13,21 +13,11 @@ from twisted.internet.protocol import ProcessProtocol
 
 from devicehub import OK, Demand, Reply
 
-from .support import connect, eventually
+from .support import connect, eventually, free_ports
 
 ROOT = Path(__file__).resolve().parent.parent
 TWISTD = str(Path(sys.executable).parent / "twistd")
 
-
-def free_ports(count):
-    """Ports free right now on 127.0.0.1 (the process binds them just after)."""
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 class Twistd(ProcessProtocol):
