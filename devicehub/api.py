@@ -18,6 +18,7 @@ from twisted.web.server import Site
 from werkzeug.exceptions import HTTPException
 
 from .client import BrokerUnavailable, Demand
+from .drain import DEFAULT_DRAIN_TIMEOUT, drain
 from .frames import FrameError, dumps, loads
 from .imei import is_valid_imei
 from .listening import ListeningService
@@ -170,9 +171,10 @@ class DeviceAPI:
         return _respond(request, 500, {"error": "internal error"})
 
 
-class Utf8Gate(Resource):
+class ApiRoot(Resource):
     """
-    Refuse a URL whose path is not UTF-8 with a JSON 400 before Klein sees it
+    The root of the API: counts requests in flight (for a draining shutdown) and
+    refuses a URL whose path is not UTF-8 with a JSON 400 before Klein sees it
     (Klein would answer in plain text and log a traceback).
     """
 
@@ -181,24 +183,40 @@ class Utf8Gate(Resource):
     def __init__(self, inner: Resource) -> None:
         super().__init__()
         self.inner = inner
+        self.inflight = 0
 
     def render(self, request):
         try:
             unquote_to_bytes(request.path).decode("utf-8")
         except UnicodeDecodeError:
             return _respond(request, 400, {"error": "the URL is not UTF-8"})
+        self.inflight += 1
+        request.notifyFinish().addBoth(self._finished)
         return self.inner.render(request)
+
+    def _finished(self, result: object) -> None:
+        self.inflight -= 1
 
 
 class ApiService(MultiService):
     """The api role: the HTTP API listening on C{http}, a client of C{frontend}."""
 
-    def __init__(self, reactor, *, http: str, frontend: str, commandTimeout: float) -> None:
+    def __init__(
+        self,
+        reactor,
+        *,
+        http: str,
+        frontend: str,
+        commandTimeout: float,
+        drainTimeout: float = DEFAULT_DRAIN_TIMEOUT,
+    ) -> None:
         super().__init__()
         self.reactor = reactor
         self.frontend = frontend
+        self.drainTimeout = drainTimeout
         self.api = DeviceAPI(None, commandTimeout)
-        self.listener = ListeningService(reactor, http, Site(Utf8Gate(self.api.app.resource())), "HTTP")
+        self.root = ApiRoot(self.api.app.resource())
+        self.listener = ListeningService(reactor, http, Site(self.root), "HTTP")
         self.listener.setServiceParent(self)
 
     def startService(self) -> None:
@@ -208,7 +226,9 @@ class ApiService(MultiService):
 
     async def _stop(self) -> None:
         await MultiService.stopService(self)
-        self.api.demand.close()
+        await drain(self.reactor, lambda: self.root.inflight, self.drainTimeout)
+        self.api.demand.close()  # what still waits answers 503
 
-    def stopService(self):
+    def stopService(self) -> Deferred:
+        """Stop listening, let requests in flight finish (up to the drain timeout), then close."""
         return Deferred.fromCoroutine(self._stop())

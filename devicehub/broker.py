@@ -14,10 +14,12 @@ from typing import Any, Callable, NamedTuple
 
 import zmq
 from twisted.application.service import Service
+from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from . import frames
+from .drain import DEFAULT_DRAIN_TIMEOUT, drain
 from .frames import VERSION, FrameError
 from .imei import is_valid_imei
 from .results import NO, OK, RESULTS, TIMEOUT
@@ -42,13 +44,16 @@ class NodeRecord:
     lastSeen: float
     devices: set[str] = field(default_factory=set)
     inflight: set[bytes] = field(default_factory=set)
+    leaving: bool = False
+    """Said C{bye}: holds no devices, kept only until its commands in flight are answered."""
 
 
 class Owner(NamedTuple):
-    """The node and connection that hold a device."""
+    """The node and connection that hold a device, and when the device logged in."""
 
     node: NodeRecord
     conn: int
+    since: float
 
 
 class Directory:
@@ -64,14 +69,14 @@ class Directory:
     def owner(self, imei: str) -> Owner | None:
         return self._owners.get(imei)
 
-    def own(self, imei: str, node: NodeRecord, conn: int) -> Owner | None:
+    def own(self, imei: str, node: NodeRecord, conn: int, since: float) -> Owner | None:
         """Record that C{node} holds C{imei}; return the previous owner."""
         previous = self._owners.get(imei)
         if previous is None:
             insort(self._sorted, imei)
         else:
             previous.node.devices.discard(imei)
-        self._owners[imei] = Owner(node, conn)
+        self._owners[imei] = Owner(node, conn, since)
         node.devices.add(imei)
         return previous
 
@@ -131,6 +136,8 @@ class Broker:
         self.directory = Directory()
         self.nodes: dict[bytes, NodeRecord] = {}
         self.routed: dict[bytes, Routed] = {}
+        self.draining = False
+        """Shutting down: new requests are refused, routed ones still answered."""
         self._lastRid = 0
         self._clientHandlers = {
             b"send": self._send,
@@ -162,6 +169,9 @@ class Broker:
             if len(rest) == 4 and len(rest[2]) <= frames.MAX_REQUEST_ID:
                 self._reply(client, rest[2], {"error": str(e), "code": "invalid"}, b"error")
             return
+        if self.draining:
+            self._reply(client, message.rid, {"error": "broker shutting down", "code": "unavailable"}, b"error")
+            return
         handler(client, message, rest[3])
 
     def _reply(self, client: bytes, rid: bytes, body: dict[str, Any], kind: bytes = b"reply") -> None:
@@ -189,6 +199,8 @@ class Broker:
     def _expire(self, rid: bytes) -> None:
         routed = self.routed.pop(rid)
         routed.node.inflight.discard(rid)
+        if routed.node.leaving and not routed.node.inflight:
+            self.nodes.pop(routed.node.identity, None)
         log.debug("No result from node {node} in time", node=routed.node.name)
         self._reply(routed.client, routed.rid, {"result": TIMEOUT})
 
@@ -204,7 +216,8 @@ class Broker:
         self._reply(client, message.rid, {"total": len(self.directory)})
 
     def _health(self, client: bytes, message: frames.Message, payload: bytes) -> None:
-        body = {"nodes": len(self.nodes), "total": len(self.directory)}
+        nodes = sum(not node.leaving for node in self.nodes.values())
+        body = {"nodes": nodes, "total": len(self.directory)}
         self._reply(client, message.rid, body)
 
     # -- nodes
@@ -242,15 +255,21 @@ class Broker:
             node = self.nodes[identity] = NodeRecord(identity, name, self.clock.seconds())
             log.info("Node {node} registered with {count} devices", node=name, count=len(body["devices"]))
         node.lastSeen = self.clock.seconds()
-        snapshot = {imei: conn for imei, conn in body["devices"] if is_valid_imei(imei)}
+        snapshot = {imei: (conn, since) for imei, conn, since in body["devices"] if is_valid_imei(imei)}
         for imei in node.devices - snapshot.keys():
             self.directory.release(imei, node)
-        for imei, conn in snapshot.items():
-            self._own(node, imei, conn)
+        for imei, (conn, since) in snapshot.items():
+            self._own(node, imei, conn, since)
         self.toNode(identity, frames.encode(b"welcome", b"", {"heartbeat": self.heartbeat}))
 
-    def _own(self, node: NodeRecord, imei: str, conn: int) -> None:
-        previous = self.directory.own(imei, node, conn)
+    def _own(self, node: NodeRecord, imei: str, conn: int, since: float) -> None:
+        """Give C{imei} to C{node}, unless another node holds a newer login of it."""
+        current = self.directory.owner(imei)
+        if current is not None and current.node is not node and current.since > since:
+            # A stale claim (e.g. a snapshot sent after a broker restart): the newer login stays.
+            self.toNode(node.identity, frames.encode(b"drop", b"", {"imei": imei, "conn": conn}))
+            return
+        previous = self.directory.own(imei, node, conn, since)
         if previous is not None and previous.node is not node:
             log.info(
                 "{imei} moved from node {old} to node {new}",
@@ -263,8 +282,8 @@ class Broker:
 
     def _online(self, node: NodeRecord, message: frames.Message) -> None:
         imei = message.body["imei"]
-        if is_valid_imei(imei):
-            self._own(node, imei, message.body["conn"])
+        if is_valid_imei(imei) and not node.leaving:
+            self._own(node, imei, message.body["conn"], message.body["since"])
 
     def _offline(self, node: NodeRecord, message: frames.Message) -> None:
         self.directory.release(message.body["imei"], node, message.body["conn"])
@@ -273,7 +292,11 @@ class Broker:
         self.toNode(node.identity, frames.encode(b"pong", b"", {}))
 
     def _bye(self, node: NodeRecord, message: frames.Message) -> None:
-        self._nodeLost(node, "shut down")
+        log.info("Node {node} is leaving; {count} devices leave the directory", node=node.name, count=len(node.devices))
+        node.leaving = True
+        self.directory.releaseAll(node)
+        if not node.inflight:
+            del self.nodes[node.identity]
 
     def _result(self, node: NodeRecord, message: frames.Message) -> None:
         routed = self.routed.get(message.rid)
@@ -283,6 +306,8 @@ class Broker:
         del self.routed[message.rid]
         node.inflight.discard(message.rid)
         routed.timer.cancel()
+        if node.leaving and not node.inflight:
+            del self.nodes[node.identity]
         result = message.body["result"]
         if result in RESULTS:
             self._reply(routed.client, routed.rid, {"result": result, "data": message.body["data"]})
@@ -338,11 +363,20 @@ def _sender(socket: ZmqSocket) -> Send:
 class BrokerService(Service):
     """The broker role: binds the frontend and backend ROUTERs."""
 
-    def __init__(self, reactor, *, frontend: str, backend: str, nodeTtl: float = DEFAULT_NODE_TTL) -> None:
+    def __init__(
+        self,
+        reactor,
+        *,
+        frontend: str,
+        backend: str,
+        nodeTtl: float = DEFAULT_NODE_TTL,
+        drainTimeout: float = DEFAULT_DRAIN_TIMEOUT,
+    ) -> None:
         self.reactor = reactor
         self.frontend = frontend
         self.backend = backend
         self.nodeTtl = nodeTtl
+        self.drainTimeout = drainTimeout
         self.broker: Broker | None = None
         self.frontendSocket: ZmqSocket | None = None
         self.backendSocket: ZmqSocket | None = None
@@ -387,11 +421,20 @@ class BrokerService(Service):
     def _fromNode(self, raw: list[bytes]) -> None:
         self.broker.fromNode(raw)
 
-    def stopService(self) -> None:
-        super().stopService()
+    async def _stop(self) -> None:
+        self.broker.draining = True
+        await drain(self.reactor, lambda: self.broker.routed, self.drainTimeout)
         if self._expiry is not None and self._expiry.running:
             self._expiry.stop()
         self.broker.close()
         self.frontendSocket.shutdown(linger=0.5)
         self.backendSocket.shutdown()
         self.broker = self.frontendSocket = self.backendSocket = None
+
+    def stopService(self) -> Deferred:
+        """
+        Refuse new requests, wait (up to the drain timeout) for the results of
+        commands in flight, answer what is left as unavailable, then close.
+        """
+        super().stopService()
+        return Deferred.fromCoroutine(self._stop())

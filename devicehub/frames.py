@@ -14,8 +14,8 @@ Frontend (Demand or API -> broker, answered by C{reply} or C{error}):
   - C{send} imei, instruct, data, timeout, wait: a command for a device
   - C{find} imei / C{list} num, page / C{total} / C{health}: directory queries
 Backend (node -> broker):
-  - C{hello} node, devices: (re)registration with a full snapshot [[imei, conn], ...]
-  - C{online} imei, conn / C{offline} imei, conn: presence changes
+  - C{hello} node, devices: (re)registration with a full snapshot [[imei, conn, since], ...]
+  - C{online} imei, conn, since / C{offline} imei, conn: presence changes (since: login time)
   - C{ping}: heartbeat / C{bye}: clean shutdown / C{result} result, data: a command's outcome
 Backend (broker -> node):
   - C{welcome} heartbeat: registered / C{pong}: heartbeat answer / C{reset}: say hello again
@@ -63,12 +63,17 @@ def _is_bool(value: object) -> bool:
     return isinstance(value, bool)
 
 
+def _is_time(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _is_snapshot(value: object) -> bool:
     return isinstance(value, list) and all(
         isinstance(entry, list)
-        and len(entry) == 2
+        and len(entry) == 3
         and _is_str(entry[0])
         and _is_count(entry[1])
+        and _is_time(entry[2])
         for entry in value
     )
 
@@ -87,6 +92,7 @@ _COMMAND: dict[str, Check] = {
     "wait": _is_bool,
 }
 _PRESENCE: dict[str, Check] = {"imei": _is_str, "conn": _is_count}
+_LOGIN: dict[str, Check] = {**_PRESENCE, "since": _is_time}
 
 SCHEMAS: dict[bytes, dict[str, Check]] = {
     # frontend requests
@@ -100,7 +106,7 @@ SCHEMAS: dict[bytes, dict[str, Check]] = {
     b"error": {"error": _is_str, "code": _is_str},
     # node -> broker
     b"hello": {"node": _is_str, "devices": _is_snapshot},
-    b"online": _PRESENCE,
+    b"online": _LOGIN,
     b"offline": _PRESENCE,
     b"ping": {},
     b"bye": {},

@@ -16,6 +16,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from . import frames
+from .drain import DEFAULT_DRAIN_TIMEOUT, drain
 from .frames import FrameError
 from .listening import ListeningService
 from .protocol import DeviceFactory, DeviceProtocol
@@ -31,9 +32,10 @@ CLOSE_GRACE = 2.0
 class Node:
     """The devices connected to this node and the commands sent to them."""
 
-    def __init__(self, name: str, commandTimeout: float) -> None:
+    def __init__(self, name: str, commandTimeout: float, clock) -> None:
         self.name = name
         self.commandTimeout = commandTimeout
+        self.clock = clock
         self.devices: dict[str, DeviceProtocol] = {}
         self.presence: "BrokerLink | None" = None
         """Told of every device coming online or going offline."""
@@ -45,12 +47,13 @@ class Node:
         older = self.devices.get(imei)
         self._lastConn += 1
         device.conn = self._lastConn
+        device.since = self.clock.seconds()
         self.devices[imei] = device
         if older is not None:
             older.close("replaced")
         log.debug("{imei} online on connection {conn}", imei=imei, conn=device.conn)
         if self.presence is not None:
-            self.presence.online(imei, device.conn)
+            self.presence.online(imei, device.conn, device.since)
 
     def detach(self, device: DeviceProtocol) -> None:
         """A logged-in connection closed."""
@@ -88,8 +91,13 @@ class Node:
         log.debug("{imei} uplink {type}", imei=imei, type=message["type"])
 
     def snapshot(self) -> list[list]:
-        """Every online device as C{[imei, conn]}."""
-        return [[imei, device.conn] for imei, device in self.devices.items()]
+        """Every online device as C{[imei, conn, since]}."""
+        return [[imei, device.conn, device.since] for imei, device in self.devices.items()]
+
+    @property
+    def unanswered(self) -> int:
+        """How many commands wait for an ack on this node."""
+        return sum(device.unanswered for device in self.devices.values())
 
 
 class BrokerLink(Service):
@@ -106,6 +114,7 @@ class BrokerLink(Service):
         self.reactor = reactor
         self.heartbeat = heartbeat
         self.registered = False
+        self.leaving = False
         self.socket: ZmqSocket | None = None
         self._timer = None
         self._retry = self.firstRetry
@@ -119,20 +128,29 @@ class BrokerLink(Service):
         self.node.presence = self
         self._tick()
 
+    def leave(self) -> None:
+        """
+        Tell the broker this node is going: its devices leave the directory now,
+        while results of commands in flight still go through.
+        """
+        if not self.leaving:
+            self.leaving = True
+            self.node.presence = None
+            self._send(b"bye", {})
+
     def stopService(self) -> None:
         super().stopService()
-        self.node.presence = None
+        self.leave()
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
-        self._send(b"bye", {})
         self.socket.shutdown(linger=1.0)
         self.socket = None
 
     # -- to the broker
 
-    def online(self, imei: str, conn: int) -> None:
-        self._send(b"online", {"imei": imei, "conn": conn})
+    def online(self, imei: str, conn: int, since: float) -> None:
+        self._send(b"online", {"imei": imei, "conn": conn, "since": since})
 
     def offline(self, imei: str, conn: int) -> None:
         self._send(b"offline", {"imei": imei, "conn": conn})
@@ -152,7 +170,7 @@ class BrokerLink(Service):
         if self.registered and now - self._lastHeard > self.missedBeats * self.heartbeat:
             log.warn("The broker at {backend} is silent; registering again", backend=self.backend)
             self.registered = False
-        if self.registered:
+        if self.registered or self.leaving:
             self._send(b"ping", {})
             delay = self.heartbeat
         else:
@@ -194,8 +212,9 @@ class BrokerLink(Service):
             self.heartbeat = body["heartbeat"]
             self._retry = self.firstRetry
         elif kind == b"reset":
-            log.info("The broker does not know this node; registering again")
-            self._registerAgain()
+            if not self.leaving:  # a leaving node does not come back
+                log.info("The broker does not know this node; registering again")
+                self._registerAgain()
         else:
             log.warn("Dropped an unexpected {kind} from the broker", kind=kind)
 
@@ -218,9 +237,11 @@ class NodeService(MultiService):
         loginTimeout: float,
         idleTimeout: float,
         maxLine: int,
+        drainTimeout: float = DEFAULT_DRAIN_TIMEOUT,
     ) -> None:
         super().__init__()
-        self.node = Node(name, commandTimeout)
+        self.drainTimeout = drainTimeout
+        self.node = Node(name, commandTimeout, reactor)
         self.factory = DeviceFactory(self.node, reactor, loginTimeout, idleTimeout, maxLine)
         self.listener = ListeningService(reactor, devices, self.factory, "devices")
         self.listener.setServiceParent(self)
@@ -230,10 +251,15 @@ class NodeService(MultiService):
 
     async def _stop(self) -> None:
         await self.listener.stopService()
+        self.link.leave()
+        await drain(self.reactor, lambda: self.node.unanswered, self.drainTimeout)
         await self.factory.closeAll("shutting down", CLOSE_GRACE)
         self.link.stopService()
         Service.stopService(self)
 
     def stopService(self) -> Deferred:
-        """Stop listening, close every device politely, then say goodbye to the broker."""
+        """
+        Stop listening and leave the directory; wait (up to the drain timeout) for
+        the acks of commands in flight; then close every device politely.
+        """
         return Deferred.fromCoroutine(self._stop())

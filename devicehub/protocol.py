@@ -73,6 +73,8 @@ class DeviceProtocol(LineOnlyReceiver, TimeoutMixin):
     imei: str | None = None
     conn: int | None = None
     """The node's number for this connection, set at login."""
+    since: float | None = None
+    """When the device logged in (the node's clock), set at login."""
 
     def __init__(self, node: "Node", clock, loginTimeout: float, idleTimeout: float, maxLine: int):
         self.node = node
@@ -102,6 +104,11 @@ class DeviceProtocol(LineOnlyReceiver, TimeoutMixin):
         waiters, self._closeWaiters = self._closeWaiters, []
         for waiter in waiters:
             waiter.callback(None)
+
+    @property
+    def unanswered(self) -> int:
+        """How many commands wait for this device's ack."""
+        return len(self._pending)
 
     def whenClosed(self) -> "Deferred[None]":
         """Fires once the connection has closed."""

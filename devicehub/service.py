@@ -62,6 +62,8 @@ class Options(usage.Options):
         ["idle-timeout", None, 300.0, "Seconds of silence before a device connection is closed.", positiveFloat],
         ["max-line", None, 65536, "Longest device line in bytes.", positiveInt],
         ["node-id", None, None, "The node's name in the directory and logs [default: host name-pid]."],
+        ["node-ttl", None, 5.0, "Seconds without a heartbeat after which the broker declares a node dead.", positiveFloat],
+        ["drain-timeout", None, 10.0, "Seconds a stopping role waits for its work in flight.", positiveFloat],
     ]
 
     def __init__(self, environ=None) -> None:
@@ -129,7 +131,13 @@ def makeService(options: Options, reactor=None) -> Roles:
     hub = Roles()
     roles = options["roles"]
     if "broker" in roles:
-        BrokerService(reactor, frontend=options["frontend"], backend=options["backend"]).setServiceParent(hub)
+        BrokerService(
+            reactor,
+            frontend=options["frontend"],
+            backend=options["backend"],
+            nodeTtl=options["node-ttl"],
+            drainTimeout=options["drain-timeout"],
+        ).setServiceParent(hub)
     if "node" in roles:
         NodeService(
             reactor,
@@ -140,6 +148,7 @@ def makeService(options: Options, reactor=None) -> Roles:
             loginTimeout=options["login-timeout"],
             idleTimeout=options["idle-timeout"],
             maxLine=options["max-line"],
+            drainTimeout=options["drain-timeout"],
         ).setServiceParent(hub)
     if "api" in roles:
         ApiService(
@@ -147,5 +156,6 @@ def makeService(options: Options, reactor=None) -> Roles:
             http=options["http"],
             frontend=options["frontend"],
             commandTimeout=options["command-timeout"],
+            drainTimeout=options["drain-timeout"],
         ).setServiceParent(hub)
     return hub

@@ -1,10 +1,15 @@
 """Helpers for tests over real sockets: an in-process hub and scriptable devices."""
 
 import json
+import os
+import signal
 import socket
+import sys
+from pathlib import Path
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.task import deferLater
 from twisted.protocols.basic import LineOnlyReceiver
@@ -14,6 +19,8 @@ from devicehub.broker import BrokerService
 from devicehub.node import NodeService
 
 LOCAL = "tcp://127.0.0.1:*"
+ROOT = Path(__file__).resolve().parent.parent
+TWISTD = str(Path(sys.executable).parent / "twistd")
 
 
 def free_ports(count: int) -> list[int]:
@@ -112,7 +119,7 @@ class Hub:
             if node.running:
                 await node.stopService()
         if self.broker.running:
-            self.broker.stopService()
+            await self.broker.stopService()
 
 
 class Device(LineOnlyReceiver):
@@ -124,10 +131,11 @@ class Device(LineOnlyReceiver):
 
     delimiter = b"\n"
 
-    def __init__(self, imei: str | None, *, silent: bool = False, reply=None) -> None:
+    def __init__(self, imei: str | None, *, silent: bool = False, reply=None, delay: float = 0) -> None:
         self.imei = imei
         self.silent = silent
         self.reply = reply
+        self.delay = delay
         self.lines: list[dict] = []
         self.commands: list[dict] = []
         self.loggedIn: Deferred = Deferred()
@@ -155,7 +163,10 @@ class Device(LineOnlyReceiver):
                 ack = {"type": "ack", "ident": message["ident"]}
                 if self.reply is not None:
                     ack["data"] = self.reply(message) if callable(self.reply) else self.reply
-                self.send(ack)
+                if self.delay:
+                    reactor.callLater(self.delay, self.send, ack)
+                else:
+                    self.send(ack)
 
     def nextLine(self) -> Deferred:
         """Fires with the next line received."""
@@ -185,3 +196,38 @@ async def online(hub: Hub, imei: str, **options) -> Device:
     device = await connect(hub.devicePort, imei, **options)
     await eventually(lambda: hub.directory.owner(imei) is not None)
     return device
+
+
+class Twistd(ProcessProtocol):
+    """A C{twistd devicehub} process; its output is collected in C{output}."""
+
+    def __init__(self) -> None:
+        self.output = ""
+        self.exitCode = self.signal = None
+        self.ended: Deferred = Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data.decode(errors="replace")
+
+    errReceived = outReceived
+
+    def processEnded(self, reason) -> None:
+        self.exitCode, self.signal = reason.value.exitCode, reason.value.signal
+        self.ended.callback(None)
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if not self.ended.called:
+            self.transport.signalProcess(sig)
+
+    async def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Send C{sig} (SIGTERM, as an init system would); return once the process has ended."""
+        self.kill(sig)
+        await self.ended
+
+
+def start_twistd(args: list[str], environ: dict | None = None) -> Twistd:
+    """Run C{twistd -n devicehub ARGS} on this work tree's code."""
+    process = Twistd()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(environ or {})}
+    reactor.spawnProcess(process, TWISTD, [TWISTD, "-n", "--pidfile=", "devicehub", *args], env=env, path=str(ROOT))
+    return process

@@ -185,7 +185,7 @@ async def test_health_and_broker_down_is_503_not_504(hub, http):
     hub.api.api.queryTimeout = 0.2
     hub.api.api.demand.margin = 0.2
     await hub.node.stopService()
-    hub.broker.stopService()
+    await hub.broker.stopService()
     await device.closed
     for method, path, body in [
         ("GET", "/health", None),

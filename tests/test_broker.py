@@ -36,8 +36,14 @@ def make(**kwargs):
     return broker, clock, clients, nodes
 
 
-def hello(broker, identity, name, devices=()):
-    broker.fromNode([identity, *frames.encode(b"hello", b"", {"node": name, "devices": [list(d) for d in devices]})])
+def hello(broker, identity, name, devices=(), since=0.0):
+    """Register a node; C{devices} are (imei, conn) or (imei, conn, since)."""
+    snapshot = [[*device, since][:3] for device in devices]
+    broker.fromNode([identity, *frames.encode(b"hello", b"", {"node": name, "devices": snapshot})])
+
+
+def online(broker, identity, imei, conn, since=0.0):
+    broker.fromNode([identity, *frames.encode(b"online", b"", {"imei": imei, "conn": conn, "since": since})])
 
 
 def request(broker, client, kind, rid, body):
@@ -122,7 +128,7 @@ def test_login_on_another_node_drops_the_older_connection():
     hello(broker, b"N1", "node-1", [("a", 7)])
     hello(broker, b"N2", "node-2")
     nodes.take()
-    broker.fromNode([b"N2", *frames.encode(b"online", b"", {"imei": "a", "conn": 3})])
+    online(broker, b"N2", "a", 3)
     assert [(m.kind, m.body) for m in nodes.take(b"N1")] == [(b"drop", {"imei": "a", "conn": 7})]
     # node-1's offline for the old connection must not remove node-2's device
     broker.fromNode([b"N1", *frames.encode(b"offline", b"", {"imei": "a", "conn": 7})])
@@ -132,8 +138,8 @@ def test_login_on_another_node_drops_the_older_connection():
 def test_stale_offline_for_an_older_connection_is_ignored():
     broker, clock, clients, nodes = make()
     hello(broker, b"N1", "node-1")
-    broker.fromNode([b"N1", *frames.encode(b"online", b"", {"imei": "a", "conn": 1})])
-    broker.fromNode([b"N1", *frames.encode(b"online", b"", {"imei": "a", "conn": 2})])
+    online(broker, b"N1", "a", 1)
+    online(broker, b"N1", "a", 2)
     broker.fromNode([b"N1", *frames.encode(b"offline", b"", {"imei": "a", "conn": 1})])
     assert broker.directory.owner("a").conn == 2
     broker.fromNode([b"N1", *frames.encode(b"offline", b"", {"imei": "a", "conn": 2})])
@@ -142,7 +148,7 @@ def test_stale_offline_for_an_older_connection_is_ignored():
 
 def test_unknown_node_is_asked_to_register_again():
     broker, clock, clients, nodes = make()
-    broker.fromNode([b"N9", *frames.encode(b"online", b"", {"imei": "a", "conn": 1})])
+    online(broker, b"N9", "a", 1)
     assert [m.kind for m in nodes.take(b"N9")] == [b"reset"]
     assert len(broker.directory) == 0
 
@@ -159,6 +165,49 @@ def test_bye_removes_node_at_once():
     hello(broker, b"N1", "node-1", [("a", 1)])
     broker.fromNode([b"N1", *frames.encode(b"bye", b"", {})])
     assert broker.nodes == {} and len(broker.directory) == 0
+
+
+def test_leaving_node_still_delivers_results_of_commands_in_flight():
+    broker, clock, clients, nodes = make()
+    hello(broker, b"N1", "node-1", [("a", 1)])
+    request(broker, b"C", b"send", b"r1", command("a", timeout=30))
+    [routed] = [m for m in nodes.take(b"N1") if m.kind == b"command"]
+    broker.fromNode([b"N1", *frames.encode(b"bye", b"", {})])
+    assert len(broker.directory) == 0
+    request(broker, b"C", b"find", b"r2", {"imei": "a"})
+    online(broker, b"N1", "b", 2)  # a leaving node takes no new devices
+    assert len(broker.directory) == 0
+    broker.fromNode([b"N1", *frames.encode(b"result", routed.rid, {"result": "ok", "data": 5})])
+    assert {m.rid: m.body for m in clients.take(b"C")} == {
+        b"r2": {"result": "no"},
+        b"r1": {"result": "ok", "data": 5},
+    }
+    assert broker.nodes == {}
+
+
+def test_stale_claim_does_not_take_a_device_from_a_newer_login():
+    broker, clock, clients, nodes = make()
+    hello(broker, b"N2", "node-2", [("a", 4, 200.0)])
+    hello(broker, b"N1", "node-1", [("a", 9, 100.0)])  # e.g. after a broker restart
+    assert broker.directory.owner("a").node.name == "node-2"
+    drop, welcome = nodes.take(b"N1")
+    assert (drop.kind, drop.body) == (b"drop", {"imei": "a", "conn": 9}) and welcome.kind == b"welcome"
+    assert [m.kind for m in nodes.take(b"N2")] == [b"welcome"]
+
+
+def test_draining_broker_refuses_new_requests_but_answers_routed_ones():
+    broker, clock, clients, nodes = make()
+    hello(broker, b"N1", "node-1", [("a", 1)])
+    request(broker, b"C", b"send", b"r1", command("a"))
+    [routed] = [m for m in nodes.take(b"N1") if m.kind == b"command"]
+    broker.draining = True
+    request(broker, b"C", b"total", b"r2", {})
+    broker.fromNode([b"N1", *frames.encode(b"result", routed.rid, {"result": "ok", "data": None})])
+    answers = {m.rid: (m.kind, m.body) for m in clients.take(b"C")}
+    assert answers == {
+        b"r2": (b"error", {"error": "broker shutting down", "code": "unavailable"}),
+        b"r1": (b"reply", {"result": "ok", "data": None}),
+    }
 
 
 def test_queries():
@@ -215,9 +264,9 @@ def test_directory_pages_stay_sorted_through_changes():
     directory = Directory()
     one, two = NodeRecord(b"1", "one", 0), NodeRecord(b"2", "two", 0)
     for i, imei in enumerate(["m", "c", "x", "a", "q"]):
-        directory.own(imei, one if i % 2 else two, 1)
+        directory.own(imei, one if i % 2 else two, 1, 0.0)
     directory.release("x", two)
-    directory.own("c", two, 5)
+    directory.own("c", two, 5, 1.0)
     directory.releaseAll(one)
     assert directory.page(10, 0) == ["c", "m", "q"]
     assert len(directory) == 3 and directory.page(2, 1) == ["q"]

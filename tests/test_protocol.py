@@ -16,8 +16,8 @@ IDLE_TIMEOUT = 300.0
 
 
 class RecordingNode(Node):
-    def __init__(self):
-        super().__init__("test-node", commandTimeout=10.0)
+    def __init__(self, clock=None):
+        super().__init__("test-node", commandTimeout=10.0, clock=clock or Clock())
         self.uplinks = []
 
     def uplink(self, imei, message):
@@ -25,8 +25,8 @@ class RecordingNode(Node):
 
 
 def connection(node=None, clock=None, maxLine=65536):
-    node = node or RecordingNode()
     clock = clock or Clock()
+    node = node or RecordingNode(clock)
     factory = DeviceFactory(node, clock, LOGIN_TIMEOUT, IDLE_TIMEOUT, maxLine)
     protocol = factory.buildProtocol(None)
     transport = StringTransport()

@@ -1,54 +1,13 @@
 """twistd devicehub run as a user would: a separate process, driven over its sockets."""
 
-import os
 import signal
 import socket
-import sys
-from pathlib import Path
 
 import pytest_twisted
-from twisted.internet import reactor
-from twisted.internet.defer import Deferred
-from twisted.internet.protocol import ProcessProtocol
 
 from devicehub import OK, Demand, Reply
 
-from .support import connect, eventually, free_ports
-
-ROOT = Path(__file__).resolve().parent.parent
-TWISTD = str(Path(sys.executable).parent / "twistd")
-
-
-
-class Twistd(ProcessProtocol):
-    """A twistd process; its output is collected in C{output}."""
-
-    def __init__(self):
-        self.output = ""
-        self.exitCode = self.signal = None
-        self.ended = Deferred()
-
-    def outReceived(self, data):
-        self.output += data.decode(errors="replace")
-
-    errReceived = outReceived
-
-    def processEnded(self, reason):
-        self.exitCode, self.signal = reason.value.exitCode, reason.value.signal
-        self.ended.callback(None)
-
-    async def stop(self):
-        """SIGTERM, as an init system would; fires once the process has ended."""
-        if not self.ended.called:
-            self.transport.signalProcess(signal.SIGTERM)
-        await self.ended
-
-
-def start_twistd(args, environ=None):
-    process = Twistd()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), **(environ or {})}
-    reactor.spawnProcess(process, TWISTD, [TWISTD, "-n", "--pidfile=", "devicehub", *args], env=env, path=str(ROOT))
-    return process
+from .support import connect, eventually, free_ports, start_twistd
 
 
 @pytest_twisted.ensureDeferred
