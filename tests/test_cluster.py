@@ -7,6 +7,8 @@ import json
 import os
 import random
 import signal
+import sys
+from pathlib import Path
 
 import pytest
 import pytest_twisted
@@ -17,7 +19,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 
 from devicehub import NO, OK, TIMEOUT, BrokerUnavailable, Demand, Reply
 
-from .support import Device, Twistd, connect, eventually, free_ports, pause, start_twistd
+from .support import ROOT, Device, Twistd, connect, eventually, free_ports, pause, start_twistd
 
 TTL = 1.0  # short, so that dead nodes are noticed quickly in tests
 
@@ -273,3 +275,108 @@ async def test_directory_matches_the_live_nodes_through_random_failures(cluster,
     for device in devices:
         if not device.closed.called:
             await device.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_frozen_node_is_declared_dead_then_taken_back(cluster, demand):
+    """SIGSTOP: the node says nothing and closes nothing, as behind a network cut."""
+    await cluster.startBroker()
+    port = await cluster.startNode("frozen")
+    device = await connect(port, "behind-cut", reply="back")
+    await settles(demand, lambda: ["behind-cut"])
+    node = cluster.nodes["frozen"][0]
+    node.kill(signal.SIGSTOP)
+    try:
+        started = reactor.seconds()
+        await settles(demand, lambda: [], timeout=TTL + 2)
+        assert reactor.seconds() - started >= TTL * 0.5
+        assert await demand.send("behind-cut", "0x10") == NO
+    finally:
+        node.kill(signal.SIGCONT)
+    # the node speaks again, is told it is unknown, and registers again with its device
+    await settles(demand, lambda: ["behind-cut"], timeout=5)
+    assert await demand.request("behind-cut", "0x10") == Reply(OK, "back")
+    await device.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_broker_sigterm_drains_commands_in_flight(cluster, demand):
+    await cluster.startBroker()
+    port = await cluster.startNode("n1")
+    slow = await connect(port, "slow", reply="drained", delay=0.5)
+    await settles(demand, lambda: ["slow"])
+    inflight = demand.request("slow", "0x10")
+    await eventually(lambda: slow.commands)
+    cluster.broker.kill(signal.SIGTERM)
+    with pytest.raises(BrokerUnavailable):  # new requests are refused while it drains
+        await demand.gettotal()
+    assert await inflight == Reply(OK, "drained")
+    await cluster.broker.ended
+    assert "Server Shut Down." in cluster.broker.output
+    assert not slow.closed.called  # devices stay with their node
+    await slow.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_api_sigterm_finishes_requests_in_flight(cluster, demand):
+    await cluster.startBroker()
+    port = await cluster.startNode("n1")
+    url = await cluster.startApi()
+    slow = await connect(port, "slow", reply="answered", delay=0.5)
+    await settles(demand, lambda: ["slow"])
+    pool = HTTPConnectionPool(reactor, persistent=False)
+    http = treq.client.HTTPClient(Agent(reactor, pool=pool))
+    try:
+        pending = http.post(url + "/devices/slow/commands", data=b'{"instruct":"0x10"}')
+        await eventually(lambda: slow.commands)
+        api = cluster.apis[0][0]
+        api.kill(signal.SIGTERM)
+        response = await pending
+        assert response.code == 200
+        assert json.loads(await response.content()) == {"result": "ok", "reply": "answered"}
+        await api.ended
+        assert "Server Shut Down." in api.output
+    finally:
+        await pool.closeCachedConnections()
+    await slow.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_example_cluster_script_runs_three_nodes_and_two_apis():
+    frontend, backend, *ports = free_ports(7)
+    script = Twistd()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "FRONTEND": str(frontend),
+        "BACKEND": str(backend),
+        "NODE_PORTS": " ".join(map(str, ports[:3])),
+        "API_PORTS": " ".join(map(str, ports[3:5])),
+    }
+    reactor.spawnProcess(script, "/bin/bash", ["bash", str(ROOT / "examples" / "cluster.sh")], env=env, path=str(ROOT))
+    pool = HTTPConnectionPool(reactor, persistent=False)
+    http = treq.client.HTTPClient(Agent(reactor, pool=pool))
+
+    async def healthy(port):
+        try:
+            response = await http.get(f"http://127.0.0.1:{port}/health")
+            return response.code == 200 and json.loads(await response.content())["nodes"] == 3
+        except Exception:
+            return False
+
+    try:
+        deadline = reactor.seconds() + 30
+        while not (await healthy(ports[3]) and await healthy(ports[4])):
+            assert reactor.seconds() < deadline and not script.ended.called, script.output
+            await pause(0.2)
+        device = await connect(ports[1], "via-script", reply="ok")
+        demand = Demand(f"tcp://127.0.0.1:{frontend}")
+        assert await demand.request("via-script", "0x10") == Reply(OK, "ok")
+        demand.close()
+        await device.close()
+    finally:
+        await pool.closeCachedConnections()
+        await script.stop(signal.SIGTERM)
+    assert "stopping 6 processes" in script.output
+    assert script.exitCode is not None  # the script itself ended (after waiting for its children)
