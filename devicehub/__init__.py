@@ -1,6 +1,6 @@
 """devicehub: send commands to always-connected devices through a ZeroMQ broker."""
 
-from .client import BrokerUnavailable, Demand, DevicehubError, RequestRejected
+from .client import BrokerUnavailable, Busy, Demand, DevicehubError, RequestRejected
 from .results import NO, OK, TIMEOUT, Reply
 
 __all__ = [
@@ -10,6 +10,7 @@ __all__ = [
     "NO",
     "TIMEOUT",
     "BrokerUnavailable",
+    "Busy",
     "DevicehubError",
     "RequestRejected",
 ]

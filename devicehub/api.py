@@ -5,6 +5,7 @@ Every answer, errors included, is JSON. Device outcomes map to 200/202 (ok),
 404 (no) and 504 (timeout); bad input to 400; a broker that does not answer to 503.
 """
 
+import hmac
 import math
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -17,7 +18,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 from werkzeug.exceptions import HTTPException
 
-from .client import BrokerUnavailable, Demand
+from .client import BrokerUnavailable, Busy, Demand
 from .drain import DEFAULT_DRAIN_TIMEOUT, drain
 from .frames import FrameError, dumps, loads
 from .imei import is_valid_imei
@@ -158,6 +159,10 @@ class DeviceAPI:
     def brokerUnavailable(self, request, failure) -> bytes:
         return _respond(request, 503, {"error": f"broker unavailable: {failure.value}"})
 
+    @app.handle_errors(Busy)
+    def busy(self, request, failure) -> bytes:
+        return _respond(request, 429, {"error": str(failure.value)})
+
     @app.handle_errors(HTTPException)
     def httpError(self, request, failure) -> bytes:
         error = failure.value
@@ -173,23 +178,31 @@ class DeviceAPI:
 
 class ApiRoot(Resource):
     """
-    The root of the API: counts requests in flight (for a draining shutdown) and
-    refuses a URL whose path is not UTF-8 with a JSON 400 before Klein sees it
-    (Klein would answer in plain text and log a traceback).
+    The root of the API: checks the bearer token (when one is set; C{/health}
+    is open), counts requests in flight (for a draining shutdown) and refuses a
+    URL whose path is not UTF-8 with a JSON 400 before Klein sees it (Klein
+    would answer in plain text and log a traceback).
     """
 
     isLeaf = True
+    OPEN_PATHS = (b"/health",)
 
-    def __init__(self, inner: Resource) -> None:
+    def __init__(self, inner: Resource, token: str | None = None) -> None:
         super().__init__()
         self.inner = inner
         self.inflight = 0
+        self._expected = None if token is None else b"Bearer " + token.encode()
 
     def render(self, request):
         try:
             unquote_to_bytes(request.path).decode("utf-8")
         except UnicodeDecodeError:
             return _respond(request, 400, {"error": "the URL is not UTF-8"})
+        if self._expected is not None and request.path not in self.OPEN_PATHS:
+            given = request.getHeader(b"authorization") or b""
+            if not hmac.compare_digest(given, self._expected):
+                request.setHeader(b"WWW-Authenticate", b'Bearer realm="devicehub"')
+                return _respond(request, 401, {"error": "missing or wrong bearer token"})
         self.inflight += 1
         request.notifyFinish().addBoth(self._finished)
         return self.inner.render(request)
@@ -209,13 +222,14 @@ class ApiService(MultiService):
         frontend: str,
         commandTimeout: float,
         drainTimeout: float = DEFAULT_DRAIN_TIMEOUT,
+        token: str | None = None,
     ) -> None:
         super().__init__()
         self.reactor = reactor
         self.frontend = frontend
         self.drainTimeout = drainTimeout
         self.api = DeviceAPI(None, commandTimeout)
-        self.root = ApiRoot(self.api.app.resource())
+        self.root = ApiRoot(self.api.app.resource(), token)
         self.listener = ListeningService(reactor, http, Site(self.root), "HTTP")
         self.listener.setServiceParent(self)
 

@@ -9,6 +9,7 @@ the node, or from the broker itself when the node does not answer in time
 """
 
 from bisect import bisect_left, insort
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, NamedTuple
 
@@ -22,7 +23,7 @@ from . import frames
 from .drain import DEFAULT_DRAIN_TIMEOUT, drain
 from .frames import VERSION, FrameError
 from .imei import is_valid_imei
-from .results import NO, OK, RESULTS, TIMEOUT
+from .results import BUSY, NO, OK, RESULTS, TIMEOUT
 from .zmqsocket import ZmqSocket
 
 log = Logger()
@@ -31,6 +32,8 @@ log = Logger()
 DEFAULT_NODE_TTL = 5.0
 # Seconds the broker waits past a command's timeout for the node's answer.
 DEFAULT_GRACE = 0.5
+# Commands one client may have routed and unanswered at once.
+DEFAULT_MAX_CLIENT_INFLIGHT = 10_000
 
 Send = Callable[[bytes, list[bytes]], bool]
 
@@ -126,8 +129,11 @@ class Broker:
         toNode: Send,
         nodeTtl: float = DEFAULT_NODE_TTL,
         grace: float = DEFAULT_GRACE,
+        maxClientInflight: int = DEFAULT_MAX_CLIENT_INFLIGHT,
     ) -> None:
         self.clock = clock
+        self.maxClientInflight = maxClientInflight
+        self._perClient: Counter[bytes] = Counter()
         self.toClient = toClient
         self.toNode = toNode
         self.nodeTtl = nodeTtl
@@ -167,10 +173,10 @@ class Broker:
         except FrameError as e:
             log.warn("Rejected a malformed request: {error}", error=e)
             if len(rest) == 4 and len(rest[2]) <= frames.MAX_REQUEST_ID:
-                self._reply(client, rest[2], {"error": str(e), "code": "invalid"}, b"error")
+                self._error(client, rest[2], "invalid", str(e))
             return
         if self.draining:
-            self._reply(client, message.rid, {"error": "broker shutting down", "code": "unavailable"}, b"error")
+            self._error(client, message.rid, "unavailable", "broker shutting down")
             return
         handler(client, message, rest[3])
 
@@ -178,11 +184,17 @@ class Broker:
         if not self.toClient(client, frames.encode(kind, rid, body)):
             log.debug("Dropped an answer to a client that is gone")
 
+    def _error(self, client: bytes, rid: bytes, code: str, error: str) -> None:
+        self._reply(client, rid, {"error": error, "code": code}, b"error")
+
     def _send(self, client: bytes, message: frames.Message, payload: bytes) -> None:
         body = message.body
         owner = self.directory.owner(body["imei"])
         if owner is None:
             self._reply(client, message.rid, {"result": NO})
+            return
+        if self._perClient[client] >= self.maxClientInflight:
+            self._error(client, message.rid, "busy", f"more than {self.maxClientInflight} requests in flight")
             return
         node = owner.node
         self._lastRid += 1
@@ -195,12 +207,24 @@ class Broker:
         timer = self.clock.callLater(body["timeout"] + self.grace, self._expire, rid)
         self.routed[rid] = Routed(client, message.rid, node, timer)
         node.inflight.add(rid)
+        self._perClient[client] += 1
+
+    def _finish(self, rid: bytes) -> Routed:
+        """Forget routed command C{rid}; its caller is about to be answered."""
+        routed = self.routed.pop(rid)
+        if routed.timer.active():
+            routed.timer.cancel()
+        node = routed.node
+        node.inflight.discard(rid)
+        self._perClient[routed.client] -= 1
+        if not self._perClient[routed.client]:
+            del self._perClient[routed.client]
+        if node.leaving and not node.inflight:
+            self.nodes.pop(node.identity, None)
+        return routed
 
     def _expire(self, rid: bytes) -> None:
-        routed = self.routed.pop(rid)
-        routed.node.inflight.discard(rid)
-        if routed.node.leaving and not routed.node.inflight:
-            self.nodes.pop(routed.node.identity, None)
+        routed = self._finish(rid)
         log.debug("No result from node {node} in time", node=routed.node.name)
         self._reply(routed.client, routed.rid, {"result": TIMEOUT})
 
@@ -303,19 +327,15 @@ class Broker:
         if routed is None or routed.node is not node:
             log.debug("Dropped a late result from node {node}", node=node.name)
             return
-        del self.routed[message.rid]
-        node.inflight.discard(message.rid)
-        routed.timer.cancel()
-        if node.leaving and not node.inflight:
-            del self.nodes[node.identity]
+        self._finish(message.rid)
         result = message.body["result"]
         if result in RESULTS:
             self._reply(routed.client, routed.rid, {"result": result, "data": message.body["data"]})
+        elif result == BUSY:
+            self._error(routed.client, routed.rid, "busy", "the device has too many unanswered commands")
         else:
             log.warn("Node {node} sent an invalid result {result!r}", node=node.name, result=result)
-            self._reply(
-                routed.client, routed.rid, {"error": "invalid result from node", "code": "unavailable"}, b"error"
-            )
+            self._error(routed.client, routed.rid, "unavailable", "invalid result from node")
 
     def expireNodes(self) -> None:
         """Declare dead every node silent for longer than the TTL."""
@@ -335,18 +355,15 @@ class Broker:
             count=len(node.devices),
         )
         self.directory.releaseAll(node)
-        for rid in node.inflight:
-            routed = self.routed.pop(rid)
-            routed.timer.cancel()
+        for rid in list(node.inflight):
+            routed = self._finish(rid)
             self._reply(routed.client, routed.rid, {"result": TIMEOUT})
-        node.inflight.clear()
 
     def close(self) -> None:
         """Answer every routed command (the broker is going away) and stop timers."""
-        for rid, routed in list(self.routed.items()):
-            routed.timer.cancel()
-            self._reply(routed.client, routed.rid, {"error": "broker shutting down", "code": "unavailable"}, b"error")
-        self.routed.clear()
+        for rid in list(self.routed):
+            routed = self._finish(rid)
+            self._error(routed.client, routed.rid, "unavailable", "broker shutting down")
 
 
 def _sender(socket: ZmqSocket) -> Send:
@@ -371,12 +388,14 @@ class BrokerService(Service):
         backend: str,
         nodeTtl: float = DEFAULT_NODE_TTL,
         drainTimeout: float = DEFAULT_DRAIN_TIMEOUT,
+        maxClientInflight: int = DEFAULT_MAX_CLIENT_INFLIGHT,
     ) -> None:
         self.reactor = reactor
         self.frontend = frontend
         self.backend = backend
         self.nodeTtl = nodeTtl
         self.drainTimeout = drainTimeout
+        self.maxClientInflight = maxClientInflight
         self.broker: Broker | None = None
         self.frontendSocket: ZmqSocket | None = None
         self.backendSocket: ZmqSocket | None = None
@@ -407,7 +426,11 @@ class BrokerService(Service):
             raise RuntimeError(f"cannot bind the broker on {address!r}: {e}") from None
         self.frontendSocket, self.backendSocket = sockets
         self.broker = Broker(
-            self.reactor, _sender(self.frontendSocket), _sender(self.backendSocket), self.nodeTtl
+            self.reactor,
+            _sender(self.frontendSocket),
+            _sender(self.backendSocket),
+            self.nodeTtl,
+            maxClientInflight=self.maxClientInflight,
         )
         log.info(
             "Broker frontend on {frontend}, backend on {backend}",

@@ -2,7 +2,7 @@
 C{devicehub}: the operators' command-line client of the broker frontend.
 
 Prints one JSON line and exits with a code scripts can branch on:
-0 ok, 1 no (not online), 2 timeout, 3 broker unavailable, 64 usage.
+0 ok, 1 no (not online), 2 timeout, 3 broker unavailable, 4 busy, 64 usage.
 """
 
 import argparse
@@ -14,13 +14,14 @@ from typing import Any, NoReturn
 from twisted.internet import task
 from twisted.internet.defer import Deferred
 
-from .client import BrokerUnavailable, Demand
+from .client import BrokerUnavailable, Busy, Demand
 from .frames import dumps
 from .imei import is_valid_imei
 from .results import NO, OK, TIMEOUT
 
 EXIT = {OK: 0, NO: 1, TIMEOUT: 2}
 EXIT_UNAVAILABLE = 3
+EXIT_BUSY = 4
 EXIT_USAGE = 64
 DEFAULT_FRONTEND = "tcp://127.0.0.1:5555"
 COMMAND_TIMEOUT = 10.0
@@ -114,6 +115,8 @@ async def run(reactor, arguments: argparse.Namespace) -> tuple[int, dict[str, An
         return 0, {"total": await demand.gettotal()}
     except BrokerUnavailable as e:
         return EXIT_UNAVAILABLE, {"error": f"broker unavailable: {e}"}
+    except Busy as e:
+        return EXIT_BUSY, {"error": f"busy: {e}"}
     finally:
         demand.close()
 

@@ -40,6 +40,10 @@ class RequestRejected(DevicehubError, ValueError):
     """The broker refused a request as malformed."""
 
 
+class Busy(DevicehubError):
+    """Refused for load: the device has too many unanswered commands, or this client too many calls in flight."""
+
+
 class Page(NamedTuple):
     """One page of the online devices, and how many are online in all."""
 
@@ -211,6 +215,8 @@ class Demand:
             waiting.callback(message.body)
         elif message.kind == b"error" and message.body["code"] == "invalid":
             waiting.errback(RequestRejected(message.body["error"]))
+        elif message.kind == b"error" and message.body["code"] == "busy":
+            waiting.errback(Busy(message.body["error"]))
         elif message.kind == b"error":
             waiting.errback(BrokerUnavailable(message.body["error"]))
         else:

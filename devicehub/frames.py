@@ -141,6 +141,13 @@ def _reject_constant(name: str) -> None:
     raise FrameError(f"{name} is not JSON")
 
 
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):  # e.g. 1e999: valid syntax, but no JSON can carry it back
+        raise FrameError(f"number out of range: {text[:20]}")
+    return number
+
+
 def encode(kind: bytes, rid: bytes, body: dict[str, Any]) -> list[bytes]:
     """The frames of one message."""
     return [VERSION, kind, rid, dumps(body)]
@@ -158,9 +165,9 @@ def dumps(value: Any) -> bytes:
 
 
 def loads(data: bytes) -> Any:
-    """Parse strict JSON (no NaN or Infinity); raise L{FrameError} on any failure."""
+    """Parse strict JSON (no NaN, Infinity or overflowing numbers); raise L{FrameError} on any failure."""
     try:
-        return json.loads(data, parse_constant=_reject_constant)
+        return json.loads(data, parse_constant=_reject_constant, parse_float=_finite_float)
     except FrameError:
         raise
     except (ValueError, RecursionError) as e:

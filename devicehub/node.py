@@ -19,8 +19,8 @@ from . import frames
 from .drain import DEFAULT_DRAIN_TIMEOUT, drain
 from .frames import FrameError
 from .listening import ListeningService
-from .protocol import DeviceFactory, DeviceProtocol
-from .results import NO, OK, Reply
+from .protocol import DeviceFactory, DeviceProtocol, DeviceSettings
+from .results import BUSY, NO, OK, Reply
 from .zmqsocket import ZmqSocket
 
 log = Logger()
@@ -73,12 +73,15 @@ class Node:
         self, imei: str, instruct: str, data: Any, timeout: float | None, wait: bool
     ) -> "Deferred[Reply]":
         """
-        Send a command to a device of this node. Fires NO when it is not here;
-        with C{wait}, the device's ack or TIMEOUT; without, OK once written.
+        Send a command to a device of this node. Fires NO when it is not here,
+        BUSY when it has too many unanswered commands; with C{wait}, the device's
+        ack or TIMEOUT; without, OK once written.
         """
         device = self.devices.get(imei)
         if device is None:
             return succeed(Reply(NO))
+        if device.unanswered >= device.settings.maxPending:
+            return succeed(Reply(BUSY))
         acked = device.sendCommand(instruct, data, timeout or self.commandTimeout)
         return acked if wait else succeed(Reply(OK))
 
@@ -234,15 +237,13 @@ class NodeService(MultiService):
         backend: str,
         name: str,
         commandTimeout: float,
-        loginTimeout: float,
-        idleTimeout: float,
-        maxLine: int,
+        settings: DeviceSettings,
         drainTimeout: float = DEFAULT_DRAIN_TIMEOUT,
     ) -> None:
         super().__init__()
         self.drainTimeout = drainTimeout
         self.node = Node(name, commandTimeout, reactor)
-        self.factory = DeviceFactory(self.node, reactor, loginTimeout, idleTimeout, maxLine)
+        self.factory = DeviceFactory(self.node, reactor, settings)
         self.listener = ListeningService(reactor, devices, self.factory, "devices")
         self.listener.setServiceParent(self)
         self.link = BrokerLink(self.node, backend, reactor)

@@ -15,15 +15,26 @@ tolerated); every object has a string field C{type}::
 A bad line gets an C{error} line (and a close before login); a line longer than the
 limit closes the connection; an ack with an unknown ident is ignored. When the
 connection closes, every command still waiting for its ack resolves as TIMEOUT.
+
+Limits (L{DeviceSettings}): more than C{maxBadLines} bad lines within
+L{BAD_LINE_WINDOW} seconds close the connection ("too many errors"); a device that
+stops reading is cut off once C{maxOutgoing} bytes wait for it beyond the transport's
+own buffer; with a C{secret}, a login must carry C{token} = hex HMAC-SHA256(secret, imei).
 """
 
+import hashlib
+import hmac
+import socket
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.protocols.policies import TimeoutMixin
+from zope.interface import implementer
 
 from .frames import FrameError, dumps, loads
 from .imei import is_valid_imei
@@ -35,6 +46,34 @@ if TYPE_CHECKING:
 log = Logger()
 
 MAX_IDENT = 2_147_483_647
+BAD_LINE_WINDOW = 60.0
+# Lines handled per reactor turn for one connection; the rest wait a turn (reading paused),
+# so a flooding device cannot hold the reactor for long (64 KiB of pings is ~4 000 lines).
+LINES_PER_TURN = 100
+
+
+@dataclass(frozen=True)
+class DeviceSettings:
+    """How a node treats device connections (the device options of twistd devicehub)."""
+
+    loginTimeout: float = 30.0
+    idleTimeout: float = 300.0
+    maxLine: int = 65536
+    secret: bytes | None = None
+    """When set, logins must carry a token (see L{device_token})."""
+    maxDevices: int = 10_000
+    """Connections a node accepts at once; more are refused with "node full"."""
+    maxPending: int = 64
+    """Unanswered commands per device; more are refused as busy."""
+    maxOutgoing: int = 1 << 20
+    """Bytes that may wait for a device that stopped reading before it is cut off."""
+    maxBadLines: int = 10
+    """Bad lines tolerated within L{BAD_LINE_WINDOW} seconds."""
+
+
+def device_token(secret: bytes, imei: str) -> str:
+    """The login token of C{imei}: hex HMAC-SHA256 keyed with the node's device secret."""
+    return hmac.new(secret, imei.encode(), hashlib.sha256).hexdigest()
 
 
 class LineError(ValueError):
@@ -65,6 +104,7 @@ def _timed_out(result: object, timeout: float) -> Reply:
     return Reply(TIMEOUT)
 
 
+@implementer(IPushProducer)
 class DeviceProtocol(LineOnlyReceiver, TimeoutMixin):
     """One device connection: login, heartbeats, commands and their acks."""
 
@@ -76,25 +116,43 @@ class DeviceProtocol(LineOnlyReceiver, TimeoutMixin):
     since: float | None = None
     """When the device logged in (the node's clock), set at login."""
 
-    def __init__(self, node: "Node", clock, loginTimeout: float, idleTimeout: float, maxLine: int):
+    def __init__(self, node: "Node", clock, settings: DeviceSettings):
         self.node = node
         self.clock = clock
         self.callLater = clock.callLater  # TimeoutMixin's timer
-        self.loginTimeout = loginTimeout
-        self.idleTimeout = idleTimeout
-        self.MAX_LENGTH = maxLine
+        self.settings = settings
+        self.MAX_LENGTH = settings.maxLine
         self._pending: dict[int, Deferred[Reply]] = {}
         self._lastIdent = 0
         self._closeWaiters: list[Deferred[None]] = []
+        self._paused = False
+        self._backlog = 0
+        self._badLines = 0
+        self._badWindowStart = 0.0
+        self._nextTurn = None
 
     # -- connection lifecycle
 
     def connectionMade(self) -> None:
+        if len(self.factory.connections) >= self.settings.maxDevices:
+            self.close("node full")
+            return
         self.factory.connections.add(self)
-        self.setTimeout(self.loginTimeout)
+        # Small lines in both directions: without this, Nagle plus the device's delayed
+        # ACK can hold a command back ~40 ms behind an unacknowledged pong.
+        handle = self.transport.getHandle() if hasattr(self.transport, "getHandle") else None
+        noDelay = getattr(self.transport, "setTcpNoDelay", None)
+        if noDelay is not None:
+            noDelay(True)
+        elif hasattr(handle, "setsockopt"):
+            handle.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.transport.registerProducer(self, True)
+        self.setTimeout(self.settings.loginTimeout)
 
     def connectionLost(self, reason=None) -> None:
         self.setTimeout(None)
+        if self._nextTurn is not None and self._nextTurn.active():
+            self._nextTurn.cancel()
         self.factory.connections.discard(self)
         pending, self._pending = self._pending, {}
         for waiting in pending.values():
@@ -122,6 +180,18 @@ class DeviceProtocol(LineOnlyReceiver, TimeoutMixin):
     def lineLengthExceeded(self, line: bytes) -> None:
         self.close("line too long")
 
+    # -- the transport tells when the device stops reading (IPushProducer)
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._backlog = 0
+
+    def stopProducing(self) -> None:
+        pass
+
     def close(self, error: str) -> None:
         """Send an C{error} line, then close the connection."""
         if not self.transport.disconnecting:
@@ -129,6 +199,35 @@ class DeviceProtocol(LineOnlyReceiver, TimeoutMixin):
             self.transport.loseConnection()
 
     # -- lines from the device
+
+    def dataReceived(self, data: bytes) -> None:
+        self._buffer += data
+        if self._nextTurn is None:
+            self._handleLines()
+
+    def _handleLines(self) -> None:
+        """Handle up to L{LINES_PER_TURN} buffered lines; leave the rest for the next turn."""
+        self._nextTurn = None
+        lines = self._buffer.split(self.delimiter, LINES_PER_TURN)
+        self._buffer = lines.pop()
+        for line in lines:
+            if self.transport.disconnecting:
+                return
+            if len(line) > self.MAX_LENGTH:
+                self.lineLengthExceeded(line)
+                return
+            self.lineReceived(line)
+        if self.transport.disconnecting:
+            return
+        if len(lines) == LINES_PER_TURN and self.delimiter in self._buffer:
+            self.transport.pauseProducing()  # stop reading this socket meanwhile
+            self._nextTurn = self.clock.callLater(0, self._nextLines)
+        elif len(self._buffer) > self.MAX_LENGTH:
+            self.lineLengthExceeded(self._buffer)
+
+    def _nextLines(self) -> None:
+        self.transport.resumeProducing()
+        self._handleLines()
 
     def lineReceived(self, line: bytes) -> None:
         self.resetTimeout()
@@ -153,22 +252,42 @@ class DeviceProtocol(LineOnlyReceiver, TimeoutMixin):
             self.node.uplink(self.imei, message)
 
     def rejectLine(self, error: str) -> None:
-        """Answer a bad line; before login the connection is closed as well."""
+        """
+        Answer a bad line; before login, or past the bad-line budget, the
+        connection is closed as well.
+        """
+        now = self.clock.seconds()
+        if now - self._badWindowStart > BAD_LINE_WINDOW:
+            self._badWindowStart, self._badLines = now, 0
+        self._badLines += 1
         if self.imei is None:
             self.close(error)
+        elif self._badLines > self.settings.maxBadLines:
+            self.close("too many errors")
         else:
             self.sendMessage({"type": "error", "error": error})
 
     def login(self, message: dict[str, Any]) -> None:
         imei = message.get("imei")
         if not is_valid_imei(imei):
-            self.sendMessage({"type": "login", "status": 400, "error": "invalid imei"})
-            self.close("invalid imei")
+            self.refuseLogin(400, "invalid imei")
             return
+        secret = self.settings.secret
+        if secret is not None:
+            token = message.get("token")
+            if not isinstance(token, str) or not hmac.compare_digest(
+                token.encode(errors="surrogateescape"), device_token(secret, imei).encode()
+            ):
+                self.refuseLogin(401, "invalid token")
+                return
         self.imei = imei
-        self.setTimeout(self.idleTimeout)
+        self.setTimeout(self.settings.idleTimeout)
         self.sendMessage({"type": "login", "status": 200})
         self.node.attach(self)
+
+    def refuseLogin(self, status: int, error: str) -> None:
+        self.sendMessage({"type": "login", "status": status, "error": error})
+        self.close(error)
 
     def acked(self, message: dict[str, Any]) -> None:
         ident = message.get("ident")
@@ -207,19 +326,24 @@ class DeviceProtocol(LineOnlyReceiver, TimeoutMixin):
                 return ident
 
     def sendMessage(self, message: dict[str, Any]) -> None:
-        """Write one JSON line to the device."""
-        self.sendLine(dumps(message))
+        """Write one JSON line to the device, or cut off a device that stopped reading."""
+        line = dumps(message)
+        if self._paused:
+            self._backlog += len(line) + 1
+            if self._backlog > self.settings.maxOutgoing:
+                log.warn("{imei} stopped reading; closing its connection", imei=self.imei)
+                self.transport.abortConnection()
+                return
+        self.sendLine(line)
 
 
 class DeviceFactory(Factory):
     """Builds a L{DeviceProtocol} for each device connection to a node."""
 
-    def __init__(self, node: "Node", clock, loginTimeout: float, idleTimeout: float, maxLine: int):
+    def __init__(self, node: "Node", clock, settings: DeviceSettings):
         self.node = node
         self.clock = clock
-        self.loginTimeout = loginTimeout
-        self.idleTimeout = idleTimeout
-        self.maxLine = maxLine
+        self.settings = settings
         self.connections: set[DeviceProtocol] = set()
 
     def closeAll(self, error: str, grace: float) -> "Deferred[None]":
@@ -242,8 +366,6 @@ class DeviceFactory(Factory):
         return closed
 
     def buildProtocol(self, addr) -> DeviceProtocol:
-        protocol = DeviceProtocol(
-            self.node, self.clock, self.loginTimeout, self.idleTimeout, self.maxLine
-        )
+        protocol = DeviceProtocol(self.node, self.clock, self.settings)
         protocol.factory = self
         return protocol

@@ -12,6 +12,9 @@ TIMEOUT = "timeout"
 
 RESULTS = frozenset((OK, NO, TIMEOUT))
 
+BUSY = "busy"
+"""Internal: the device has too many unanswered commands. Callers see L{devicehub.Busy}."""
+
 
 @dataclass(frozen=True)
 class Reply:

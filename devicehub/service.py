@@ -2,6 +2,7 @@
 
 import os
 import re
+import resource
 import socket
 import sys
 
@@ -14,6 +15,8 @@ from twisted.python import usage
 log = Logger()
 
 ROLES = ("broker", "node", "api")
+# File descriptors kept free for listeners, ZeroMQ and logs when --max-devices is derived.
+FD_HEADROOM = 200
 ENVIRONMENT_PREFIX = "DEVICEHUB_"
 _ZMQ_ADDRESS = re.compile(r"(tcp|ipc|inproc)://\S+")
 
@@ -64,6 +67,13 @@ class Options(usage.Options):
         ["node-id", None, None, "The node's name in the directory and logs [default: host name-pid]."],
         ["node-ttl", None, 5.0, "Seconds without a heartbeat after which the broker declares a node dead.", positiveFloat],
         ["drain-timeout", None, 10.0, "Seconds a stopping role waits for its work in flight.", positiveFloat],
+        ["max-devices", None, None,
+         "Device connections a node accepts at once [default: the open-file limit less 200].", positiveInt],
+        ["max-pending", None, 64, "Unanswered commands per device; more are refused as busy (HTTP 429).", positiveInt],
+        ["max-client-inflight", None, 10_000,
+         "Commands one broker client may have in flight; more are refused as busy.", positiveInt],
+        ["device-secret", None, None, "Devices must log in with token = hex HMAC-SHA256(secret, imei)."],
+        ["api-token", None, None, "Every HTTP route but /health needs 'Authorization: Bearer TOKEN'."],
     ]
 
     def __init__(self, environ=None) -> None:
@@ -99,6 +109,12 @@ class Options(usage.Options):
                 self._checkEndpoint(name)
         if self["node-id"] is None:
             self["node-id"] = f"{socket.gethostname()}-{os.getpid()}"
+        if self["max-devices"] is None:
+            openFiles = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+            self["max-devices"] = max(1, openFiles - FD_HEADROOM) if openFiles != resource.RLIM_INFINITY else 1_000_000
+        for name in ("device-secret", "api-token"):
+            if self[name] == "":
+                raise usage.UsageError(f"--{name} must not be empty")
 
     def _checkEndpoint(self, name: str) -> None:
         from twisted.internet import reactor
@@ -127,6 +143,7 @@ def makeService(options: Options, reactor=None) -> Roles:
     from .api import ApiService
     from .broker import BrokerService
     from .node import NodeService
+    from .protocol import DeviceSettings
 
     hub = Roles()
     roles = options["roles"]
@@ -137,6 +154,7 @@ def makeService(options: Options, reactor=None) -> Roles:
             backend=options["backend"],
             nodeTtl=options["node-ttl"],
             drainTimeout=options["drain-timeout"],
+            maxClientInflight=options["max-client-inflight"],
         ).setServiceParent(hub)
     if "node" in roles:
         NodeService(
@@ -145,9 +163,14 @@ def makeService(options: Options, reactor=None) -> Roles:
             backend=options["backend"],
             name=options["node-id"],
             commandTimeout=options["command-timeout"],
-            loginTimeout=options["login-timeout"],
-            idleTimeout=options["idle-timeout"],
-            maxLine=options["max-line"],
+            settings=DeviceSettings(
+                loginTimeout=options["login-timeout"],
+                idleTimeout=options["idle-timeout"],
+                maxLine=options["max-line"],
+                secret=None if options["device-secret"] is None else options["device-secret"].encode(),
+                maxDevices=options["max-devices"],
+                maxPending=options["max-pending"],
+            ),
             drainTimeout=options["drain-timeout"],
         ).setServiceParent(hub)
     if "api" in roles:
@@ -157,5 +180,6 @@ def makeService(options: Options, reactor=None) -> Roles:
             frontend=options["frontend"],
             commandTimeout=options["command-timeout"],
             drainTimeout=options["drain-timeout"],
+            token=options["api-token"],
         ).setServiceParent(hub)
     return hub

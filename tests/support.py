@@ -17,6 +17,7 @@ from twisted.protocols.basic import LineOnlyReceiver
 from devicehub.api import ApiService
 from devicehub.broker import BrokerService
 from devicehub.node import NodeService
+from devicehub.protocol import DeviceSettings
 
 LOCAL = "tcp://127.0.0.1:*"
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,16 +52,13 @@ async def eventually(condition, timeout: float = 5.0, interval: float = 0.01):
 class Hub:
     """Broker, node and (optionally) API in this process, on ephemeral ports."""
 
-    def __init__(self, *, api: bool = True, commandTimeout: float = 5.0, **nodeOptions) -> None:
-        self.broker = BrokerService(reactor, frontend=LOCAL, backend=LOCAL)
+    def __init__(self, *, api: bool = True, commandTimeout: float = 5.0, apiToken=None, brokerOptions=None,
+                 **deviceSettings) -> None:
+        self.broker = BrokerService(reactor, frontend=LOCAL, backend=LOCAL, **(brokerOptions or {}))
         self.withApi = api
+        self.apiToken = apiToken
         self.commandTimeout = commandTimeout
-        self.nodeOptions = {
-            "loginTimeout": 5.0,
-            "idleTimeout": 60.0,
-            "maxLine": 65536,
-            **nodeOptions,
-        }
+        self.settings = DeviceSettings(**{"loginTimeout": 5.0, "idleTimeout": 60.0, **deviceSettings})
         self.nodes: list[NodeService] = []
         self.api: ApiService | None = None
 
@@ -93,7 +91,11 @@ class Hub:
         await self.addNode("node-1")
         if self.withApi:
             self.api = ApiService(
-                reactor, http="tcp:0:interface=127.0.0.1", frontend=self.frontend, commandTimeout=self.commandTimeout
+                reactor,
+                http="tcp:0:interface=127.0.0.1",
+                frontend=self.frontend,
+                commandTimeout=self.commandTimeout,
+                token=self.apiToken,
             )
             self.api.startService()
         return self
@@ -105,7 +107,7 @@ class Hub:
             backend=self.backend,
             name=name,
             commandTimeout=self.commandTimeout,
-            **self.nodeOptions,
+            settings=self.settings,
         )
         node.startService()
         self.nodes.append(node)
@@ -143,6 +145,8 @@ class Device(LineOnlyReceiver):
         self._waiters: list[Deferred] = []
 
     def connectionMade(self) -> None:
+        if hasattr(self.transport, "setTcpNoDelay"):
+            self.transport.setTcpNoDelay(True)  # a device that answers at once, as firmware should
         if self.imei is not None:
             self.send({"type": "login", "imei": self.imei})
 

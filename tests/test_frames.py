@@ -30,6 +30,9 @@ def test_round_trip():
         ([b"DH1", b"online", b"", b'{"imei":"a","conn":1}'], "'since'"),
         ([b"DH1", b"reply", b"1", b'{"total":-1}'], "'total'"),
         ([b"DH1", b"total", b"1", b"[" * 100000], "not JSON"),
+        ([b"DH1", b"total", b"1", b'{"x":1e999}'], "out of range"),
+        ([b"DH1", b"total", b"1", b'{"x":-1e400}'], "out of range"),
+        ([b"DH1", b"total", b"1", b'{"x":' + b"9" * 5000 + b"}"], "not JSON"),
     ],
 )
 def test_malformed_frames_are_rejected(raw, error):

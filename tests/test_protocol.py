@@ -8,7 +8,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 from devicehub.node import Node
-from devicehub.protocol import MAX_IDENT, DeviceFactory, LineError, parse_line
+from devicehub.protocol import MAX_IDENT, DeviceFactory, DeviceSettings, LineError, parse_line
 from devicehub.results import NO, OK, TIMEOUT, Reply
 
 LOGIN_TIMEOUT = 30.0
@@ -24,10 +24,12 @@ class RecordingNode(Node):
         self.uplinks.append((imei, message))
 
 
-def connection(node=None, clock=None, maxLine=65536):
+def connection(node=None, clock=None, factory=None, **settings):
     clock = clock or Clock()
     node = node or RecordingNode(clock)
-    factory = DeviceFactory(node, clock, LOGIN_TIMEOUT, IDLE_TIMEOUT, maxLine)
+    if factory is None:
+        settings = DeviceSettings(**{"loginTimeout": LOGIN_TIMEOUT, "idleTimeout": IDLE_TIMEOUT, **settings})
+        factory = DeviceFactory(node, clock, settings)
     protocol = factory.buildProtocol(None)
     transport = StringTransport()
     protocol.makeConnection(transport)
@@ -211,6 +213,23 @@ def test_second_login_with_same_imei_replaces_older_connection():
     assert new.conn == 2
 
 
+def test_a_burst_is_handled_a_bounded_number_of_lines_per_turn():
+    from devicehub.protocol import LINES_PER_TURN
+
+    protocol, transport, node, clock = loggedIn()
+    protocol.dataReceived(b'{"type":"ping"}\n' * (2 * LINES_PER_TURN + 10))
+    assert len(written(transport)) == LINES_PER_TURN
+    assert transport.producerState == "paused"  # not reading while the backlog waits
+    protocol.dataReceived(b'{"type":"ping"}\n')  # what the socket still delivers is queued
+    assert written(transport) == []
+    assert 0 in [call.getTime() for call in clock.getDelayedCalls()]  # the next turn
+    # (task.Clock runs chained zero-delay calls in one advance; the reactor gives each its own turn)
+    clock.advance(0)
+    assert len(written(transport)) == LINES_PER_TURN + 11
+    assert transport.producerState == "producing"
+    assert [call.getTime() for call in clock.getDelayedCalls()] == [IDLE_TIMEOUT]
+
+
 def test_line_too_long_closes_with_error():
     protocol, transport, node, clock = loggedIn(maxLine=100)
     protocol.dataReceived(b'{"type":"x","pad":"' + b"a" * 200)
@@ -288,11 +307,99 @@ def test_any_split_of_the_stream_gives_the_same_answers(uplinks, cuts):
     assert len(wholeNode.uplinks) == len(uplinks)
 
 
-@given(st.lists(st.binary(max_size=40).filter(lambda b: b"\n" not in b), max_size=20))
-def test_garbage_after_login_never_breaks_the_connection(lines):
+@given(st.lists(st.binary(max_size=40).filter(lambda b: b"\n" not in b), max_size=DeviceSettings.maxBadLines))
+def test_garbage_within_the_budget_never_breaks_the_connection(lines):
     protocol, transport, node, clock = loggedIn(maxLine=1000)
     for line in lines:
         protocol.dataReceived(line + b"\n")
     assert not transport.disconnecting
     feed(protocol, {"type": "ping"})
     assert written(transport)[-1] == {"type": "pong"}
+
+
+def test_endless_errors_are_cut_off():
+    protocol, transport, node, clock = loggedIn(maxBadLines=3)
+    for _ in range(3):
+        protocol.dataReceived(b"junk\n")
+        clock.advance(1)
+    assert not transport.disconnecting
+    protocol.dataReceived(b"junk\n")
+    assert written(transport)[-1] == {"type": "error", "error": "too many errors"}
+    assert transport.disconnecting
+
+
+def test_error_budget_renews_each_minute():
+    protocol, transport, node, clock = loggedIn(maxBadLines=3)
+    for _ in range(10):
+        protocol.dataReceived(b"junk\n" * 3)
+        clock.advance(61)
+        feed(protocol, {"type": "ping"})  # keeps the idle timer happy
+    assert not transport.disconnecting
+
+
+SECRET = b"factory-secret"
+
+
+def test_login_needs_the_hmac_token_when_a_secret_is_set():
+    from devicehub.protocol import device_token
+
+    token = device_token(SECRET, "dev1")
+    assert token == __import__("hmac").new(SECRET, b"dev1", "sha256").hexdigest()
+    for bad in [None, "", "00" * 32, token.upper(), device_token(SECRET, "dev2"), 42]:
+        protocol, transport, node, clock = connection(secret=SECRET)
+        feed(protocol, {"type": "login", "imei": "dev1", "token": bad})
+        lines = written(transport)
+        assert lines[0] == {"type": "login", "status": 401, "error": "invalid token"}
+        assert lines[-1]["type"] == "error" and transport.disconnecting
+        assert node.devices == {}
+    protocol, transport, node, clock = connection(secret=SECRET)
+    feed(protocol, {"type": "login", "imei": "dev1", "token": token})
+    assert written(transport) == [{"type": "login", "status": 200}]
+
+
+def test_node_full_refuses_new_connections():
+    node = RecordingNode()
+    first, firstTransport, _, clock = connection(node=node, maxDevices=1)
+    second, secondTransport, _, _ = connection(node=node, factory=first.factory)
+    assert written(secondTransport) == [{"type": "error", "error": "node full"}]
+    assert secondTransport.disconnecting and not firstTransport.disconnecting
+    first.connectionLost(None)
+    third, thirdTransport, _, _ = connection(node=node, factory=first.factory)
+    assert not thirdTransport.disconnecting
+
+
+def test_device_that_stops_reading_is_cut_off_at_the_outgoing_cap():
+    protocol, transport, node, clock = loggedIn(maxOutgoing=1000)
+    assert transport.producer is protocol
+    protocol.pauseProducing()  # the transport's buffer is full: the device is not reading
+    for _ in range(9):
+        protocol.sendCommand("0x10", "x" * 50, 60)  # about 90 bytes each
+    assert not transport.disconnected
+    protocol.sendCommand("0x10", "x" * 200, 60)
+    assert transport.disconnected  # aborted: nobody reads an error line
+    protocol.resumeProducing()
+
+
+def test_cap_counts_only_while_the_device_is_not_reading():
+    protocol, transport, node, clock = loggedIn(maxOutgoing=1000)
+    for _ in range(3):
+        protocol.pauseProducing()
+        for _ in range(9):
+            protocol.sendCommand("0x10", "x" * 50, 60)
+        protocol.resumeProducing()
+    assert not transport.disconnected
+    protocol.connectionLost(None)
+
+
+def test_too_many_unanswered_commands_are_refused_as_busy():
+    from devicehub.results import BUSY
+
+    protocol, transport, node, clock = loggedIn("dev1", maxPending=2)
+    results = []
+    for _ in range(3):
+        node.execute("dev1", "0x10", None, 5, True).addCallback(results.append)
+    assert results == [Reply(BUSY)]
+    feed(protocol, {"type": "ack", "ident": 1})
+    node.execute("dev1", "0x10", None, 5, False).addCallback(results.append)
+    assert results == [Reply(BUSY), Reply(OK), Reply(OK)]
+    protocol.connectionLost(None)
