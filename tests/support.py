@@ -53,7 +53,8 @@ class Hub:
     """Broker, node and (optionally) API in this process, on ephemeral ports."""
 
     def __init__(self, *, api: bool = True, commandTimeout: float = 5.0, apiToken=None, brokerOptions=None,
-                 **deviceSettings) -> None:
+                 http: str = "tcp:0:interface=127.0.0.1", **deviceSettings) -> None:
+        self.http = http
         self.broker = BrokerService(reactor, frontend=LOCAL, backend=LOCAL, **(brokerOptions or {}))
         self.withApi = api
         self.apiToken = apiToken
@@ -92,7 +93,7 @@ class Hub:
         if self.withApi:
             self.api = ApiService(
                 reactor,
-                http="tcp:0:interface=127.0.0.1",
+                http=self.http,
                 frontend=self.frontend,
                 commandTimeout=self.commandTimeout,
                 token=self.apiToken,

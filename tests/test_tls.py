@@ -1,14 +1,20 @@
 """Devices over TLS, through an ssl: endpoint string with a certificate made here."""
 
 import datetime
+import json
 
+import pytest
 import pytest_twisted
+import treq
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from twisted.internet import reactor, ssl
 from twisted.internet.endpoints import SSL4ClientEndpoint
+from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.iweb import IPolicyForHTTPS
+from zope.interface import implementer
 
 from devicehub import OK, Demand, Reply
 
@@ -56,4 +62,37 @@ async def test_device_logs_in_and_acks_over_tls(tmp_path):
         await device.close()
     finally:
         demand.close()
+        await hub.stop()
+
+
+@implementer(IPolicyForHTTPS)
+class TrustOnly:
+    """Trust exactly one certificate, as a client pinned to the hub's would."""
+
+    def __init__(self, pem):
+        self.certificate = ssl.Certificate.loadPEM(pem)
+
+    def creatorForNetloc(self, hostname, port):
+        return ssl.optionsForClientTLS(hostname.decode(), trustRoot=self.certificate)
+
+
+@pytest_twisted.ensureDeferred
+async def test_http_api_over_tls(tmp_path):
+    key, cert, pem = make_certificate(tmp_path)
+    hub = await Hub(http=f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}").start()
+    pool = HTTPConnectionPool(reactor, persistent=False)
+    http = treq.client.HTTPClient(Agent(reactor, contextFactory=TrustOnly(pem), pool=pool))
+    try:
+        device = await connect(hub.devicePort, "dev1", reply="secure")
+        await eventually(lambda: hub.directory.owner("dev1") is not None)
+        base = f"https://localhost:{hub.api.listener.port.getHost().port}"
+        response = await http.post(base + "/devices/dev1/commands", data=b'{"instruct":"0x10"}')
+        assert response.code == 200
+        assert json.loads(await response.content()) == {"result": "ok", "reply": "secure"}
+        plain = treq.client.HTTPClient(Agent(reactor, pool=pool))
+        with pytest.raises(Exception):  # plain HTTP to the TLS port gets no answer
+            await plain.get(base.replace("https", "http") + "/health", timeout=2)
+        await device.close()
+    finally:
+        await pool.closeCachedConnections()
         await hub.stop()
