@@ -223,8 +223,10 @@ class ApiService(MultiService):
         commandTimeout: float,
         drainTimeout: float = DEFAULT_DRAIN_TIMEOUT,
         token: str | None = None,
+        curveKeys: str | None = None,
     ) -> None:
         super().__init__()
+        self.curveKeys = curveKeys
         self.reactor = reactor
         self.frontend = frontend
         self.drainTimeout = drainTimeout
@@ -235,7 +237,9 @@ class ApiService(MultiService):
 
     def startService(self) -> None:
         # ZeroMQ sockets are made here, after twistd may have forked, never before.
-        self.api.demand = Demand(self.frontend, self.api.commandTimeout, reactor=self.reactor)
+        self.api.demand = Demand(
+            self.frontend, self.api.commandTimeout, reactor=self.reactor, curve_keys=self.curveKeys
+        )
         super().startService()
 
     async def _stop(self) -> None:

@@ -11,6 +11,7 @@ the node, or from the broker itself when the node does not answer in time
 from bisect import bisect_left, insort
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 import zmq
@@ -20,6 +21,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from . import frames
+from .curve import AUTHORIZED, ZapHandler, serverKeys
 from .drain import DEFAULT_DRAIN_TIMEOUT, drain
 from .frames import VERSION, FrameError
 from .imei import is_valid_imei
@@ -389,8 +391,12 @@ class BrokerService(Service):
         nodeTtl: float = DEFAULT_NODE_TTL,
         drainTimeout: float = DEFAULT_DRAIN_TIMEOUT,
         maxClientInflight: int = DEFAULT_MAX_CLIENT_INFLIGHT,
+        curveKeys: str | None = None,
     ) -> None:
+        """@param curveKeys: a key directory (see L{devicehub.curve}): admit only authorized clients."""
         self.reactor = reactor
+        self.curveKeys = curveKeys
+        self.zap: ZapHandler | None = None
         self.frontend = frontend
         self.backend = backend
         self.nodeTtl = nodeTtl
@@ -414,15 +420,22 @@ class BrokerService(Service):
         self._expiry.start(self.nodeTtl / 4, now=False)
 
     def _bind(self) -> None:
+        keys = None
+        if self.curveKeys is not None:
+            keys = serverKeys(self.curveKeys)
+            # Before binding: without a ZAP handler, ZeroMQ would let any CURVE client in.
+            self.zap = ZapHandler(self.reactor, Path(self.curveKeys) / AUTHORIZED)
         sockets = []
         try:
             for address, handler in ((self.frontend, self._fromClient), (self.backend, self._fromNode)):
                 sockets.append(
-                    ZmqSocket(self.reactor, zmq.ROUTER, handler, bind=[address], mandatory=True)
+                    ZmqSocket(self.reactor, zmq.ROUTER, handler, bind=[address], mandatory=True, curve=keys)
                 )
         except zmq.ZMQError as e:
             for socket in sockets:
                 socket.shutdown()
+            if self.zap is not None:
+                self.zap.close()
             raise RuntimeError(f"cannot bind the broker on {address!r}: {e}") from None
         self.frontendSocket, self.backendSocket = sockets
         self.broker = Broker(
@@ -452,6 +465,9 @@ class BrokerService(Service):
         self.broker.close()
         self.frontendSocket.shutdown(linger=0.5)
         self.backendSocket.shutdown()
+        if self.zap is not None:
+            self.zap.close()
+            self.zap = None
         self.broker = self.frontendSocket = self.backendSocket = None
 
     def stopService(self) -> Deferred:

@@ -15,6 +15,7 @@ from twisted.internet import task
 from twisted.internet.defer import Deferred
 
 from .client import BrokerUnavailable, Busy, Demand
+from .curve import MissingKeys, keygen
 from .frames import dumps
 from .imei import is_valid_imei
 from .results import NO, OK, TIMEOUT
@@ -70,6 +71,11 @@ def parser() -> argparse.ArgumentParser:
         help="the broker frontend (default: $DEVICEHUB_FRONTEND or %(default)s)",
     )
     top.add_argument(
+        "--curve-keys",
+        default=os.environ.get("DEVICEHUB_CURVE_KEYS"),
+        help="key directory when the broker requires CURVE (default: $DEVICEHUB_CURVE_KEYS)",
+    )
+    top.add_argument(
         "--timeout",
         type=_seconds,
         help=f"seconds to wait: for an ack (default {COMMAND_TIMEOUT:g}) or the broker (default {QUERY_TIMEOUT:g})",
@@ -86,6 +92,9 @@ def parser() -> argparse.ArgumentParser:
     listing.add_argument("--num", type=_count, default=50)
     listing.add_argument("--page", type=_count, default=0)
     verbs.add_parser("total", help="number of online devices")
+    keys = verbs.add_parser("keygen", help="make CURVE keys for the broker and a client in DIR")
+    keys.add_argument("directory", metavar="DIR")
+    keys.add_argument("--client", default="client", help="name of the client key pair to make and authorize")
     # --timeout is also accepted after the verb
     for verb in (send, find, listing, verbs.choices["total"]):
         verb.add_argument("--timeout", type=_seconds, default=argparse.SUPPRESS)
@@ -95,7 +104,12 @@ def parser() -> argparse.ArgumentParser:
 async def run(reactor, arguments: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     """Execute one parsed command line; return its exit code and output."""
     default = COMMAND_TIMEOUT if arguments.verb == "send" else QUERY_TIMEOUT
-    demand = Demand(arguments.frontend, timeout=arguments.timeout or default, reactor=reactor)
+    try:
+        demand = Demand(
+            arguments.frontend, timeout=arguments.timeout or default, reactor=reactor, curve_keys=arguments.curve_keys
+        )
+    except MissingKeys as e:
+        return EXIT_USAGE, {"error": str(e)}
     try:
         if arguments.verb == "send" and arguments.nowait:
             result = await demand.send_nowait(arguments.imei, arguments.instruct, arguments.data)
@@ -124,6 +138,10 @@ async def run(reactor, arguments: argparse.Namespace) -> tuple[int, dict[str, An
 def main(argv: list[str] | None = None) -> NoReturn:
     """Entry point of the C{devicehub} console script."""
     arguments = parser().parse_args(argv)
+    if arguments.verb == "keygen":
+        made = keygen(arguments.directory, arguments.client)
+        sys.stdout.write(dumps({"made": [str(path) for path in made]}).decode() + "\n")
+        raise SystemExit(0)
 
     async def react(reactor) -> None:
         code, output = await run(reactor, arguments)
@@ -132,3 +150,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
         raise SystemExit(code)
 
     task.react(lambda reactor: Deferred.fromCoroutine(react(reactor)))
+
+
+if __name__ == "__main__":
+    main()

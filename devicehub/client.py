@@ -16,6 +16,7 @@ from twisted.internet.defer import Deferred, fail
 from twisted.logger import Logger
 
 from . import frames
+from .curve import clientKeys
 from .frames import FrameError
 from .imei import is_valid_imei
 from .results import RESULTS, Reply
@@ -67,15 +68,22 @@ class Demand:
     margin = 1.0
     """Seconds past a call's timeout before it fails with L{BrokerUnavailable}."""
 
-    def __init__(self, frontend: str, timeout: float = DEFAULT_TIMEOUT, *, reactor=None, clock=None) -> None:
+    def __init__(
+        self, frontend: str, timeout: float = DEFAULT_TIMEOUT, *, reactor=None, clock=None, curve_keys=None
+    ) -> None:
+        """
+        @param curve_keys: a key directory (C{devicehub keygen DIR}) when the broker
+            requires CURVE: its C{client.key_secret} and C{broker.key} are used.
+        """
         if reactor is None:
             from twisted.internet import reactor
         self.frontend = frontend
         self.timeout = _checkedTimeout(timeout)
         self._reactor = reactor
         self._clock = clock if clock is not None else reactor  # the calls' deadlines
+        curve = None if curve_keys is None else clientKeys(curve_keys)
         self._socket: ZmqSocket | None = ZmqSocket(
-            reactor, zmq.DEALER, self._received, connect=[frontend], immediate=True
+            reactor, zmq.DEALER, self._received, connect=[frontend], immediate=True, curve=curve
         )
         self._pending: dict[bytes, Deferred[dict[str, Any]]] = {}
         self._unsent: deque[list[bytes]] = deque()

@@ -16,6 +16,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from . import frames
+from .curve import clientKeys
 from .drain import DEFAULT_DRAIN_TIMEOUT, drain
 from .frames import FrameError
 from .listening import ListeningService
@@ -111,9 +112,10 @@ class BrokerLink(Service):
     # Missed heartbeats after which the broker is taken for gone.
     missedBeats = 3
 
-    def __init__(self, node: Node, backend: str, reactor, heartbeat: float = 1.0) -> None:
+    def __init__(self, node: Node, backend: str, reactor, heartbeat: float = 1.0, curve=None) -> None:
         self.node = node
         self.backend = backend
+        self.curve = curve
         self.reactor = reactor
         self.heartbeat = heartbeat
         self.registered = False
@@ -126,7 +128,7 @@ class BrokerLink(Service):
     def startService(self) -> None:
         super().startService()
         self.socket = ZmqSocket(
-            self.reactor, zmq.DEALER, self.received, connect=[self.backend], immediate=True
+            self.reactor, zmq.DEALER, self.received, connect=[self.backend], immediate=True, curve=self.curve
         )
         self.node.presence = self
         self._tick()
@@ -239,6 +241,7 @@ class NodeService(MultiService):
         commandTimeout: float,
         settings: DeviceSettings,
         drainTimeout: float = DEFAULT_DRAIN_TIMEOUT,
+        curveKeys: str | None = None,
     ) -> None:
         super().__init__()
         self.drainTimeout = drainTimeout
@@ -246,7 +249,8 @@ class NodeService(MultiService):
         self.factory = DeviceFactory(self.node, reactor, settings)
         self.listener = ListeningService(reactor, devices, self.factory, "devices")
         self.listener.setServiceParent(self)
-        self.link = BrokerLink(self.node, backend, reactor)
+        curve = None if curveKeys is None else clientKeys(curveKeys)
+        self.link = BrokerLink(self.node, backend, reactor, curve=curve)
         self.link.setServiceParent(self)
         self.reactor = reactor
 

@@ -26,6 +26,7 @@ _IMEI_PARAMETER = {
 _BAD = _error("Bad input: invalid imei, parameter or body.")
 _UNAVAILABLE = _error("The broker did not answer.")
 _METHOD = _error("Method not allowed on this path.")
+_UNAUTHORIZED = _error("The hub requires 'Authorization: Bearer TOKEN' (--api-token) and it is missing or wrong.")
 
 
 def openapi() -> dict[str, Any]:
@@ -58,6 +59,7 @@ def openapi() -> dict[str, Any]:
                     "responses": {
                         "200": _json(_ref("DeviceList"), "A page of online devices."),
                         "400": _BAD,
+                        "401": _UNAUTHORIZED,
                         "405": _METHOD,
                         "503": _UNAVAILABLE,
                     },
@@ -71,6 +73,7 @@ def openapi() -> dict[str, Any]:
                         "200": _json(_ref("Presence"), "The device is online."),
                         "404": _json(_ref("Presence"), "The device is not online."),
                         "400": _BAD,
+                        "401": _UNAUTHORIZED,
                         "405": _METHOD,
                         "503": _UNAVAILABLE,
                     },
@@ -90,8 +93,10 @@ def openapi() -> dict[str, Any]:
                         "404": _json(_ref("Outcome"), "The device is not online (result no)."),
                         "504": _json(_ref("Outcome"), "The device did not ack in time (result timeout)."),
                         "400": _BAD,
+                        "401": _UNAUTHORIZED,
                         "405": _METHOD,
                         "413": _error("Body too large."),
+                        "429": _error("Too many unanswered commands for this device (--max-pending)."),
                         "503": _UNAVAILABLE,
                     },
                 }
@@ -111,6 +116,7 @@ def openapi() -> dict[str, Any]:
                     "summary": "This document.",
                     "responses": {
                         "200": {"description": "The OpenAPI document.", "content": {"application/json": {}}},
+                        "401": _UNAUTHORIZED,
                         "405": _METHOD,
                     },
                 }

@@ -74,6 +74,7 @@ class Options(usage.Options):
          "Commands one broker client may have in flight; more are refused as busy.", positiveInt],
         ["device-secret", None, None, "Devices must log in with token = hex HMAC-SHA256(secret, imei)."],
         ["api-token", None, None, "Every HTTP route but /health needs 'Authorization: Bearer TOKEN'."],
+        ["curve-keys", None, None, "Key directory (devicehub keygen DIR): CURVE-encrypt and authenticate broker links."],
     ]
 
     def __init__(self, environ=None) -> None:
@@ -115,6 +116,19 @@ class Options(usage.Options):
         for name in ("device-secret", "api-token"):
             if self[name] == "":
                 raise usage.UsageError(f"--{name} must not be empty")
+        if self["curve-keys"] is not None:
+            self._checkKeys()
+
+    def _checkKeys(self) -> None:
+        from .curve import MissingKeys, clientKeys, serverKeys
+
+        try:
+            if "broker" in self["roles"]:
+                serverKeys(self["curve-keys"])
+            if "node" in self["roles"] or "api" in self["roles"]:
+                clientKeys(self["curve-keys"])
+        except (MissingKeys, ValueError, OSError) as e:
+            raise usage.UsageError(f"--curve-keys: {e}") from None
 
     def _checkEndpoint(self, name: str) -> None:
         from twisted.internet import reactor
@@ -155,6 +169,7 @@ def makeService(options: Options, reactor=None) -> Roles:
             nodeTtl=options["node-ttl"],
             drainTimeout=options["drain-timeout"],
             maxClientInflight=options["max-client-inflight"],
+            curveKeys=options["curve-keys"],
         ).setServiceParent(hub)
     if "node" in roles:
         NodeService(
@@ -172,6 +187,7 @@ def makeService(options: Options, reactor=None) -> Roles:
                 maxPending=options["max-pending"],
             ),
             drainTimeout=options["drain-timeout"],
+            curveKeys=options["curve-keys"],
         ).setServiceParent(hub)
     if "api" in roles:
         ApiService(
@@ -181,5 +197,6 @@ def makeService(options: Options, reactor=None) -> Roles:
             commandTimeout=options["command-timeout"],
             drainTimeout=options["drain-timeout"],
             token=options["api-token"],
+            curveKeys=options["curve-keys"],
         ).setServiceParent(hub)
     return hub

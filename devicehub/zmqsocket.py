@@ -41,12 +41,14 @@ class ZmqSocket(ZmqConnection):
         connect: Iterable[str] = (),
         mandatory: bool = False,
         immediate: bool = False,
+        curve=None,
     ) -> None:
         """
         @param mandatory: (ROUTER) make a send to an unknown peer raise
             C{zmq.ZMQError(EHOSTUNREACH)} instead of vanishing.
         @param immediate: queue messages only to completed connections, so a
             send with no peer raises C{zmq.Again} instead of waiting for one.
+        @param curve: L{devicehub.curve.CurveKeys} to authenticate and encrypt with.
         """
         self.socketType = socketType
         self.handler = handler
@@ -61,6 +63,8 @@ class ZmqSocket(ZmqConnection):
             self.socket.set(zmq.ROUTER_MANDATORY, 1)
         if immediate:
             self.socket.set(zmq.IMMEDIATE, 1)
+        if curve is not None:
+            curve.apply(self.socket)
         self.addEndpoints(
             [ZmqEndpoint(ZmqEndpointType.bind, address) for address in bind]
             + [ZmqEndpoint(ZmqEndpointType.connect, address) for address in connect]
