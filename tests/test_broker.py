@@ -270,3 +270,26 @@ def test_directory_pages_stay_sorted_through_changes():
     directory.releaseAll(one)
     assert directory.page(10, 0) == ["c", "m", "q"]
     assert len(directory) == 3 and directory.page(2, 1) == ["q"]
+
+
+class FakeSocket:
+    def __init__(self):
+        self.sent = []
+
+    def sendFrames(self, message):
+        self.sent.append(message)
+
+
+@given(st.lists(st.lists(st.binary(max_size=30), max_size=5), max_size=5), st.sampled_from(sorted(frames.SCHEMAS)))
+def test_node_link_survives_any_frames_from_its_broker(garbage, kind):
+    from devicehub.node import BrokerLink, Node
+
+    clock = Clock()
+    link = BrokerLink(Node("n", 5.0, clock), "tcp://unused", clock)
+    link.socket = FakeSocket()
+    for raw in garbage + [[frames.VERSION, kind, b"1", b"{}"], [frames.VERSION, kind, b"1", b'{"imei":7}']]:
+        link.received(raw)
+    link.received(frames.encode(b"command", b"9", {"imei": "x", "instruct": "i", "data": None, "timeout": 1, "wait": True}))
+    assert frames.decode(link.socket.sent[-1]) == (b"result", b"9", {"result": "no", "data": None})
+    for call in clock.getDelayedCalls():
+        call.cancel()
