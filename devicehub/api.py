@@ -23,6 +23,7 @@ from .drain import DEFAULT_DRAIN_TIMEOUT, drain
 from .frames import FrameError, dumps, loads
 from .imei import is_valid_imei
 from .listening import ListeningService
+from .metrics import CONTENT_TYPE_LATEST, Metrics
 from .openapi import openapi
 from .results import NO, OK, TIMEOUT
 
@@ -103,10 +104,17 @@ class DeviceAPI:
 
     app = Klein()
 
-    def __init__(self, demand: Demand | None, commandTimeout: float, queryTimeout: float = QUERY_TIMEOUT) -> None:
+    def __init__(
+        self,
+        demand: Demand | None,
+        commandTimeout: float,
+        queryTimeout: float = QUERY_TIMEOUT,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.demand = demand
         self.commandTimeout = commandTimeout
         self.queryTimeout = queryTimeout
+        self.metrics = metrics or Metrics()
 
     @app.route("/devices", methods=["GET"])
     async def listDevices(self, request) -> bytes:
@@ -146,6 +154,11 @@ class DeviceAPI:
     async def health(self, request) -> bytes:
         state = await self.demand.health(timeout=self.queryTimeout)
         return _respond(request, 200, {"status": "ok", **state})
+
+    @app.route("/metrics", methods=["GET"])
+    def metricsText(self, request) -> bytes:
+        request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode())
+        return self.metrics.exposition()
 
     @app.route("/openapi.json", methods=["GET"])
     def openapiDocument(self, request) -> bytes:
@@ -224,13 +237,14 @@ class ApiService(MultiService):
         drainTimeout: float = DEFAULT_DRAIN_TIMEOUT,
         token: str | None = None,
         curveKeys: str | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         super().__init__()
         self.curveKeys = curveKeys
         self.reactor = reactor
         self.frontend = frontend
         self.drainTimeout = drainTimeout
-        self.api = DeviceAPI(None, commandTimeout)
+        self.api = DeviceAPI(None, commandTimeout, metrics=metrics)
         self.root = ApiRoot(self.api.app.resource(), token)
         self.listener = ListeningService(reactor, http, Site(self.root), "HTTP")
         self.listener.setServiceParent(self)

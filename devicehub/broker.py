@@ -25,6 +25,7 @@ from .curve import AUTHORIZED, ZapHandler, serverKeys
 from .drain import DEFAULT_DRAIN_TIMEOUT, drain
 from .frames import VERSION, FrameError
 from .imei import is_valid_imei
+from .metrics import Metrics
 from .results import BUSY, NO, OK, RESULTS, TIMEOUT
 from .zmqsocket import ZmqSocket
 
@@ -116,6 +117,7 @@ class Routed(NamedTuple):
     rid: bytes
     node: NodeRecord
     timer: Any
+    started: float
 
 
 class Broker:
@@ -132,8 +134,10 @@ class Broker:
         nodeTtl: float = DEFAULT_NODE_TTL,
         grace: float = DEFAULT_GRACE,
         maxClientInflight: int = DEFAULT_MAX_CLIENT_INFLIGHT,
+        metrics: Metrics | None = None,
     ) -> None:
         self.clock = clock
+        self.metrics = metrics or Metrics()
         self.maxClientInflight = maxClientInflight
         self._perClient: Counter[bytes] = Counter()
         self.toClient = toClient
@@ -193,9 +197,11 @@ class Broker:
         body = message.body
         owner = self.directory.owner(body["imei"])
         if owner is None:
+            self.metrics.commands.labels(NO).inc()
             self._reply(client, message.rid, {"result": NO})
             return
         if self._perClient[client] >= self.maxClientInflight:
+            self.metrics.commands.labels(BUSY).inc()
             self._error(client, message.rid, "busy", f"more than {self.maxClientInflight} requests in flight")
             return
         node = owner.node
@@ -204,16 +210,19 @@ class Broker:
         # The body is forwarded as it came: the node reads the same fields.
         if not self.toNode(node.identity, [VERSION, b"command", rid, payload]):
             self._nodeLost(node, "unreachable")
+            self.metrics.commands.labels(NO).inc()
             self._reply(client, message.rid, {"result": NO})
             return
         timer = self.clock.callLater(body["timeout"] + self.grace, self._expire, rid)
-        self.routed[rid] = Routed(client, message.rid, node, timer)
+        self.routed[rid] = Routed(client, message.rid, node, timer, self.clock.seconds())
         node.inflight.add(rid)
         self._perClient[client] += 1
 
-    def _finish(self, rid: bytes) -> Routed:
-        """Forget routed command C{rid}; its caller is about to be answered."""
+    def _finish(self, rid: bytes, result: str) -> Routed:
+        """Forget routed command C{rid}, whose caller is about to be answered C{result}."""
         routed = self.routed.pop(rid)
+        self.metrics.commands.labels(result).inc()
+        self.metrics.commandSeconds.observe(self.clock.seconds() - routed.started)
         if routed.timer.active():
             routed.timer.cancel()
         node = routed.node
@@ -226,7 +235,7 @@ class Broker:
         return routed
 
     def _expire(self, rid: bytes) -> None:
-        routed = self._finish(rid)
+        routed = self._finish(rid, TIMEOUT)
         log.debug("No result from node {node} in time", node=routed.node.name)
         self._reply(routed.client, routed.rid, {"result": TIMEOUT})
 
@@ -329,8 +338,8 @@ class Broker:
         if routed is None or routed.node is not node:
             log.debug("Dropped a late result from node {node}", node=node.name)
             return
-        self._finish(message.rid)
         result = message.body["result"]
+        self._finish(message.rid, result if result in RESULTS or result == BUSY else "invalid")
         if result in RESULTS:
             self._reply(routed.client, routed.rid, {"result": result, "data": message.body["data"]})
         elif result == BUSY:
@@ -358,13 +367,13 @@ class Broker:
         )
         self.directory.releaseAll(node)
         for rid in list(node.inflight):
-            routed = self._finish(rid)
+            routed = self._finish(rid, TIMEOUT)
             self._reply(routed.client, routed.rid, {"result": TIMEOUT})
 
     def close(self) -> None:
         """Answer every routed command (the broker is going away) and stop timers."""
         for rid in list(self.routed):
-            routed = self._finish(rid)
+            routed = self._finish(rid, "unavailable")
             self._error(routed.client, routed.rid, "unavailable", "broker shutting down")
 
 
@@ -392,9 +401,11 @@ class BrokerService(Service):
         drainTimeout: float = DEFAULT_DRAIN_TIMEOUT,
         maxClientInflight: int = DEFAULT_MAX_CLIENT_INFLIGHT,
         curveKeys: str | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         """@param curveKeys: a key directory (see L{devicehub.curve}): admit only authorized clients."""
         self.reactor = reactor
+        self.metrics = metrics or Metrics()
         self.curveKeys = curveKeys
         self.zap: ZapHandler | None = None
         self.frontend = frontend
@@ -444,7 +455,9 @@ class BrokerService(Service):
             _sender(self.backendSocket),
             self.nodeTtl,
             maxClientInflight=self.maxClientInflight,
+            metrics=self.metrics,
         )
+        self.metrics.watchBroker(self.broker)
         log.info(
             "Broker frontend on {frontend}, backend on {backend}",
             frontend=self.frontendSocket.lastEndpoint,
@@ -458,6 +471,7 @@ class BrokerService(Service):
         self.broker.fromNode(raw)
 
     async def _stop(self) -> None:
+        self.metrics.forget(self.broker)
         self.broker.draining = True
         await drain(self.reactor, lambda: self.broker.routed, self.drainTimeout)
         if self._expiry is not None and self._expiry.running:

@@ -20,6 +20,7 @@ from .curve import clientKeys
 from .drain import DEFAULT_DRAIN_TIMEOUT, drain
 from .frames import FrameError
 from .listening import ListeningService
+from .metrics import Metrics
 from .protocol import DeviceFactory, DeviceProtocol, DeviceSettings
 from .results import BUSY, NO, OK, Reply
 from .zmqsocket import ZmqSocket
@@ -33,10 +34,13 @@ CLOSE_GRACE = 2.0
 class Node:
     """The devices connected to this node and the commands sent to them."""
 
-    def __init__(self, name: str, commandTimeout: float, clock) -> None:
+    def __init__(self, name: str, commandTimeout: float, clock, metrics: Metrics | None = None) -> None:
         self.name = name
         self.commandTimeout = commandTimeout
         self.clock = clock
+        self.metrics = metrics or Metrics()
+        self._logins = self.metrics.logins.labels(name)
+        self._logouts = self.metrics.logouts.labels(name)
         self.devices: dict[str, DeviceProtocol] = {}
         self.presence: "BrokerLink | None" = None
         """Told of every device coming online or going offline."""
@@ -52,6 +56,7 @@ class Node:
         self.devices[imei] = device
         if older is not None:
             older.close("replaced")
+        self._logins.inc()
         log.debug("{imei} online on connection {conn}", imei=imei, conn=device.conn)
         if self.presence is not None:
             self.presence.online(imei, device.conn, device.since)
@@ -60,6 +65,7 @@ class Node:
         """A logged-in connection closed."""
         if self.devices.get(device.imei) is device:
             del self.devices[device.imei]
+            self._logouts.inc()
             log.debug("{imei} offline", imei=device.imei)
             if self.presence is not None:
                 self.presence.offline(device.imei, device.conn)
@@ -85,6 +91,10 @@ class Node:
             return succeed(Reply(BUSY))
         acked = device.sendCommand(instruct, data, timeout or self.commandTimeout)
         return acked if wait else succeed(Reply(OK))
+
+    def protocolError(self, kind: str) -> None:
+        """A device line or connection was refused (counted by kind)."""
+        self.metrics.protocolErrors.labels(kind).inc()
 
     def uplink(self, imei: str, message: dict[str, Any]) -> None:
         """
@@ -242,10 +252,11 @@ class NodeService(MultiService):
         settings: DeviceSettings,
         drainTimeout: float = DEFAULT_DRAIN_TIMEOUT,
         curveKeys: str | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         super().__init__()
         self.drainTimeout = drainTimeout
-        self.node = Node(name, commandTimeout, reactor)
+        self.node = Node(name, commandTimeout, reactor, metrics)
         self.factory = DeviceFactory(self.node, reactor, settings)
         self.listener = ListeningService(reactor, devices, self.factory, "devices")
         self.listener.setServiceParent(self)
@@ -254,7 +265,12 @@ class NodeService(MultiService):
         self.link.setServiceParent(self)
         self.reactor = reactor
 
+    def startService(self) -> None:
+        self.node.metrics.watchNode(self.node)
+        super().startService()
+
     async def _stop(self) -> None:
+        self.node.metrics.forget(self.node)
         await self.listener.stopService()
         self.link.leave()
         await drain(self.reactor, lambda: self.node.unanswered, self.drainTimeout)

@@ -111,6 +111,19 @@ def openapi() -> dict[str, Any]:
                     },
                 }
             },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics of this process (docs/operations.md).",
+                    "responses": {
+                        "200": {
+                            "description": "Prometheus text exposition format.",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        },
+                        "401": _UNAUTHORIZED,
+                        "405": _METHOD,
+                    },
+                }
+            },
             "/openapi.json": {
                 "get": {
                     "summary": "This document.",

@@ -79,6 +79,11 @@ def device_token(secret: bytes, imei: str) -> str:
 class LineError(ValueError):
     """A device line that breaks the protocol; its text goes into the error line."""
 
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        """A fixed name for metrics: json, object or type."""
+
 
 def parse_line(line: bytes) -> dict[str, Any]:
     """
@@ -91,12 +96,12 @@ def parse_line(line: bytes) -> dict[str, Any]:
     try:
         message = loads(line)
     except FrameError as e:
-        raise LineError(str(e)) from None
+        raise LineError(str(e), "json") from None
     if not isinstance(message, dict):
-        raise LineError("not a JSON object")
+        raise LineError("not a JSON object", "object")
     kind = message.get("type")
     if not isinstance(kind, str) or not kind:
-        raise LineError("missing or invalid type")
+        raise LineError("missing or invalid type", "type")
     return message
 
 
@@ -135,7 +140,7 @@ class DeviceProtocol(LineOnlyReceiver, TimeoutMixin):
 
     def connectionMade(self) -> None:
         if len(self.factory.connections) >= self.settings.maxDevices:
-            self.close("node full")
+            self.refuse("node full")
             return
         self.factory.connections.add(self)
         # Small lines in both directions: without this, Nagle plus the device's delayed
@@ -175,10 +180,10 @@ class DeviceProtocol(LineOnlyReceiver, TimeoutMixin):
         return waiter
 
     def timeoutConnection(self) -> None:
-        self.close("login timeout" if self.imei is None else "idle timeout")
+        self.refuse("login timeout" if self.imei is None else "idle timeout")
 
     def lineLengthExceeded(self, line: bytes) -> None:
-        self.close("line too long")
+        self.refuse("line too long")
 
     # -- the transport tells when the device stops reading (IPushProducer)
 
@@ -197,6 +202,11 @@ class DeviceProtocol(LineOnlyReceiver, TimeoutMixin):
         if not self.transport.disconnecting:
             self.sendMessage({"type": "error", "error": error})
             self.transport.loseConnection()
+
+    def refuse(self, error: str, kind: str | None = None) -> None:
+        """Close for a protocol error, counting it under C{kind} (default: the error)."""
+        self.node.protocolError(kind or error)
+        self.close(error)
 
     # -- lines from the device
 
@@ -234,14 +244,14 @@ class DeviceProtocol(LineOnlyReceiver, TimeoutMixin):
         try:
             message = parse_line(line)
         except LineError as e:
-            self.rejectLine(str(e))
+            self.rejectLine(str(e), e.kind)
             return
         kind = message["type"]
         if self.imei is None:
             if kind == "login":
                 self.login(message)
             else:
-                self.close("login first")
+                self.refuse("login first")
         elif kind == "ack":
             self.acked(message)
         elif kind == "ping":
@@ -251,7 +261,7 @@ class DeviceProtocol(LineOnlyReceiver, TimeoutMixin):
         else:
             self.node.uplink(self.imei, message)
 
-    def rejectLine(self, error: str) -> None:
+    def rejectLine(self, error: str, kind: str | None = None) -> None:
         """
         Answer a bad line; before login, or past the bad-line budget, the
         connection is closed as well.
@@ -261,10 +271,11 @@ class DeviceProtocol(LineOnlyReceiver, TimeoutMixin):
             self._badWindowStart, self._badLines = now, 0
         self._badLines += 1
         if self.imei is None:
-            self.close(error)
+            self.refuse(error, kind)
         elif self._badLines > self.settings.maxBadLines:
-            self.close("too many errors")
+            self.refuse("too many errors")
         else:
+            self.node.protocolError(kind or error)
             self.sendMessage({"type": "error", "error": error})
 
     def login(self, message: dict[str, Any]) -> None:
@@ -287,7 +298,7 @@ class DeviceProtocol(LineOnlyReceiver, TimeoutMixin):
 
     def refuseLogin(self, status: int, error: str) -> None:
         self.sendMessage({"type": "login", "status": status, "error": error})
-        self.close(error)
+        self.refuse(error)
 
     def acked(self, message: dict[str, Any]) -> None:
         ident = message.get("ident")
@@ -332,6 +343,7 @@ class DeviceProtocol(LineOnlyReceiver, TimeoutMixin):
             self._backlog += len(line) + 1
             if self._backlog > self.settings.maxOutgoing:
                 log.warn("{imei} stopped reading; closing its connection", imei=self.imei)
+                self.node.protocolError("stopped reading")
                 self.transport.abortConnection()
                 return
         self.sendLine(line)

@@ -75,6 +75,7 @@ class Options(usage.Options):
         ["device-secret", None, None, "Devices must log in with token = hex HMAC-SHA256(secret, imei)."],
         ["api-token", None, None, "Every HTTP route but /health needs 'Authorization: Bearer TOKEN'."],
         ["curve-keys", None, None, "Key directory (devicehub keygen DIR): CURVE-encrypt and authenticate broker links."],
+        ["metrics", None, None, "Server endpoint string to serve Prometheus metrics on (the api role also has /metrics)."],
     ]
 
     def __init__(self, environ=None) -> None:
@@ -108,6 +109,8 @@ class Options(usage.Options):
         for name, role in (("devices", "node"), ("http", "api")):
             if role in self["roles"]:
                 self._checkEndpoint(name)
+        if self["metrics"] is not None:
+            self._checkEndpoint("metrics")
         if self["node-id"] is None:
             self["node-id"] = f"{socket.gethostname()}-{os.getpid()}"
         if self["max-devices"] is None:
@@ -154,13 +157,18 @@ def makeService(options: Options, reactor=None) -> Roles:
     """The roles C{options} selects, as one service."""
     if reactor is None:
         from twisted.internet import reactor
+    from twisted.web.server import Site
+
     from .api import ApiService
     from .broker import BrokerService
+    from .listening import ListeningService
+    from .metrics import Metrics, MetricsPage
     from .node import NodeService
     from .protocol import DeviceSettings
 
     hub = Roles()
     roles = options["roles"]
+    metrics = Metrics()
     if "broker" in roles:
         BrokerService(
             reactor,
@@ -170,6 +178,7 @@ def makeService(options: Options, reactor=None) -> Roles:
             drainTimeout=options["drain-timeout"],
             maxClientInflight=options["max-client-inflight"],
             curveKeys=options["curve-keys"],
+            metrics=metrics,
         ).setServiceParent(hub)
     if "node" in roles:
         NodeService(
@@ -188,6 +197,7 @@ def makeService(options: Options, reactor=None) -> Roles:
             ),
             drainTimeout=options["drain-timeout"],
             curveKeys=options["curve-keys"],
+            metrics=metrics,
         ).setServiceParent(hub)
     if "api" in roles:
         ApiService(
@@ -198,5 +208,8 @@ def makeService(options: Options, reactor=None) -> Roles:
             drainTimeout=options["drain-timeout"],
             token=options["api-token"],
             curveKeys=options["curve-keys"],
+            metrics=metrics,
         ).setServiceParent(hub)
+    if options["metrics"] is not None:
+        ListeningService(reactor, options["metrics"], Site(MetricsPage(metrics)), "metrics").setServiceParent(hub)
     return hub

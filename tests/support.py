@@ -16,6 +16,7 @@ from twisted.protocols.basic import LineOnlyReceiver
 
 from devicehub.api import ApiService
 from devicehub.broker import BrokerService
+from devicehub.metrics import Metrics
 from devicehub.node import NodeService
 from devicehub.protocol import DeviceSettings
 
@@ -55,7 +56,10 @@ class Hub:
     def __init__(self, *, api: bool = True, commandTimeout: float = 5.0, apiToken=None, brokerOptions=None,
                  http: str = "tcp:0:interface=127.0.0.1", **deviceSettings) -> None:
         self.http = http
-        self.broker = BrokerService(reactor, frontend=LOCAL, backend=LOCAL, **(brokerOptions or {}))
+        self.metrics = Metrics()  # one per process, as makeService does
+        self.broker = BrokerService(
+            reactor, frontend=LOCAL, backend=LOCAL, metrics=self.metrics, **(brokerOptions or {})
+        )
         self.withApi = api
         self.apiToken = apiToken
         self.commandTimeout = commandTimeout
@@ -97,6 +101,7 @@ class Hub:
                 frontend=self.frontend,
                 commandTimeout=self.commandTimeout,
                 token=self.apiToken,
+                metrics=self.metrics,
             )
             self.api.startService()
         return self
@@ -109,6 +114,7 @@ class Hub:
             name=name,
             commandTimeout=self.commandTimeout,
             settings=self.settings,
+            metrics=self.metrics,
         )
         node.startService()
         self.nodes.append(node)

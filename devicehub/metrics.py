@@ -1,0 +1,100 @@
+"""
+Prometheus metrics of one devicehub process (docs/operations.md lists them).
+
+Counters are updated where things happen; gauges of live state (devices online,
+nodes alive, commands in flight) are read from the roles at scrape time, so they
+cost nothing between scrapes.
+"""
+
+from typing import TYPE_CHECKING
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from twisted.web.resource import Resource
+
+if TYPE_CHECKING:
+    from .broker import Broker
+    from .node import Node
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+
+class Metrics:
+    """The registry of one process and the metrics its roles update."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.logins = Counter("devicehub_logins", "Device logins accepted, by node.", ["node"], registry=self.registry)
+        self.logouts = Counter(
+            "devicehub_logouts", "Logged-in device connections closed, by node.", ["node"], registry=self.registry
+        )
+        self.protocolErrors = Counter(
+            "devicehub_protocol_errors",
+            "Device lines or connections refused, by kind.",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.commands = Counter(
+            "devicehub_commands", "Commands answered by the broker, by result.", ["result"], registry=self.registry
+        )
+        self.commandSeconds = Histogram(
+            "devicehub_command_seconds",
+            "Seconds from the broker routing a command to its answer.",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self._live = _LiveState()
+        self.registry.register(self._live)
+
+    def watchNode(self, node: "Node") -> None:
+        """Report C{node}'s devices online."""
+        self._live.nodes.append(node)
+
+    def watchBroker(self, broker: "Broker") -> None:
+        """Report C{broker}'s nodes, directory and commands in flight."""
+        self._live.brokers.append(broker)
+
+    def forget(self, role: "Node | Broker") -> None:
+        """Stop reporting a role that stopped."""
+        for watched in (self._live.nodes, self._live.brokers):
+            if role in watched:
+                watched.remove(role)
+
+    def exposition(self) -> bytes:
+        """The Prometheus text format of every metric."""
+        return generate_latest(self.registry)
+
+
+class _LiveState:
+    def __init__(self) -> None:
+        self.nodes: list["Node"] = []
+        self.brokers: list["Broker"] = []
+
+    def collect(self):
+        devices = GaugeMetricFamily("devicehub_devices_online", "Devices online on this node.", labels=["node"])
+        for node in self.nodes:
+            devices.add_metric([node.name], len(node.devices))
+        yield devices
+        for name, help, value in [
+            ("devicehub_nodes_alive", "Nodes registered with the broker.", lambda b: sum(not n.leaving for n in b.nodes.values())),
+            ("devicehub_directory_devices", "Devices online across all nodes, as the broker sees them.", lambda b: len(b.directory)),
+            ("devicehub_broker_inflight", "Commands routed to nodes and not answered yet.", lambda b: len(b.routed)),
+        ]:
+            gauge = GaugeMetricFamily(name, help)
+            if self.brokers:
+                gauge.add_metric([], sum(value(broker) for broker in self.brokers))
+            yield gauge
+
+
+class MetricsPage(Resource):
+    """C{GET} the Prometheus text of C{metrics}."""
+
+    isLeaf = True
+
+    def __init__(self, metrics: Metrics) -> None:
+        super().__init__()
+        self.metrics = metrics
+
+    def render_GET(self, request) -> bytes:
+        request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode())
+        return self.metrics.exposition()
