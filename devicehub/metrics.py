@@ -8,7 +8,14 @@ cost nothing between scrapes.
 
 from typing import TYPE_CHECKING
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily
 from twisted.web.resource import Resource
 
@@ -24,6 +31,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)  # process_resident_memory_bytes, process_cpu_seconds_total, ...
         self.logins = Counter("devicehub_logins", "Device logins accepted, by node.", ["node"], registry=self.registry)
         self.logouts = Counter(
             "devicehub_logouts", "Logged-in device connections closed, by node.", ["node"], registry=self.registry

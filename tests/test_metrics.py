@@ -55,6 +55,7 @@ async def test_metrics_count_what_happened():
         assert samples[("devicehub_nodes_alive", ())] == 1
         assert samples[("devicehub_directory_devices", ())] == 1
         assert samples[("devicehub_broker_inflight", ())] == 0
+        assert samples[("process_resident_memory_bytes", ())] > 10_000_000
         await device.close()
     finally:
         demand.close()
