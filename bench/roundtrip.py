@@ -57,11 +57,12 @@ async def windowed(reactor, call, count, window):
 
 
 async def main(reactor, options):
-    devices_port, http_port, frontend, backend = free_ports(4)
+    devices_port, http_port, frontend, backend, events = free_ports(5)
     hub = subprocess.Popen(
         [str(Path(sys.executable).parent / "twistd"), "-n", "--pidfile=", "-l", os.devnull, "devicehub",
          "--devices", f"tcp:{devices_port}:interface=127.0.0.1", "--http", f"tcp:{http_port}:interface=127.0.0.1",
-         "--frontend", f"tcp://127.0.0.1:{frontend}", "--backend", f"tcp://127.0.0.1:{backend}"],
+         "--frontend", f"tcp://127.0.0.1:{frontend}", "--backend", f"tcp://127.0.0.1:{backend}",
+         "--events", f"tcp://127.0.0.1:{events}"],
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     demand = Demand(f"tcp://127.0.0.1:{frontend}", timeout=10)

@@ -1,10 +1,12 @@
 """devicehub: send commands to always-connected devices through a ZeroMQ broker."""
 
 from .client import BrokerUnavailable, Busy, Demand, DevicehubError, RequestRejected
+from .events import Events
 from .results import NO, OK, TIMEOUT, Reply
 
 __all__ = [
     "Demand",
+    "Events",
     "Reply",
     "OK",
     "NO",

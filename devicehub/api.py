@@ -20,12 +20,14 @@ from werkzeug.exceptions import HTTPException
 
 from .client import BrokerUnavailable, Busy, Demand
 from .drain import DEFAULT_DRAIN_TIMEOUT, drain
+from .events import Events
 from .frames import FrameError, dumps, loads
 from .imei import is_valid_imei
 from .listening import ListeningService
 from .metrics import CONTENT_TYPE_LATEST, Metrics
 from .openapi import openapi
 from .results import NO, OK, TIMEOUT
+from .sse import EventStreams
 
 log = Logger()
 
@@ -200,9 +202,10 @@ class ApiRoot(Resource):
     isLeaf = True
     OPEN_PATHS = (b"/health",)
 
-    def __init__(self, inner: Resource, token: str | None = None) -> None:
+    def __init__(self, inner: Resource, token: str | None = None, streams: EventStreams | None = None) -> None:
         super().__init__()
         self.inner = inner
+        self.streams = streams
         self.inflight = 0
         self._expected = None if token is None else b"Bearer " + token.encode()
 
@@ -216,6 +219,12 @@ class ApiRoot(Resource):
             if not hmac.compare_digest(given, self._expected):
                 request.setHeader(b"WWW-Authenticate", b'Bearer realm="devicehub"')
                 return _respond(request, 401, {"error": "missing or wrong bearer token"})
+        if request.path == b"/events" and self.streams is not None:
+            # A stream never finishes by itself: not counted as in flight for draining.
+            if request.method != b"GET":
+                request.setHeader(b"Allow", b"GET")
+                return _respond(request, 405, {"error": "method not allowed"})
+            return self.streams.render(request, _respond)
         self.inflight += 1
         request.notifyFinish().addBoth(self._finished)
         return self.inner.render(request)
@@ -238,14 +247,18 @@ class ApiService(MultiService):
         token: str | None = None,
         curveKeys: str | None = None,
         metrics: Metrics | None = None,
+        events: str | None = None,
     ) -> None:
         super().__init__()
         self.curveKeys = curveKeys
+        self.events = events
+        self.subscriber: Events | None = None
         self.reactor = reactor
         self.frontend = frontend
         self.drainTimeout = drainTimeout
         self.api = DeviceAPI(None, commandTimeout, metrics=metrics)
-        self.root = ApiRoot(self.api.app.resource(), token)
+        self.streams = EventStreams(self.api.metrics.eventsDropped.labels("sse"))
+        self.root = ApiRoot(self.api.app.resource(), token, self.streams)
         self.listener = ListeningService(reactor, http, Site(self.root), "HTTP")
         self.listener.setServiceParent(self)
 
@@ -254,10 +267,22 @@ class ApiService(MultiService):
         self.api.demand = Demand(
             self.frontend, self.api.commandTimeout, reactor=self.reactor, curve_keys=self.curveKeys
         )
+        if self.events is not None:
+            upstream = self.api.metrics.eventsDropped.labels("upstream")
+            self.subscriber = Events(
+                self.events,
+                callback=self.streams.publish,
+                onDrop=upstream.inc,
+                reactor=self.reactor,
+                curve_keys=self.curveKeys,
+            )
         super().startService()
 
     async def _stop(self) -> None:
         await MultiService.stopService(self)
+        self.streams.closeAll()
+        if self.subscriber is not None:
+            self.subscriber.close()
         await drain(self.reactor, lambda: self.root.inflight, self.drainTimeout)
         self.api.demand.close()  # what still waits answers 503
 

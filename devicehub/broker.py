@@ -39,6 +39,7 @@ DEFAULT_GRACE = 0.5
 DEFAULT_MAX_CLIENT_INFLIGHT = 10_000
 
 Send = Callable[[bytes, list[bytes]], bool]
+Publish = Callable[[bytes, bytes], None]
 
 
 @dataclass(eq=False)
@@ -135,8 +136,12 @@ class Broker:
         grace: float = DEFAULT_GRACE,
         maxClientInflight: int = DEFAULT_MAX_CLIENT_INFLIGHT,
         metrics: Metrics | None = None,
+        publish: Publish | None = None,
     ) -> None:
+        """@param publish: sends an event (topic, body) to subscribers; None: no events."""
         self.clock = clock
+        self.publish = publish
+        self._eventNumbers: dict[str, int] = {}
         self.metrics = metrics or Metrics()
         self.maxClientInflight = maxClientInflight
         self._perClient: Counter[bytes] = Counter()
@@ -161,6 +166,7 @@ class Broker:
         self._nodeHandlers = {
             b"online": self._online,
             b"offline": self._offline,
+            b"uplink": self._uplink,
             b"ping": self._ping,
             b"bye": self._bye,
             b"result": self._result,
@@ -292,12 +298,13 @@ class Broker:
         node.lastSeen = self.clock.seconds()
         snapshot = {imei: (conn, since) for imei, conn, since in body["devices"] if is_valid_imei(imei)}
         for imei in node.devices - snapshot.keys():
-            self.directory.release(imei, node)
+            if self.directory.release(imei, node):
+                self._event(imei, node, "offline", {"reason": "logout"})
         for imei, (conn, since) in snapshot.items():
-            self._own(node, imei, conn, since)
+            self._own(node, imei, conn, since, "registered")
         self.toNode(identity, frames.encode(b"welcome", b"", {"heartbeat": self.heartbeat}))
 
-    def _own(self, node: NodeRecord, imei: str, conn: int, since: float) -> None:
+    def _own(self, node: NodeRecord, imei: str, conn: int, since: float, reason: str = "login") -> None:
         """Give C{imei} to C{node}, unless another node holds a newer login of it."""
         current = self.directory.owner(imei)
         if current is not None and current.node is not node and current.since > since:
@@ -305,6 +312,9 @@ class Broker:
             self.toNode(node.identity, frames.encode(b"drop", b"", {"imei": imei, "conn": conn}))
             return
         previous = self.directory.own(imei, node, conn, since)
+        if previous is None or previous.conn != conn or previous.node is not node:
+            moved = previous is not None and previous.node is not node
+            self._event(imei, node, "online", {"reason": "moved", "from": previous.node.name} if moved else {"reason": reason})
         if previous is not None and previous.node is not node:
             log.info(
                 "{imei} moved from node {old} to node {new}",
@@ -321,7 +331,34 @@ class Broker:
             self._own(node, imei, message.body["conn"], message.body["since"])
 
     def _offline(self, node: NodeRecord, message: frames.Message) -> None:
-        self.directory.release(message.body["imei"], node, message.body["conn"])
+        if self.directory.release(message.body["imei"], node, message.body["conn"]):
+            self._event(message.body["imei"], node, "offline", {"reason": "logout"})
+
+    def _uplink(self, node: NodeRecord, message: frames.Message) -> None:
+        body = message.body
+        if is_valid_imei(body["imei"]):
+            data = {key: value for key, value in body["message"].items() if key != "type"}
+            self._event(body["imei"], node, str(body["message"].get("type")), data, body["ts"])
+
+    def _event(self, imei: str, node: NodeRecord, kind: str, data: Any, ts: float | None = None) -> None:
+        """Publish one event; C{n} numbers each device's events while it is online."""
+        if self.publish is None:
+            return
+        number = self._eventNumbers.get(imei, 0) + 1
+        if kind == "offline":
+            self._eventNumbers.pop(imei, None)
+        else:
+            self._eventNumbers[imei] = number
+        body = {"imei": imei, "node": node.name, "type": kind, "data": data,
+                "ts": self.clock.seconds() if ts is None else ts, "n": number}
+        self.publish(imei.encode(), frames.dumps(body))
+        self.metrics.eventsPublished.inc()
+
+    def _releaseAll(self, node: NodeRecord, reason: str) -> None:
+        gone = list(node.devices)
+        self.directory.releaseAll(node)
+        for imei in gone:
+            self._event(imei, node, "offline", {"reason": reason})
 
     def _ping(self, node: NodeRecord, message: frames.Message) -> None:
         self.toNode(node.identity, frames.encode(b"pong", b"", {}))
@@ -329,7 +366,7 @@ class Broker:
     def _bye(self, node: NodeRecord, message: frames.Message) -> None:
         log.info("Node {node} is leaving; {count} devices leave the directory", node=node.name, count=len(node.devices))
         node.leaving = True
-        self.directory.releaseAll(node)
+        self._releaseAll(node, "node left")
         if not node.inflight:
             del self.nodes[node.identity]
 
@@ -365,7 +402,7 @@ class Broker:
             why=why,
             count=len(node.devices),
         )
-        self.directory.releaseAll(node)
+        self._releaseAll(node, "node lost")
         for rid in list(node.inflight):
             routed = self._finish(rid, TIMEOUT)
             self._reply(routed.client, routed.rid, {"result": TIMEOUT})
@@ -388,6 +425,20 @@ def _sender(socket: ZmqSocket) -> Send:
     return send
 
 
+def _publisher(socket: ZmqSocket) -> Publish:
+    def publish(topic: bytes, body: bytes) -> None:
+        try:
+            socket.sendFrames([topic, body])
+        except zmq.ZMQError:
+            pass  # at-most-once: a PUB socket drops for full subscribers anyway
+
+    return publish
+
+
+def _ignore(raw: list[bytes]) -> None:
+    """A PUB socket receives nothing."""
+
+
 class BrokerService(Service):
     """The broker role: binds the frontend and backend ROUTERs."""
 
@@ -402,8 +453,14 @@ class BrokerService(Service):
         maxClientInflight: int = DEFAULT_MAX_CLIENT_INFLIGHT,
         curveKeys: str | None = None,
         metrics: Metrics | None = None,
+        events: str | None = None,
     ) -> None:
-        """@param curveKeys: a key directory (see L{devicehub.curve}): admit only authorized clients."""
+        """
+        @param curveKeys: a key directory (see L{devicehub.curve}): admit only authorized clients.
+        @param events: the ZeroMQ address to publish events on (PUB), or None.
+        """
+        self.events = events
+        self.eventsSocket: ZmqSocket | None = None
         self.reactor = reactor
         self.metrics = metrics or Metrics()
         self.curveKeys = curveKeys
@@ -449,6 +506,15 @@ class BrokerService(Service):
                 self.zap.close()
             raise RuntimeError(f"cannot bind the broker on {address!r}: {e}") from None
         self.frontendSocket, self.backendSocket = sockets
+        publish = None
+        if self.events is not None:
+            try:
+                self.eventsSocket = ZmqSocket(self.reactor, zmq.PUB, _ignore, bind=[self.events], curve=keys)
+            except zmq.ZMQError as e:
+                for socket in sockets:
+                    socket.shutdown()
+                raise RuntimeError(f"cannot bind the event publisher on {self.events!r}: {e}") from None
+            publish = _publisher(self.eventsSocket)
         self.broker = Broker(
             self.reactor,
             _sender(self.frontendSocket),
@@ -456,12 +522,14 @@ class BrokerService(Service):
             self.nodeTtl,
             maxClientInflight=self.maxClientInflight,
             metrics=self.metrics,
+            publish=publish,
         )
         self.metrics.watchBroker(self.broker)
         log.info(
-            "Broker frontend on {frontend}, backend on {backend}",
+            "Broker frontend on {frontend}, backend on {backend}, events on {events}",
             frontend=self.frontendSocket.lastEndpoint,
             backend=self.backendSocket.lastEndpoint,
+            events=self.eventsSocket.lastEndpoint if self.eventsSocket else "(none)",
         )
 
     def _fromClient(self, raw: list[bytes]) -> None:
@@ -479,6 +547,9 @@ class BrokerService(Service):
         self.broker.close()
         self.frontendSocket.shutdown(linger=0.5)
         self.backendSocket.shutdown()
+        if self.eventsSocket is not None:
+            self.eventsSocket.shutdown()
+            self.eventsSocket = None
         if self.zap is not None:
             self.zap.close()
             self.zap = None

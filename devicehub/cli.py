@@ -15,6 +15,7 @@ from twisted.internet import task
 from twisted.internet.defer import Deferred
 
 from .client import BrokerUnavailable, Busy, Demand
+from .events import DEFAULT_EVENTS, Events
 from .curve import MissingKeys, keygen
 from .frames import dumps
 from .imei import is_valid_imei
@@ -71,6 +72,11 @@ def parser() -> argparse.ArgumentParser:
         help="the broker frontend (default: $DEVICEHUB_FRONTEND or %(default)s)",
     )
     top.add_argument(
+        "--events",
+        default=os.environ.get("DEVICEHUB_EVENTS", DEFAULT_EVENTS),
+        help="the broker's event publisher, for 'events' (default: $DEVICEHUB_EVENTS or %(default)s)",
+    )
+    top.add_argument(
         "--curve-keys",
         default=os.environ.get("DEVICEHUB_CURVE_KEYS"),
         help="key directory when the broker requires CURVE (default: $DEVICEHUB_CURVE_KEYS)",
@@ -92,6 +98,8 @@ def parser() -> argparse.ArgumentParser:
     listing.add_argument("--num", type=_count, default=50)
     listing.add_argument("--page", type=_count, default=0)
     verbs.add_parser("total", help="number of online devices")
+    events = verbs.add_parser("events", help="print device events as JSON lines until interrupted")
+    events.add_argument("imei", nargs="?", type=_imei, help="only this device's events")
     keys = verbs.add_parser("keygen", help="make CURVE keys for the broker and a client in DIR")
     keys.add_argument("directory", metavar="DIR")
     keys.add_argument("--client", default="client", help="name of the client key pair to make and authorize")
@@ -135,6 +143,21 @@ async def run(reactor, arguments: argparse.Namespace) -> tuple[int, dict[str, An
         demand.close()
 
 
+def follow(reactor, arguments: argparse.Namespace) -> Deferred:
+    """Print every event as one JSON line; runs until the process is interrupted."""
+
+    def show(event: dict[str, Any]) -> None:
+        sys.stdout.write(dumps(event).decode() + "\n")
+        sys.stdout.flush()
+
+    try:
+        Events(arguments.events, arguments.imei, callback=show, reactor=reactor, curve_keys=arguments.curve_keys)
+    except MissingKeys as e:
+        sys.stderr.write(f"devicehub: {e}\n")
+        raise SystemExit(EXIT_USAGE)
+    return Deferred()  # never fires: Ctrl-C or SIGTERM stops the reactor
+
+
 def main(argv: list[str] | None = None) -> NoReturn:
     """Entry point of the C{devicehub} console script."""
     arguments = parser().parse_args(argv)
@@ -142,6 +165,8 @@ def main(argv: list[str] | None = None) -> NoReturn:
         made = keygen(arguments.directory, arguments.client)
         sys.stdout.write(dumps({"made": [str(path) for path in made]}).decode() + "\n")
         raise SystemExit(0)
+    if arguments.verb == "events":
+        task.react(lambda reactor: follow(reactor, arguments))
 
     async def react(reactor) -> None:
         code, output = await run(reactor, arguments)

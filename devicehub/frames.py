@@ -16,6 +16,7 @@ Frontend (Demand or API -> broker, answered by C{reply} or C{error}):
 Backend (node -> broker):
   - C{hello} node, devices: (re)registration with a full snapshot [[imei, conn, since], ...]
   - C{online} imei, conn, since / C{offline} imei, conn: presence changes (since: login time)
+  - C{uplink} imei, message, ts: a device's own message, for the event stream
   - C{ping}: heartbeat / C{bye}: clean shutdown / C{result} result, data: a command's outcome
 Backend (broker -> node):
   - C{welcome} heartbeat: registered / C{pong}: heartbeat answer / C{reset}: say hello again
@@ -108,6 +109,7 @@ SCHEMAS: dict[bytes, dict[str, Check]] = {
     b"hello": {"node": _is_str, "devices": _is_snapshot},
     b"online": _LOGIN,
     b"offline": _PRESENCE,
+    b"uplink": {"imei": _is_str, "message": lambda value: isinstance(value, dict), "ts": _is_time},
     b"ping": {},
     b"bye": {},
     b"result": {"result": _is_str, "data": _is_any},

@@ -45,6 +45,15 @@ class Metrics:
         self.commands = Counter(
             "devicehub_commands", "Commands answered by the broker, by result.", ["result"], registry=self.registry
         )
+        self.eventsPublished = Counter(
+            "devicehub_events_published", "Events the broker published.", registry=self.registry
+        )
+        self.eventsDropped = Counter(
+            "devicehub_events_dropped",
+            "Events lost on the way to a slow subscriber, by where they were lost.",
+            ["where"],
+            registry=self.registry,
+        )
         self.commandSeconds = Histogram(
             "devicehub_command_seconds",
             "Seconds from the broker routing a command to its answer.",

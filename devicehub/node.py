@@ -42,8 +42,8 @@ class Node:
         self._logins = self.metrics.logins.labels(name)
         self._logouts = self.metrics.logouts.labels(name)
         self.devices: dict[str, DeviceProtocol] = {}
-        self.presence: "BrokerLink | None" = None
-        """Told of every device coming online or going offline."""
+        self.upstream: "BrokerLink | None" = None
+        """Told of every device coming online or going offline, and of their uplink messages."""
         self._lastConn = 0
 
     def attach(self, device: DeviceProtocol) -> None:
@@ -58,8 +58,8 @@ class Node:
             older.close("replaced")
         self._logins.inc()
         log.debug("{imei} online on connection {conn}", imei=imei, conn=device.conn)
-        if self.presence is not None:
-            self.presence.online(imei, device.conn, device.since)
+        if self.upstream is not None:
+            self.upstream.online(imei, device.conn, device.since)
 
     def detach(self, device: DeviceProtocol) -> None:
         """A logged-in connection closed."""
@@ -67,8 +67,8 @@ class Node:
             del self.devices[device.imei]
             self._logouts.inc()
             log.debug("{imei} offline", imei=device.imei)
-            if self.presence is not None:
-                self.presence.offline(device.imei, device.conn)
+            if self.upstream is not None:
+                self.upstream.offline(device.imei, device.conn)
 
     def drop(self, imei: str, conn: int) -> None:
         """The device logged in on another node: close connection C{conn}."""
@@ -97,12 +97,9 @@ class Node:
         self.metrics.protocolErrors.labels(kind).inc()
 
     def uplink(self, imei: str, message: dict[str, Any]) -> None:
-        """
-        A device sent a message of its own (any type but login/ping/ack).
-
-        The hook for the uplink event stream; for now it is only logged.
-        """
-        log.debug("{imei} uplink {type}", imei=imei, type=message["type"])
+        """A device sent a message of its own (any type but login/ping/ack): pass it on as an event."""
+        if self.upstream is not None:
+            self.upstream.uplink(imei, message, self.clock.seconds())
 
     def snapshot(self) -> list[list]:
         """Every online device as C{[imei, conn, since]}."""
@@ -140,7 +137,7 @@ class BrokerLink(Service):
         self.socket = ZmqSocket(
             self.reactor, zmq.DEALER, self.received, connect=[self.backend], immediate=True, curve=self.curve
         )
-        self.node.presence = self
+        self.node.upstream = self
         self._tick()
 
     def leave(self) -> None:
@@ -150,7 +147,7 @@ class BrokerLink(Service):
         """
         if not self.leaving:
             self.leaving = True
-            self.node.presence = None
+            self.node.upstream = None
             self._send(b"bye", {})
 
     def stopService(self) -> None:
@@ -169,6 +166,9 @@ class BrokerLink(Service):
 
     def offline(self, imei: str, conn: int) -> None:
         self._send(b"offline", {"imei": imei, "conn": conn})
+
+    def uplink(self, imei: str, message: dict[str, Any], ts: float) -> None:
+        self._send(b"uplink", {"imei": imei, "message": message, "ts": ts})
 
     def _send(self, kind: bytes, body: dict[str, Any], rid: bytes = b"") -> None:
         try:

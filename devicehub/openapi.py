@@ -111,6 +111,28 @@ def openapi() -> dict[str, Any]:
                     },
                 }
             },
+            "/events": {
+                "get": {
+                    "summary": "Device events (uplink messages, online/offline) as Server-Sent Events, until the client leaves.",
+                    "parameters": [
+                        {
+                            "name": "imei",
+                            "in": "query",
+                            "schema": {"type": "string", "pattern": IMEI_PATTERN},
+                            "description": "Only this device's events; all devices' when absent.",
+                        }
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": 'A stream of "data: {imei,node,type,data,ts,n}" events.',
+                            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                        },
+                        "400": _BAD,
+                        "401": _UNAUTHORIZED,
+                        "405": _METHOD,
+                    },
+                }
+            },
             "/metrics": {
                 "get": {
                     "summary": "Prometheus metrics of this process (docs/operations.md).",

@@ -60,6 +60,7 @@ class Options(usage.Options):
         ["http", None, "tcp:8080:interface=127.0.0.1", "Server endpoint string for the HTTP API."],
         ["frontend", None, "tcp://127.0.0.1:5555", "ZeroMQ address of the broker frontend."],
         ["backend", None, "tcp://127.0.0.1:5556", "ZeroMQ address of the broker backend."],
+        ["events", None, "tcp://127.0.0.1:5557", "ZeroMQ address the broker publishes device events on."],
         ["command-timeout", None, 10.0, "Seconds a command waits for its ack by default.", positiveFloat],
         ["login-timeout", None, 30.0, "Seconds a new device connection has to log in.", positiveFloat],
         ["idle-timeout", None, 300.0, "Seconds of silence before a device connection is closed.", positiveFloat],
@@ -103,7 +104,7 @@ class Options(usage.Options):
         if not roles or unknown:
             raise usage.UsageError(f"--roles takes a comma list of {', '.join(ROLES)}; got {self['roles']!r}")
         self["roles"] = tuple(role for role in ROLES if role in roles)
-        for name in ("frontend", "backend"):
+        for name in ("frontend", "backend", "events"):
             if not _ZMQ_ADDRESS.fullmatch(self[name]):
                 raise usage.UsageError(f"--{name} must be a ZeroMQ address like tcp://127.0.0.1:5555")
         for name, role in (("devices", "node"), ("http", "api")):
@@ -179,6 +180,7 @@ def makeService(options: Options, reactor=None) -> Roles:
             maxClientInflight=options["max-client-inflight"],
             curveKeys=options["curve-keys"],
             metrics=metrics,
+            events=options["events"],
         ).setServiceParent(hub)
     if "node" in roles:
         NodeService(
@@ -209,6 +211,7 @@ def makeService(options: Options, reactor=None) -> Roles:
             token=options["api-token"],
             curveKeys=options["curve-keys"],
             metrics=metrics,
+            events=options["events"],
         ).setServiceParent(hub)
     if options["metrics"] is not None:
         ListeningService(reactor, options["metrics"], Site(MetricsPage(metrics)), "metrics").setServiceParent(hub)

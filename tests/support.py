@@ -58,7 +58,7 @@ class Hub:
         self.http = http
         self.metrics = Metrics()  # one per process, as makeService does
         self.broker = BrokerService(
-            reactor, frontend=LOCAL, backend=LOCAL, metrics=self.metrics, **(brokerOptions or {})
+            reactor, frontend=LOCAL, backend=LOCAL, events=LOCAL, metrics=self.metrics, **(brokerOptions or {})
         )
         self.withApi = api
         self.apiToken = apiToken
@@ -74,6 +74,10 @@ class Hub:
     @property
     def backend(self) -> str:
         return self.broker.backendSocket.lastEndpoint
+
+    @property
+    def events(self) -> str:
+        return self.broker.eventsSocket.lastEndpoint
 
     @property
     def directory(self):
@@ -102,6 +106,7 @@ class Hub:
                 commandTimeout=self.commandTimeout,
                 token=self.apiToken,
                 metrics=self.metrics,
+                events=self.events,
             )
             self.api.startService()
         return self
@@ -237,8 +242,10 @@ class Twistd(ProcessProtocol):
 
 
 def start_twistd(args: list[str], environ: dict | None = None) -> Twistd:
-    """Run C{twistd -n devicehub ARGS} on this work tree's code."""
+    """Run C{twistd -n devicehub ARGS} on this work tree's code (on a free --events port unless given)."""
     process = Twistd()
     env = {**os.environ, "PYTHONPATH": str(ROOT), **(environ or {})}
+    if "--events" not in args and "DEVICEHUB_EVENTS" not in env:
+        args = [*args, "--events", f"tcp://127.0.0.1:{free_ports(1)[0]}"]
     reactor.spawnProcess(process, TWISTD, [TWISTD, "-n", "--pidfile=", "devicehub", *args], env=env, path=str(ROOT))
     return process

@@ -208,6 +208,7 @@ async def test_openapi_document_lists_every_route(hub, http):
         "/devices/{imei}",
         "/devices/{imei}/commands",
         "/health",
+        "/events",
         "/metrics",
         "/openapi.json",
     }

@@ -28,10 +28,11 @@ class Cluster:
     """Processes of one cluster; every option but the role's own is shared."""
 
     def __init__(self, ttl: float = TTL, drain: float = 5.0) -> None:
-        frontend, backend = free_ports(2)
+        frontend, backend, events = free_ports(3)
         self.frontend = f"tcp://127.0.0.1:{frontend}"
         self.backend = f"tcp://127.0.0.1:{backend}"
-        self.common = ["--frontend", self.frontend, "--backend", self.backend,
+        self.events = f"tcp://127.0.0.1:{events}"
+        self.common = ["--frontend", self.frontend, "--backend", self.backend, "--events", self.events,
                        "--node-ttl", str(ttl), "--drain-timeout", str(drain)]
         self.broker: Twistd | None = None
         self.nodes: dict[str, tuple[Twistd, int]] = {}
@@ -343,7 +344,7 @@ async def test_api_sigterm_finishes_requests_in_flight(cluster, demand):
 
 @pytest_twisted.ensureDeferred
 async def test_example_cluster_script_runs_three_nodes_and_two_apis():
-    frontend, backend, *ports = free_ports(7)
+    frontend, backend, events, *ports = free_ports(8)
     script = Twistd()
     env = {
         **os.environ,
@@ -351,6 +352,7 @@ async def test_example_cluster_script_runs_three_nodes_and_two_apis():
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
         "FRONTEND": str(frontend),
         "BACKEND": str(backend),
+        "EVENTS": str(events),
         "NODE_PORTS": " ".join(map(str, ports[:3])),
         "API_PORTS": " ".join(map(str, ports[3:5])),
     }
