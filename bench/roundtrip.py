@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import subprocess
+import tempfile
 import sys
 from pathlib import Path
 
@@ -62,7 +63,7 @@ async def main(reactor, options):
         [str(Path(sys.executable).parent / "twistd"), "-n", "--pidfile=", "-l", os.devnull, "devicehub",
          "--devices", f"tcp:{devices_port}:interface=127.0.0.1", "--http", f"tcp:{http_port}:interface=127.0.0.1",
          "--frontend", f"tcp://127.0.0.1:{frontend}", "--backend", f"tcp://127.0.0.1:{backend}",
-         "--events", f"tcp://127.0.0.1:{events}"],
+         "--events", f"tcp://127.0.0.1:{events}", "--store", os.path.join(tempfile.mkdtemp(), "queue.sqlite3")],
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     demand = Demand(f"tcp://127.0.0.1:{frontend}", timeout=10)

@@ -2,7 +2,7 @@
 
 from .client import BrokerUnavailable, Busy, Demand, DevicehubError, RequestRejected
 from .events import Events
-from .results import NO, OK, TIMEOUT, Reply
+from .results import NO, OK, QUEUED, TIMEOUT, Reply
 
 __all__ = [
     "Demand",
@@ -11,6 +11,7 @@ __all__ = [
     "OK",
     "NO",
     "TIMEOUT",
+    "QUEUED",
     "BrokerUnavailable",
     "Busy",
     "DevicehubError",

@@ -18,7 +18,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 from werkzeug.exceptions import HTTPException
 
-from .client import BrokerUnavailable, Busy, Demand
+from .client import BrokerUnavailable, Busy, Demand, RequestRejected
 from .drain import DEFAULT_DRAIN_TIMEOUT, drain
 from .events import Events
 from .frames import FrameError, dumps, loads
@@ -26,8 +26,9 @@ from .imei import is_valid_imei
 from .listening import ListeningService
 from .metrics import CONTENT_TYPE_LATEST, Metrics
 from .openapi import openapi
-from .results import NO, OK, TIMEOUT
+from .results import NO, OK, QUEUED, TIMEOUT
 from .sse import EventStreams
+from .store import MAX_TTL
 
 log = Logger()
 
@@ -87,18 +88,20 @@ def _jsonBody(request) -> dict[str, Any]:
     return body
 
 
-def _timeoutField(body: dict[str, Any]) -> float | None:
-    timeout = body.get("timeout")
-    if timeout is None:
+def _secondsField(body: dict[str, Any], name: str, maximum: float) -> float | None:
+    value = body.get(name)
+    if value is None:
         return None
-    if (
-        isinstance(timeout, bool)
-        or not isinstance(timeout, (int, float))
-        or not math.isfinite(timeout)
-        or not 0 < timeout <= MAX_TIMEOUT
-    ):
-        raise BadInput(f"timeout must be a number with 0 < timeout <= {MAX_TIMEOUT}")
-    return float(timeout)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 < value <= maximum:
+        raise BadInput(f"{name} must be a number with 0 < {name} <= {maximum:g}")
+    return float(value)
+
+
+def _boolField(body: dict[str, Any], name: str, default: bool) -> bool:
+    value = body.get(name, default)
+    if not isinstance(value, bool):
+        raise BadInput(f"{name} must be true or false")
+    return value
 
 
 class DeviceAPI:
@@ -138,19 +141,47 @@ class DeviceAPI:
         instruct = body.get("instruct")
         if not isinstance(instruct, str):
             raise BadInput("instruct must be a string")
-        wait = body.get("wait", True)
-        if not isinstance(wait, bool):
-            raise BadInput("wait must be true or false")
-        timeout = _timeoutField(body)
+        wait = _boolField(body, "wait", True)
+        timeout = _secondsField(body, "timeout", MAX_TIMEOUT)
+        queueing = {
+            "queue": _boolField(body, "queue", False),
+            "ttl": _secondsField(body, "ttl", MAX_TTL),
+            "coalesce": _boolField(body, "coalesce", False),
+        }
         data = body.get("data")
+        if wait:
+            reply = await self.demand.request(imei, instruct, data, timeout or self.commandTimeout, **queueing)
+        else:
+            reply = await self.demand.request_nowait(imei, instruct, data, **queueing)
+        if reply.result == QUEUED:
+            return _respond(request, 202, {"result": QUEUED, "id": reply.id})
         if not wait:
-            result = await self.demand.send_nowait(imei, instruct, data)
-            return _respond(request, 202 if result == OK else 404, {"result": result})
-        reply = await self.demand.request(imei, instruct, data, timeout or self.commandTimeout)
+            return _respond(request, 202 if reply.result == OK else 404, {"result": reply.result})
         answer: dict[str, Any] = {"result": reply.result}
         if reply.result == OK:
             answer["reply"] = reply.data
         return _respond(request, _WAIT_STATUS[reply.result], answer)
+
+    @app.route("/devices/<imei>/queue", methods=["GET"])
+    async def deviceQueue(self, request, imei: str) -> bytes:
+        commands = await self.demand.queued(_checkedImei(imei), timeout=self.queryTimeout)
+        return _respond(request, 200, {"imei": imei, "commands": commands})
+
+    @app.route("/commands/<id>", methods=["GET"])
+    async def commandStatus(self, request, id: str) -> bytes:
+        command = await self.demand.status(id, timeout=self.queryTimeout)
+        if command is None:
+            return _respond(request, 404, {"error": "no such command"})
+        return _respond(request, 200, command)
+
+    @app.route("/commands/<id>", methods=["DELETE"])
+    async def cancelCommand(self, request, id: str) -> bytes:
+        command = await self.demand.cancel(id, timeout=self.queryTimeout)
+        if command is None:
+            return _respond(request, 404, {"error": "no such command"})
+        if command["state"] != "cancelled":
+            return _respond(request, 409, {"error": f"the command is {command['state']}, not queued", "command": command})
+        return _respond(request, 200, command)
 
     @app.route("/health", methods=["GET"])
     async def health(self, request) -> bytes:
@@ -173,6 +204,10 @@ class DeviceAPI:
     @app.handle_errors(BrokerUnavailable)
     def brokerUnavailable(self, request, failure) -> bytes:
         return _respond(request, 503, {"error": f"broker unavailable: {failure.value}"})
+
+    @app.handle_errors(RequestRejected)
+    def rejected(self, request, failure) -> bytes:
+        return _respond(request, 400, {"error": str(failure.value)})
 
     @app.handle_errors(Busy)
     def busy(self, request, failure) -> bytes:

@@ -16,7 +16,7 @@ from typing import Any, Callable, NamedTuple
 
 import zmq
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -25,6 +25,7 @@ from .curve import AUTHORIZED, ZapHandler, serverKeys
 from .drain import DEFAULT_DRAIN_TIMEOUT, drain
 from .frames import VERSION, FrameError
 from .imei import is_valid_imei
+from .store import DEFAULT_TTL, MAX_TTL, CommandStore
 from .metrics import Metrics
 from .results import BUSY, NO, OK, RESULTS, TIMEOUT
 from .zmqsocket import ZmqSocket
@@ -37,6 +38,10 @@ DEFAULT_NODE_TTL = 5.0
 DEFAULT_GRACE = 0.5
 # Commands one client may have routed and unanswered at once.
 DEFAULT_MAX_CLIENT_INFLIGHT = 10_000
+# Seconds a device has to ack a queued command delivered at its login (default; see --command-timeout).
+DELIVERY_TIMEOUT = 10.0
+# Seconds between sweeps that mark expired queued commands.
+STORE_SWEEP = 60.0
 
 Send = Callable[[bytes, list[bytes]], bool]
 Publish = Callable[[bytes, bytes], None]
@@ -114,11 +119,14 @@ class Directory:
 class Routed(NamedTuple):
     """A command handed to a node, waiting for its result."""
 
-    client: bytes
+    client: bytes | None
+    """The client to answer, or None for the broker's own delivery of a queued command."""
     rid: bytes
     node: NodeRecord
     timer: Any
     started: float
+    waiter: Deferred | None = None
+    """For the broker's own deliveries: fires with the result."""
 
 
 class Broker:
@@ -137,10 +145,21 @@ class Broker:
         maxClientInflight: int = DEFAULT_MAX_CLIENT_INFLIGHT,
         metrics: Metrics | None = None,
         publish: Publish | None = None,
+        store: CommandStore | None = None,
+        deliveryTimeout: float = DELIVERY_TIMEOUT,
     ) -> None:
-        """@param publish: sends an event (topic, body) to subscribers; None: no events."""
+        """
+        @param publish: sends an event (topic, body) to subscribers; None: no events.
+        @param store: the queue of commands for offline devices; None: no queueing.
+        @param deliveryTimeout: seconds a device has to ack a queued command delivered to it.
+        """
         self.clock = clock
+        self.deliveryTimeout = deliveryTimeout
         self.publish = publish
+        self.store = store
+        self.deliveries: set[Deferred] = set()
+        self._delivering: set[str] = set()
+        self._deliverAgain: set[str] = set()
         self._eventNumbers: dict[str, int] = {}
         self.metrics = metrics or Metrics()
         self.maxClientInflight = maxClientInflight
@@ -162,6 +181,9 @@ class Broker:
             b"list": self._list,
             b"total": self._total,
             b"health": self._health,
+            b"status": self._status,
+            b"queue": self._queue,
+            b"cancel": self._cancel,
         }
         self._nodeHandlers = {
             b"online": self._online,
@@ -201,7 +223,16 @@ class Broker:
 
     def _send(self, client: bytes, message: frames.Message, payload: bytes) -> None:
         body = message.body
+        queue, coalesce, ttl = body.get("queue", False), body.get("coalesce", False), body.get("ttl")
+        if not isinstance(queue, bool) or not isinstance(coalesce, bool) or not (
+            ttl is None or (frames._is_seconds(ttl) and ttl <= MAX_TTL)
+        ):
+            self._error(client, message.rid, "invalid", f"queue and coalesce must be booleans, 0 < ttl <= {MAX_TTL:g}")
+            return
         owner = self.directory.owner(body["imei"])
+        if owner is None and queue and self.store is not None:
+            self._enqueue(client, message.rid, body, DEFAULT_TTL if ttl is None else ttl, coalesce)
+            return
         if owner is None:
             self.metrics.commands.labels(NO).inc()
             self._reply(client, message.rid, {"result": NO})
@@ -210,19 +241,33 @@ class Broker:
             self.metrics.commands.labels(BUSY).inc()
             self._error(client, message.rid, "busy", f"more than {self.maxClientInflight} requests in flight")
             return
-        node = owner.node
-        self._lastRid += 1
-        rid = b"%x" % self._lastRid
         # The body is forwarded as it came: the node reads the same fields.
-        if not self.toNode(node.identity, [VERSION, b"command", rid, payload]):
-            self._nodeLost(node, "unreachable")
+        if not self._route(owner.node, payload, body["timeout"], client, message.rid):
             self.metrics.commands.labels(NO).inc()
             self._reply(client, message.rid, {"result": NO})
-            return
-        timer = self.clock.callLater(body["timeout"] + self.grace, self._expire, rid)
-        self.routed[rid] = Routed(client, message.rid, node, timer, self.clock.seconds())
-        node.inflight.add(rid)
-        self._perClient[client] += 1
+
+    def _route(
+        self, node: NodeRecord, payload: bytes, timeout: float, client: bytes | None, rid: bytes, waiter=None
+    ) -> bool:
+        """Hand a command to C{node}; False (and the node removed) if it cannot be reached."""
+        self._lastRid += 1
+        brid = b"%x" % self._lastRid
+        if not self.toNode(node.identity, [VERSION, b"command", brid, payload]):
+            self._nodeLost(node, "unreachable")
+            return False
+        timer = self.clock.callLater(timeout + self.grace, self._expire, brid)
+        self.routed[brid] = Routed(client, rid, node, timer, self.clock.seconds(), waiter)
+        node.inflight.add(brid)
+        if client is not None:
+            self._perClient[client] += 1
+        return True
+
+    def _answer(self, routed: Routed, body: dict[str, Any], kind: bytes = b"reply") -> None:
+        """Answer a routed command's caller: a client, or the broker's own delivery."""
+        if routed.waiter is not None:
+            routed.waiter.callback(body.get("result", body.get("code")))
+        else:
+            self._reply(routed.client, routed.rid, body, kind)
 
     def _finish(self, rid: bytes, result: str) -> Routed:
         """Forget routed command C{rid}, whose caller is about to be answered C{result}."""
@@ -233,9 +278,10 @@ class Broker:
             routed.timer.cancel()
         node = routed.node
         node.inflight.discard(rid)
-        self._perClient[routed.client] -= 1
-        if not self._perClient[routed.client]:
-            del self._perClient[routed.client]
+        if routed.client is not None:
+            self._perClient[routed.client] -= 1
+            if not self._perClient[routed.client]:
+                del self._perClient[routed.client]
         if node.leaving and not node.inflight:
             self.nodes.pop(node.identity, None)
         return routed
@@ -243,7 +289,7 @@ class Broker:
     def _expire(self, rid: bytes) -> None:
         routed = self._finish(rid, TIMEOUT)
         log.debug("No result from node {node} in time", node=routed.node.name)
-        self._reply(routed.client, routed.rid, {"result": TIMEOUT})
+        self._answer(routed, {"result": TIMEOUT})
 
     def _find(self, client: bytes, message: frames.Message, payload: bytes) -> None:
         online = self.directory.owner(message.body["imei"]) is not None
@@ -258,8 +304,90 @@ class Broker:
 
     def _health(self, client: bytes, message: frames.Message, payload: bytes) -> None:
         nodes = sum(not node.leaving for node in self.nodes.values())
-        body = {"nodes": nodes, "total": len(self.directory)}
+        store = "none" if self.store is None else "ok" if self.store.healthy else "failing"
+        body = {"nodes": nodes, "total": len(self.directory), "store": store}
         self._reply(client, message.rid, body)
+
+    # -- the queue of commands for offline devices
+
+    def _enqueue(self, client: bytes, rid: bytes, body: dict[str, Any], ttl: float, coalesce: bool) -> None:
+        imei = body["imei"]
+        added = self.store.add(imei, body["instruct"], body["data"], ttl, coalesce, self.clock.seconds())
+
+        def queued(id: str) -> None:
+            self.metrics.commands.labels("queued").inc()
+            self._reply(client, rid, {"result": "queued", "id": id})
+            if self.directory.owner(imei) is not None:  # it logged in while the store wrote
+                self._startDelivery(imei)
+
+        added.addCallbacks(queued, self._storeFailed, errbackArgs=(client, rid))
+
+    def _storeFailed(self, failure, client: bytes, rid: bytes) -> None:
+        log.failure("The command store failed", failure)
+        self._error(client, rid, "unavailable", "the command store failed")
+
+    def _storeQuery(self, client: bytes, rid: bytes, query: Deferred, answer) -> None:
+        query.addCallbacks(lambda value: self._reply(client, rid, answer(value)), self._storeFailed,
+                           errbackArgs=(client, rid))
+
+    def _withStore(self, client: bytes, message: frames.Message) -> bool:
+        if self.store is None:
+            self._error(client, message.rid, "invalid", "this broker keeps no queue (no --store)")
+        return self.store is not None
+
+    def _status(self, client: bytes, message: frames.Message, payload: bytes) -> None:
+        if self._withStore(client, message):
+            self._storeQuery(client, message.rid, self.store.get(message.body["id"]), lambda command: {"command": command})
+
+    def _queue(self, client: bytes, message: frames.Message, payload: bytes) -> None:
+        if self._withStore(client, message):
+            waiting = self.store.waiting(message.body["imei"])
+            self._storeQuery(client, message.rid, waiting, lambda commands: {"commands": commands})
+
+    def _cancel(self, client: bytes, message: frames.Message, payload: bytes) -> None:
+        if self._withStore(client, message):
+            cancelled = self.store.cancel(message.body["id"], self.clock.seconds())
+            self._storeQuery(client, message.rid, cancelled, lambda command: {"command": command})
+
+    def _startDelivery(self, imei: str) -> None:
+        if self.store is None:
+            return
+        if imei in self._delivering:
+            self._deliverAgain.add(imei)
+            return
+        delivery = Deferred.fromCoroutine(self._deliver(imei))
+        self.deliveries.add(delivery)
+        delivery.addBoth(lambda _: self.deliveries.discard(delivery))
+
+    async def _deliver(self, imei: str) -> None:
+        """Send C{imei} its queued commands, oldest first, each once acked before the next."""
+        self._delivering.add(imei)
+        try:
+            while True:
+                self._deliverAgain.discard(imei)
+                for command in await self.store.due(imei, self.clock.seconds()):
+                    owner = self.directory.owner(imei)
+                    if owner is None:
+                        return
+                    await self.store.sending(command["id"], self.clock.seconds())
+                    result = await self._deliverOne(owner.node, command)
+                    await self.store.delivered(command["id"], result == OK, self.clock.seconds())
+                    if result != OK:
+                        return  # the rest waits for the next login
+                if imei not in self._deliverAgain:
+                    return
+        except Exception:
+            log.failure("Delivering queued commands to {imei} failed", imei=imei)
+        finally:
+            self._delivering.discard(imei)
+
+    def _deliverOne(self, node: NodeRecord, command: dict[str, Any]) -> "Deferred[str]":
+        body = {"imei": command["imei"], "instruct": command["instruct"], "data": command["data"],
+                "timeout": self.deliveryTimeout, "wait": True}
+        waiter: Deferred[str] = Deferred()
+        if not self._route(node, frames.dumps(body), self.deliveryTimeout, None, b"", waiter):
+            waiter.callback(NO)
+        return waiter
 
     # -- nodes
 
@@ -315,6 +443,7 @@ class Broker:
         if previous is None or previous.conn != conn or previous.node is not node:
             moved = previous is not None and previous.node is not node
             self._event(imei, node, "online", {"reason": "moved", "from": previous.node.name} if moved else {"reason": reason})
+            self._startDelivery(imei)
         if previous is not None and previous.node is not node:
             log.info(
                 "{imei} moved from node {old} to node {new}",
@@ -378,12 +507,12 @@ class Broker:
         result = message.body["result"]
         self._finish(message.rid, result if result in RESULTS or result == BUSY else "invalid")
         if result in RESULTS:
-            self._reply(routed.client, routed.rid, {"result": result, "data": message.body["data"]})
+            self._answer(routed, {"result": result, "data": message.body["data"]})
         elif result == BUSY:
-            self._error(routed.client, routed.rid, "busy", "the device has too many unanswered commands")
+            self._answer(routed, {"error": "the device has too many unanswered commands", "code": "busy"}, b"error")
         else:
             log.warn("Node {node} sent an invalid result {result!r}", node=node.name, result=result)
-            self._error(routed.client, routed.rid, "unavailable", "invalid result from node")
+            self._answer(routed, {"error": "invalid result from node", "code": "unavailable"}, b"error")
 
     def expireNodes(self) -> None:
         """Declare dead every node silent for longer than the TTL."""
@@ -405,13 +534,13 @@ class Broker:
         self._releaseAll(node, "node lost")
         for rid in list(node.inflight):
             routed = self._finish(rid, TIMEOUT)
-            self._reply(routed.client, routed.rid, {"result": TIMEOUT})
+            self._answer(routed, {"result": TIMEOUT})
 
     def close(self) -> None:
         """Answer every routed command (the broker is going away) and stop timers."""
         for rid in list(self.routed):
             routed = self._finish(rid, "unavailable")
-            self._error(routed.client, routed.rid, "unavailable", "broker shutting down")
+            self._answer(routed, {"error": "broker shutting down", "code": "unavailable"}, b"error")
 
 
 def _sender(socket: ZmqSocket) -> Send:
@@ -454,12 +583,19 @@ class BrokerService(Service):
         curveKeys: str | None = None,
         metrics: Metrics | None = None,
         events: str | None = None,
+        store: str | None = None,
+        deliveryTimeout: float = DELIVERY_TIMEOUT,
     ) -> None:
         """
         @param curveKeys: a key directory (see L{devicehub.curve}): admit only authorized clients.
         @param events: the ZeroMQ address to publish events on (PUB), or None.
+        @param store: the SQLite file of the queue for offline devices, or None.
         """
         self.events = events
+        self.storePath = store
+        self.deliveryTimeout = deliveryTimeout
+        self.store: CommandStore | None = None
+        self._storeExpiry: LoopingCall | None = None
         self.eventsSocket: ZmqSocket | None = None
         self.reactor = reactor
         self.metrics = metrics or Metrics()
@@ -486,6 +622,10 @@ class BrokerService(Service):
         self._expiry = LoopingCall(self.broker.expireNodes)
         self._expiry.clock = self.reactor
         self._expiry.start(self.nodeTtl / 4, now=False)
+        if self.store is not None:
+            self._storeExpiry = LoopingCall(lambda: self.store.expire(self.reactor.seconds()).addErrback(log.failure))
+            self._storeExpiry.clock = self.reactor
+            self._storeExpiry.start(STORE_SWEEP, now=False)
 
     def _bind(self) -> None:
         keys = None
@@ -515,6 +655,9 @@ class BrokerService(Service):
                     socket.shutdown()
                 raise RuntimeError(f"cannot bind the event publisher on {self.events!r}: {e}") from None
             publish = _publisher(self.eventsSocket)
+        if self.storePath is not None:
+            self.store = CommandStore(self.storePath, self.reactor)
+            self.store.open(self.reactor.seconds()).addErrback(log.failure, "Cannot open the command store")
         self.broker = Broker(
             self.reactor,
             _sender(self.frontendSocket),
@@ -523,6 +666,8 @@ class BrokerService(Service):
             maxClientInflight=self.maxClientInflight,
             metrics=self.metrics,
             publish=publish,
+            store=self.store,
+            deliveryTimeout=self.deliveryTimeout,
         )
         self.metrics.watchBroker(self.broker)
         log.info(
@@ -542,9 +687,15 @@ class BrokerService(Service):
         self.metrics.forget(self.broker)
         self.broker.draining = True
         await drain(self.reactor, lambda: self.broker.routed, self.drainTimeout)
-        if self._expiry is not None and self._expiry.running:
-            self._expiry.stop()
+        for loop in (self._expiry, self._storeExpiry):
+            if loop is not None and loop.running:
+                loop.stop()
         self.broker.close()
+        if self.broker.deliveries:  # they record their last outcome in the store
+            await DeferredList(list(self.broker.deliveries))
+        if self.store is not None:
+            self.store.close()
+            self.store = None
         self.frontendSocket.shutdown(linger=0.5)
         self.backendSocket.shutdown()
         if self.eventsSocket is not None:

@@ -19,7 +19,7 @@ from .events import DEFAULT_EVENTS, Events
 from .curve import MissingKeys, keygen
 from .frames import dumps
 from .imei import is_valid_imei
-from .results import NO, OK, TIMEOUT
+from .results import NO, OK, QUEUED, TIMEOUT
 
 EXIT = {OK: 0, NO: 1, TIMEOUT: 2}
 EXIT_UNAVAILABLE = 3
@@ -92,6 +92,9 @@ def parser() -> argparse.ArgumentParser:
     send.add_argument("instruct")
     send.add_argument("data", nargs="?", type=_json, default=None, help="JSON value sent as the command's data")
     send.add_argument("--nowait", action="store_true", help="do not wait for the ack")
+    send.add_argument("--queue", action="store_true", help="queue it if the device is offline (exit 0, result queued)")
+    send.add_argument("--ttl", type=_seconds, help="seconds a queued command stays deliverable (default 86400)")
+    send.add_argument("--coalesce", action="store_true", help="replace queued commands with the same instruct")
     find = verbs.add_parser("find", help="is a device online? exit 0 yes, 1 no")
     find.add_argument("imei", type=_imei)
     listing = verbs.add_parser("list", help="online devices, sorted, one page")
@@ -119,13 +122,16 @@ async def run(reactor, arguments: argparse.Namespace) -> tuple[int, dict[str, An
     except MissingKeys as e:
         return EXIT_USAGE, {"error": str(e)}
     try:
-        if arguments.verb == "send" and arguments.nowait:
-            result = await demand.send_nowait(arguments.imei, arguments.instruct, arguments.data)
-            return EXIT[result], {"result": result}
         if arguments.verb == "send":
-            reply = await demand.request(arguments.imei, arguments.instruct, arguments.data)
+            queueing = {"queue": arguments.queue, "ttl": arguments.ttl, "coalesce": arguments.coalesce}
+            if arguments.nowait:
+                reply = await demand.request_nowait(arguments.imei, arguments.instruct, arguments.data, **queueing)
+            else:
+                reply = await demand.request(arguments.imei, arguments.instruct, arguments.data, **queueing)
+            if reply.result == QUEUED:
+                return 0, {"result": QUEUED, "id": reply.id}
             output = {"result": reply.result}
-            if reply.result == OK:
+            if reply.result == OK and not arguments.nowait:
                 output["reply"] = reply.data
             return EXIT[reply.result], output
         if arguments.verb == "find":

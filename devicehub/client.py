@@ -19,7 +19,7 @@ from . import frames
 from .curve import clientKeys
 from .frames import FrameError
 from .imei import is_valid_imei
-from .results import RESULTS, Reply
+from .results import QUEUED, RESULTS, Reply
 from .zmqsocket import ZmqSocket
 
 log = Logger()
@@ -92,28 +92,63 @@ class Demand:
 
     # -- the contract's calls
 
-    def send(self, imei: str, instruct: str, data: Any = None, timeout: float | None = None) -> "Deferred[str]":
-        """Fires with OK (acked), NO (not online) or TIMEOUT (not acked in time)."""
-        return self.request(imei, instruct, data, timeout).addCallback(lambda reply: reply.result)
+    def send(
+        self, imei: str, instruct: str, data: Any = None, timeout: float | None = None, **queueing: Any
+    ) -> "Deferred[str]":
+        """
+        Fires with OK (acked), NO (not online) or TIMEOUT (not acked in time).
+        With C{queue=True} (and optional C{ttl} seconds, C{coalesce=True}), a device
+        that is offline gets the command when it logs in: fires with QUEUED.
+        """
+        return self.request(imei, instruct, data, timeout, **queueing).addCallback(lambda reply: reply.result)
 
     def request(
-        self, imei: str, instruct: str, data: Any = None, timeout: float | None = None
+        self,
+        imei: str,
+        instruct: str,
+        data: Any = None,
+        timeout: float | None = None,
+        *,
+        queue: bool = False,
+        ttl: float | None = None,
+        coalesce: bool = False,
     ) -> "Deferred[Reply]":
-        """Like L{send}, with the ack's C{data} too: fires with a L{Reply}."""
+        """Like L{send}, with the ack's C{data} (or the queued command's C{id}): fires with a L{Reply}."""
         try:
             wait = self.timeout if timeout is None else _checkedTimeout(timeout)
             body = self._command(imei, instruct, data, wait, True)
+            body.update(self._queueing(queue, ttl, coalesce))
         except ValueError as e:
             return fail(e)
         return self._call(b"send", body, wait).addCallback(_reply)
 
-    def send_nowait(self, imei: str, instruct: str, data: Any = None) -> "Deferred[str]":
-        """Fires with OK once the device's node has written the command, NO if not online."""
+    def send_nowait(self, imei: str, instruct: str, data: Any = None, **queueing: Any) -> "Deferred[str]":
+        """Fires with OK once the device's node has written the command, NO if not online (or QUEUED)."""
+        return self.request_nowait(imei, instruct, data, **queueing).addCallback(lambda reply: reply.result)
+
+    def request_nowait(
+        self, imei: str, instruct: str, data: Any = None, *, queue: bool = False, ttl: float | None = None,
+        coalesce: bool = False,
+    ) -> "Deferred[Reply]":
+        """Like L{send_nowait}; fires with a L{Reply} (with the C{id} when queued)."""
         try:
             body = self._command(imei, instruct, data, self.timeout, False)
+            body.update(self._queueing(queue, ttl, coalesce))
         except ValueError as e:
             return fail(e)
-        return self._call(b"send", body, self.timeout).addCallback(_result)
+        return self._call(b"send", body, self.timeout).addCallback(_reply)
+
+    def status(self, id: str, *, timeout: float | None = None) -> "Deferred[dict[str, Any] | None]":
+        """Fires with a queued command's record (C{state}: queued, sent, acked, …), or None."""
+        return self._query(b"status", {"id": id}, timeout).addCallback(_field, "command")
+
+    def queued(self, imei: str, *, timeout: float | None = None) -> "Deferred[list[dict[str, Any]]]":
+        """Fires with the commands waiting for C{imei}, oldest first."""
+        return self._query(b"queue", {"imei": imei}, timeout).addCallback(_field, "commands")
+
+    def cancel(self, id: str, *, timeout: float | None = None) -> "Deferred[dict[str, Any] | None]":
+        """Cancel a queued command; fires with its record afterwards (None if unknown)."""
+        return self._query(b"cancel", {"id": id}, timeout).addCallback(_field, "command")
 
     def find(self, imei: str, *, timeout: float | None = None) -> "Deferred[str]":
         """Fires with OK when the device is online, NO when not."""
@@ -137,10 +172,15 @@ class Demand:
         """Fires with the number of online devices across all nodes."""
         return self._query(b"total", {}, timeout).addCallback(_field, "total")
 
-    def health(self, *, timeout: float | None = None) -> "Deferred[dict[str, int]]":
-        """Fires with C{{"nodes": K, "devices": T}} as the broker sees them."""
+    def health(self, *, timeout: float | None = None) -> "Deferred[dict[str, Any]]":
+        """
+        Fires with C{{"nodes": K, "devices": T, "store": S}} as the broker sees them;
+        S is C{"ok"}, C{"failing"} (the queue's database) or C{"none"} (no queue).
+        """
         answer = self._query(b"health", {}, timeout)
-        return answer.addCallback(lambda body: {"nodes": _field(body, "nodes"), "devices": _field(body, "total")})
+        return answer.addCallback(
+            lambda body: {"nodes": _field(body, "nodes"), "devices": _field(body, "total"), "store": body.get("store", "none")}
+        )
 
     def close(self) -> None:
         """Release the socket; calls still waiting fail with L{BrokerUnavailable}."""
@@ -163,6 +203,15 @@ class Demand:
         if not isinstance(instruct, str):
             raise ValueError(f"instruct must be a string, not {instruct!r}")
         return {"imei": imei, "instruct": instruct, "data": data, "timeout": timeout, "wait": wait}
+
+    @staticmethod
+    def _queueing(queue: bool, ttl: float | None, coalesce: bool) -> dict[str, Any]:
+        if not queue:
+            return {}
+        body: dict[str, Any] = {"queue": True, "coalesce": bool(coalesce)}
+        if ttl is not None:
+            body["ttl"] = _checkedTimeout(ttl)
+        return body
 
     def _query(self, kind: bytes, body: dict[str, Any], timeout: float | None) -> "Deferred[dict[str, Any]]":
         try:
@@ -239,10 +288,10 @@ def _field(body: dict[str, Any], name: str) -> Any:
 
 def _result(body: dict[str, Any]) -> str:
     result = _field(body, "result")
-    if result not in RESULTS:
+    if result not in RESULTS and result != QUEUED:
         raise BrokerUnavailable(f"the broker answered an unknown result {result!r}")
     return result
 
 
 def _reply(body: dict[str, Any]) -> Reply:
-    return Reply(_result(body), body.get("data"))
+    return Reply(_result(body), body.get("data"), body.get("id"))

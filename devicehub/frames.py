@@ -13,6 +13,7 @@ decoded message. docs/frames.md describes the exchanges.
 Frontend (Demand or API -> broker, answered by C{reply} or C{error}):
   - C{send} imei, instruct, data, timeout, wait: a command for a device
   - C{find} imei / C{list} num, page / C{total} / C{health}: directory queries
+  - C{status} id / C{queue} imei / C{cancel} id: the queue of commands for offline devices
 Backend (node -> broker):
   - C{hello} node, devices: (re)registration with a full snapshot [[imei, conn, since], ...]
   - C{online} imei, conn, since / C{offline} imei, conn: presence changes (since: login time)
@@ -102,6 +103,9 @@ SCHEMAS: dict[bytes, dict[str, Check]] = {
     b"list": {"num": _is_count, "page": _is_count},
     b"total": {},
     b"health": {},
+    b"status": {"id": _is_str},
+    b"queue": {"imei": _is_str},
+    b"cancel": {"id": _is_str},
     # frontend answers; a reply's fields depend on the request it answers
     b"reply": {},
     b"error": {"error": _is_str, "code": _is_str},
@@ -128,6 +132,10 @@ REPLY_FIELDS: dict[str, Check] = {
     "devices": _is_str_list,
     "total": _is_count,
     "nodes": _is_count,
+    "id": _is_str,
+    "command": lambda value: value is None or isinstance(value, dict),
+    "commands": lambda value: isinstance(value, list) and all(isinstance(item, dict) for item in value),
+    "store": _is_str,
 }
 
 

@@ -96,6 +96,7 @@ class _LiveState:
             ("devicehub_nodes_alive", "Nodes registered with the broker.", lambda b: sum(not n.leaving for n in b.nodes.values())),
             ("devicehub_directory_devices", "Devices online across all nodes, as the broker sees them.", lambda b: len(b.directory)),
             ("devicehub_broker_inflight", "Commands routed to nodes and not answered yet.", lambda b: len(b.routed)),
+            ("devicehub_queue_depth", "Commands queued for offline devices.", lambda b: b.store.depth if b.store else 0),
         ]:
             gauge = GaugeMetricFamily(name, help)
             if self.brokers:

@@ -17,6 +17,7 @@ def _error(description: str) -> dict[str, Any]:
     return _json(_ref("Error"), description)
 
 
+_ID_PARAMETER = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
 _IMEI_PARAMETER = {
     "name": "imei",
     "in": "path",
@@ -89,7 +90,11 @@ def openapi() -> dict[str, Any]:
                     },
                     "responses": {
                         "200": _json(_ref("Acked"), "wait true: the device acked; reply is its ack's data."),
-                        "202": _json(_ref("Outcome"), "wait false: the command was handed to the device."),
+                        "202": _json(
+                            _ref("Accepted"),
+                            "wait false: the command was handed to the device (ok); or, with queue, "
+                            "the device is offline and the command was queued (queued, with its id).",
+                        ),
                         "404": _json(_ref("Outcome"), "The device is not online (result no)."),
                         "504": _json(_ref("Outcome"), "The device did not ack in time (result timeout)."),
                         "400": _BAD,
@@ -100,6 +105,63 @@ def openapi() -> dict[str, Any]:
                         "503": _UNAVAILABLE,
                     },
                 }
+            },
+            "/devices/{imei}/queue": {
+                "get": {
+                    "summary": "The commands queued for a device, oldest first.",
+                    "parameters": [_IMEI_PARAMETER],
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["imei", "commands"],
+                                "properties": {
+                                    "imei": {"type": "string"},
+                                    "commands": {"type": "array", "items": _ref("QueuedCommand")},
+                                },
+                            },
+                            "The queue.",
+                        ),
+                        "400": _BAD,
+                        "401": _UNAUTHORIZED,
+                        "405": _METHOD,
+                        "503": _UNAVAILABLE,
+                    },
+                }
+            },
+            "/commands/{id}": {
+                "get": {
+                    "summary": "A queued command and its state.",
+                    "parameters": [_ID_PARAMETER],
+                    "responses": {
+                        "200": _json(_ref("QueuedCommand"), "The command."),
+                        "400": _error("This hub keeps no queue (no --store)."),
+                        "401": _UNAUTHORIZED,
+                        "404": _error("No such command."),
+                        "405": _METHOD,
+                        "503": _UNAVAILABLE,
+                    },
+                },
+                "delete": {
+                    "summary": "Cancel a command that is still queued.",
+                    "parameters": [_ID_PARAMETER],
+                    "responses": {
+                        "200": _json(_ref("QueuedCommand"), "Cancelled (state cancelled)."),
+                        "400": _error("This hub keeps no queue (no --store)."),
+                        "401": _UNAUTHORIZED,
+                        "404": _error("No such command."),
+                        "409": _json(
+                            {
+                                "type": "object",
+                                "required": ["error", "command"],
+                                "properties": {"error": {"type": "string"}, "command": _ref("QueuedCommand")},
+                            },
+                            "The command is no longer queued (sent, acked, expired, …).",
+                        ),
+                        "405": _METHOD,
+                        "503": _UNAVAILABLE,
+                    },
+                },
             },
             "/health": {
                 "get": {
@@ -186,6 +248,24 @@ def openapi() -> dict[str, Any]:
                         "instruct": {"type": "string"},
                         "data": {"description": "Any JSON value, sent to the device as is."},
                         "wait": {"type": "boolean", "default": True},
+                        "queue": {
+                            "type": "boolean",
+                            "default": False,
+                            "description": "When the device is offline, queue the command for its next login.",
+                        },
+                        "ttl": {
+                            "type": "number",
+                            "nullable": True,
+                            "exclusiveMinimum": True,
+                            "minimum": 0,
+                            "maximum": 2592000,
+                            "description": "Seconds a queued command stays deliverable (default 86400).",
+                        },
+                        "coalesce": {
+                            "type": "boolean",
+                            "default": False,
+                            "description": "A queued command replaces older queued ones with the same instruct.",
+                        },
                         "timeout": {
                             "type": "number",
                             "nullable": True,
@@ -204,6 +284,29 @@ def openapi() -> dict[str, Any]:
                         "reply": {"description": "The data of the device's ack, or null."},
                     },
                 },
+                "Accepted": {
+                    "type": "object",
+                    "required": ["result"],
+                    "properties": {"result": {"type": "string", "enum": ["ok", "queued"]}, "id": {"type": "string"}},
+                },
+                "QueuedCommand": {
+                    "type": "object",
+                    "required": ["id", "imei", "instruct", "state", "created", "expires", "updated", "attempts"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "imei": {"type": "string"},
+                        "instruct": {"type": "string"},
+                        "data": {"description": "The command's data."},
+                        "state": {
+                            "type": "string",
+                            "enum": ["queued", "sent", "acked", "expired", "failed", "cancelled", "replaced"],
+                        },
+                        "created": {"type": "number"},
+                        "expires": {"type": "number"},
+                        "updated": {"type": "number"},
+                        "attempts": {"type": "integer", "minimum": 0},
+                    },
+                },
                 "Outcome": {
                     "type": "object",
                     "required": ["result"],
@@ -216,6 +319,7 @@ def openapi() -> dict[str, Any]:
                         "status": {"type": "string", "enum": ["ok"]},
                         "nodes": {"type": "integer", "minimum": 0},
                         "devices": {"type": "integer", "minimum": 0},
+                        "store": {"type": "string", "enum": ["ok", "failing", "none"]},
                     },
                 },
             }

@@ -1,4 +1,4 @@
-"""The three outcomes of a command, and a command's reply (CONTRACT §3)."""
+"""The outcomes of a command (CONTRACT §3, and QUEUED), and a command's reply."""
 
 from dataclasses import dataclass
 from typing import Any
@@ -9,6 +9,9 @@ NO = "no"
 """The device is not online."""
 TIMEOUT = "timeout"
 """The command was sent but the device did not acknowledge it in time."""
+
+QUEUED = "queued"
+"""The device is offline and the command was queued (asked for with C{queue=True})."""
 
 RESULTS = frozenset((OK, NO, TIMEOUT))
 
@@ -22,3 +25,5 @@ class Reply:
 
     result: str
     data: Any = None
+    id: str | None = None
+    """The queued command's id when C{result} is QUEUED."""

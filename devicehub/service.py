@@ -76,6 +76,8 @@ class Options(usage.Options):
         ["device-secret", None, None, "Devices must log in with token = hex HMAC-SHA256(secret, imei)."],
         ["api-token", None, None, "Every HTTP route but /health needs 'Authorization: Bearer TOKEN'."],
         ["curve-keys", None, None, "Key directory (devicehub keygen DIR): CURVE-encrypt and authenticate broker links."],
+        ["store", None, "devicehub.sqlite3",
+         "(broker) SQLite file of the queue of commands for offline devices, created on first use."],
         ["metrics", None, None, "Server endpoint string to serve Prometheus metrics on (the api role also has /metrics)."],
     ]
 
@@ -181,6 +183,8 @@ def makeService(options: Options, reactor=None) -> Roles:
             curveKeys=options["curve-keys"],
             metrics=metrics,
             events=options["events"],
+            store=options["store"],
+            deliveryTimeout=options["command-timeout"],
         ).setServiceParent(hub)
     if "node" in roles:
         NodeService(

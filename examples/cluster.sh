@@ -28,7 +28,7 @@ stop() {
 }
 trap stop INT TERM EXIT
 
-run broker --roles broker
+run broker --roles broker --store "$LOGS/queue.sqlite3"
 i=0
 for port in $NODE_PORTS; do
     i=$((i + 1))

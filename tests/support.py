@@ -5,6 +5,7 @@ import os
 import signal
 import socket
 import sys
+import tempfile
 from pathlib import Path
 
 from twisted.internet import reactor
@@ -247,5 +248,7 @@ def start_twistd(args: list[str], environ: dict | None = None) -> Twistd:
     env = {**os.environ, "PYTHONPATH": str(ROOT), **(environ or {})}
     if "--events" not in args and "DEVICEHUB_EVENTS" not in env:
         args = [*args, "--events", f"tcp://127.0.0.1:{free_ports(1)[0]}"]
+    if "--store" not in args:  # never the work tree's default file
+        args = [*args, "--store", os.path.join(tempfile.mkdtemp(prefix="devicehub-test-"), "queue.sqlite3")]
     reactor.spawnProcess(process, TWISTD, [TWISTD, "-n", "--pidfile=", "devicehub", *args], env=env, path=str(ROOT))
     return process

@@ -181,7 +181,7 @@ async def test_two_hundred_concurrent_requests_each_get_their_own_reply(hub, htt
 @pytest_twisted.ensureDeferred
 async def test_health_and_broker_down_is_503_not_504(hub, http):
     device = await online(hub, "dev1")
-    assert await call(http, hub, "GET", "/health") == (200, {"status": "ok", "nodes": 1, "devices": 1})
+    assert await call(http, hub, "GET", "/health") == (200, {"status": "ok", "nodes": 1, "devices": 1, "store": "none"})
     hub.api.api.queryTimeout = 0.2
     hub.api.api.demand.margin = 0.2
     await hub.node.stopService()
@@ -207,6 +207,8 @@ async def test_openapi_document_lists_every_route(hub, http):
         "/devices",
         "/devices/{imei}",
         "/devices/{imei}/commands",
+        "/devices/{imei}/queue",
+        "/commands/{id}",
         "/health",
         "/events",
         "/metrics",

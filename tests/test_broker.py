@@ -225,7 +225,7 @@ def test_queries():
         b"2": {"total": 10},
         b"3": {"result": "ok"},
         b"4": {"result": "no"},
-        b"5": {"nodes": 2, "total": 10},
+        b"5": {"nodes": 2, "total": 10, "store": "none"},
     }
 
 

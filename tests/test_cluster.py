@@ -119,7 +119,7 @@ async def test_commands_are_routed_across_nodes_and_pages_are_global(cluster, de
     # each node got exactly the commands of its own devices: nothing was broadcast
     assert [len(device.commands) for device in devices] == [1] * 12
     assert await demand.getlist(5, 1) == [f"dev{i:02}" for i in range(5, 10)]
-    assert await demand.health() == {"nodes": 3, "devices": 12}
+    assert await demand.health() == {"nodes": 3, "devices": 12, "store": "ok"}
     for device in devices:
         await device.close()
 
@@ -193,7 +193,7 @@ async def test_broker_restart_is_survived_without_dropping_devices(cluster, dema
         await eventually(lambda: node.output.count("Registered with the broker") > registrations, 10)
         await settles(demand, lambda: ["steady"])
         assert await demand.request("steady", "0x10") == Reply(OK, "here")
-        assert await health() == (200, {"status": "ok", "nodes": 1, "devices": 1})
+        assert await health() == (200, {"status": "ok", "nodes": 1, "devices": 1, "store": "ok"})
         assert not device.closed.called  # the device never noticed
         await device.close()
     finally:
@@ -382,3 +382,42 @@ async def test_example_cluster_script_runs_three_nodes_and_two_apis():
         await script.stop(signal.SIGTERM)
     assert "stopping 6 processes" in script.output
     assert script.exitCode is not None  # the script itself ended (after waiting for its children)
+
+
+@pytest_twisted.ensureDeferred
+async def test_queued_command_survives_broker_restart_and_node_death(cluster, demand, tmp_path):
+    cluster.common += ["--store", str(tmp_path / "queue.sqlite3"), "--command-timeout", "1"]
+    await cluster.startBroker()
+    one = await cluster.startNode("one")
+    two = await cluster.startNode("two")
+    queued = await demand.request("parcel", "deliver", {"box": 7}, queue=True)
+    assert queued.result == "queued"
+    await cluster.broker.stop(signal.SIGKILL)
+    await cluster.startBroker()  # same store file
+    await eventually(lambda: cluster.nodes["one"][0].output.count("Registered with the broker") >= 2, 10)
+    status = None
+    while status is None:
+        try:
+            status = await demand.status(queued.id, timeout=0.5)
+        except BrokerUnavailable:
+            await pause(0.1)
+    assert status["state"] == "queued"
+    # delivered through node one, which dies before the device acks: queued again
+    silent = await connect(one, "parcel", silent=True)
+    await eventually(lambda: silent.commands)
+    cluster.nodes["one"][0].kill(signal.SIGKILL)
+    await silent.closed
+
+    async def state():
+        return (await demand.status(queued.id))["state"]
+
+    while await state() != "queued":
+        await pause(0.1)
+    # at least once: sent again when the device comes back through node two
+    device = await connect(two, "parcel", reply="received")
+    await eventually(lambda: device.commands)
+    while await state() != "acked":
+        await pause(0.1)
+    assert [c["data"] for c in silent.commands + device.commands] == [{"box": 7}, {"box": 7}]
+    assert (await demand.status(queued.id))["attempts"] == 2
+    await device.close()

@@ -67,7 +67,7 @@ async def test_only_processes_with_authorized_keys_get_in(tmp_path):
         assert "Refused a ZeroMQ peer without an authorized key" in broker.output
         await pause(1)
         assert "Registered with the broker" not in keyless.output
-        assert await trusted.health() == {"nodes": 1, "devices": 1}
+        assert await trusted.health() == {"nodes": 1, "devices": 1, "store": "ok"}
         await device.close()
     finally:
         for demand in (trusted, plain, stranger):

@@ -37,7 +37,7 @@ async def test_every_demand_call_against_a_real_device(hub, demand):
     assert await demand.find("000000000000000") == NO
     assert await demand.getlist(10, 0) == ["861234567890123"]
     assert await demand.gettotal() == 1
-    assert await demand.health() == {"nodes": 1, "devices": 1}
+    assert await demand.health() == {"nodes": 1, "devices": 1, "store": "none"}
     await device.close()
     await eventually(lambda: len(hub.directory) == 0)
     assert await demand.find("861234567890123") == NO
@@ -124,7 +124,7 @@ async def test_paging_is_sorted_across_nodes(hub, demand):
     await eventually(lambda: len(hub.directory) == 25)
     pages = [await demand.getlist(10, page) for page in range(4)]
     assert pages == [imeis[0:10], imeis[10:20], imeis[20:25], []]
-    assert await demand.health() == {"nodes": 2, "devices": 25}
+    assert await demand.health() == {"nodes": 2, "devices": 25, "store": "none"}
     for device in devices:
         await device.close()
 

@@ -63,13 +63,13 @@ def run_device(port, stop):
 
 
 @pytest.fixture(scope="module")
-def base_url():
+def base_url(tmp_path_factory):
     devices, http, frontend, backend, events = free_ports(5)
     process = subprocess.Popen(
         [TWISTD, "-n", "--pidfile=", "devicehub", "--devices", f"tcp:{devices}:interface=127.0.0.1",
          "--http", f"tcp:{http}:interface=127.0.0.1", "--frontend", f"tcp://127.0.0.1:{frontend}",
          "--backend", f"tcp://127.0.0.1:{backend}", "--events", f"tcp://127.0.0.1:{events}",
-         "--command-timeout", "1"],
+         "--store", str(tmp_path_factory.mktemp("store") / "queue.sqlite3"), "--command-timeout", "1"],
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         cwd=ROOT,
         stdout=subprocess.DEVNULL,

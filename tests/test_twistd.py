@@ -29,7 +29,7 @@ async def test_twistd_runs_all_roles_and_a_device_answers():
         await eventually(lambda: "861234567890123 online" in process.output)
         assert await demand.request("861234567890123", "0x10") == Reply(OK, {"ok": 1})
         assert await demand.getlist(10, 0) == ["861234567890123"]
-        assert await demand.health() == {"nodes": 1, "devices": 1}
+        assert await demand.health() == {"nodes": 1, "devices": 1, "store": "ok"}
         goodbye = device.nextLine()
         await process.stop()
         # twistd shuts down cleanly, then ends by the signal it received

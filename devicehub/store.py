@@ -1,0 +1,218 @@
+"""
+The broker's durable queue of commands for offline devices, in SQLite.
+
+Every database call runs on one thread of its own (C{adbapi} with a single
+connection), never in the reactor. A command moves::
+
+    queued -> sent -> acked                      the device acked it
+                   -> queued                     not acked (timeout, device gone, node died):
+                                                 sent again at the device's next login
+    queued -> expired                            its ttl passed first
+    queued -> failed                             MAX_ATTEMPTS deliveries without an ack
+    queued -> cancelled | replaced               DELETE /commands/{id}; a newer "coalesce" one
+
+Delivery is at least once: a command whose ack was lost (or whose broker restarted
+while it was "sent") is sent again; an acked one never is.
+"""
+
+import json
+import sqlite3
+import uuid
+from typing import Any
+
+from twisted.enterprise import adbapi
+from twisted.internet.defer import Deferred
+
+QUEUED, SENT, ACKED, EXPIRED, FAILED, CANCELLED, REPLACED = (
+    "queued", "sent", "acked", "expired", "failed", "cancelled", "replaced",
+)
+MAX_ATTEMPTS = 10
+DEFAULT_TTL = 86_400.0
+MAX_TTL = 30 * 86_400.0
+
+_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS commands (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        imei TEXT NOT NULL,
+        instruct TEXT NOT NULL,
+        data TEXT NOT NULL,
+        state TEXT NOT NULL,
+        created REAL NOT NULL,
+        expires REAL NOT NULL,
+        updated REAL NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0)""",
+    "CREATE INDEX IF NOT EXISTS commands_waiting ON commands (imei, state, seq)",
+    "CREATE INDEX IF NOT EXISTS commands_state ON commands (state)",
+]
+_COLUMNS = "id, imei, instruct, data, state, created, expires, updated, attempts"
+
+
+def _record(row: tuple) -> dict[str, Any]:
+    id, imei, instruct, data, state, created, expires, updated, attempts = row
+    return {
+        "id": id, "imei": imei, "instruct": instruct, "data": json.loads(data), "state": state,
+        "created": created, "expires": expires, "updated": updated, "attempts": attempts,
+    }
+
+
+def _connected(connection: sqlite3.Connection) -> None:
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")
+
+
+class CommandStore:
+    """Queued commands in the SQLite file at C{path} (created on first use)."""
+
+    def __init__(self, path: str, reactor) -> None:
+        self.path = path
+        self.depth = 0
+        """Commands queued right now (kept in step with every change)."""
+        self.healthy = True
+        """False when the last database call failed."""
+        self._pool = adbapi.ConnectionPool(
+            "sqlite3", path, check_same_thread=False, cp_min=1, cp_max=1,
+            cp_openfun=_connected, cp_reactor=reactor,
+        )
+
+    def _run(self, interaction, *args) -> Deferred:
+        def ok(result):
+            self.healthy = True
+            return result
+
+        def failed(failure):
+            self.healthy = False
+            return failure
+
+        return self._pool.runInteraction(interaction, *args).addCallbacks(ok, failed)
+
+    @staticmethod
+    def _depth(cursor) -> int:
+        cursor.execute("SELECT count(*) FROM commands WHERE state = ?", (QUEUED,))
+        return cursor.fetchone()[0]
+
+    def _keepDepth(self, result: tuple) -> Any:
+        self.depth, value = result
+        return value
+
+    def open(self, now: float) -> Deferred:
+        """Create the table if needed; what was "sent" when the broker stopped is queued again."""
+
+        def interaction(cursor):
+            for statement in _SCHEMA:
+                cursor.execute(statement)
+            cursor.execute("UPDATE commands SET state = ?, updated = ? WHERE state = ?", (QUEUED, now, SENT))
+            return self._depth(cursor), None
+
+        return self._run(interaction).addCallback(self._keepDepth)
+
+    def add(self, imei: str, instruct: str, data: Any, ttl: float, coalesce: bool, now: float) -> "Deferred[str]":
+        """Queue a command; with C{coalesce}, it replaces queued ones with the same instruct."""
+        id = uuid.uuid4().hex
+
+        def interaction(cursor):
+            if coalesce:
+                cursor.execute(
+                    "UPDATE commands SET state = ?, updated = ? WHERE imei = ? AND instruct = ? AND state = ?",
+                    (REPLACED, now, imei, instruct, QUEUED),
+                )
+            cursor.execute(
+                f"INSERT INTO commands ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0)",
+                (id, imei, instruct, json.dumps(data), QUEUED, now, now + ttl, now),
+            )
+            return self._depth(cursor), id
+
+        return self._run(interaction).addCallback(self._keepDepth)
+
+    def due(self, imei: str, now: float) -> "Deferred[list[dict[str, Any]]]":
+        """The commands to deliver to C{imei}, oldest first (expired ones are marked so first)."""
+
+        def interaction(cursor):
+            cursor.execute(
+                "UPDATE commands SET state = ?, updated = ? WHERE imei = ? AND state = ? AND expires <= ?",
+                (EXPIRED, now, imei, QUEUED, now),
+            )
+            cursor.execute(
+                f"SELECT {_COLUMNS} FROM commands WHERE imei = ? AND state = ? ORDER BY seq", (imei, QUEUED)
+            )
+            commands = [_record(row) for row in cursor.fetchall()]  # before the cursor runs the count
+            return self._depth(cursor), commands
+
+        return self._run(interaction).addCallback(self._keepDepth)
+
+    def sending(self, id: str, now: float) -> Deferred:
+        """Mark a command sent (one more attempt)."""
+        return self._set(id, SENT, now, "attempts = attempts + 1")
+
+    def delivered(self, id: str, acked: bool, now: float) -> Deferred:
+        """The outcome of sending it: acked, or queued again (failed after MAX_ATTEMPTS)."""
+        if acked:
+            return self._set(id, ACKED, now)
+
+        def interaction(cursor):
+            cursor.execute(
+                "UPDATE commands SET state = CASE WHEN attempts >= ? THEN ? ELSE ? END, updated = ? "
+                "WHERE id = ? AND state = ?",
+                (MAX_ATTEMPTS, FAILED, QUEUED, now, id, SENT),
+            )
+            return self._depth(cursor), None
+
+        return self._run(interaction).addCallback(self._keepDepth)
+
+    def _set(self, id: str, state: str, now: float, extra: str = "") -> Deferred:
+        def interaction(cursor):
+            assignments = f"state = ?, updated = ?{', ' + extra if extra else ''}"
+            cursor.execute(f"UPDATE commands SET {assignments} WHERE id = ?", (state, now, id))
+            return self._depth(cursor), None
+
+        return self._run(interaction).addCallback(self._keepDepth)
+
+    def get(self, id: str) -> "Deferred[dict[str, Any] | None]":
+        """One command's record, or None."""
+
+        def interaction(cursor):
+            cursor.execute(f"SELECT {_COLUMNS} FROM commands WHERE id = ?", (id,))
+            row = cursor.fetchone()
+            return None if row is None else _record(row)
+
+        return self._run(interaction)
+
+    def waiting(self, imei: str) -> "Deferred[list[dict[str, Any]]]":
+        """The commands queued for C{imei}, oldest first."""
+
+        def interaction(cursor):
+            cursor.execute(
+                f"SELECT {_COLUMNS} FROM commands WHERE imei = ? AND state = ? ORDER BY seq", (imei, QUEUED)
+            )
+            return [_record(row) for row in cursor.fetchall()]
+
+        return self._run(interaction)
+
+    def cancel(self, id: str, now: float) -> "Deferred[dict[str, Any] | None]":
+        """Cancel a queued command; return its record afterwards (None if unknown)."""
+
+        def interaction(cursor):
+            cursor.execute(
+                "UPDATE commands SET state = ?, updated = ? WHERE id = ? AND state = ?", (CANCELLED, now, id, QUEUED)
+            )
+            cursor.execute(f"SELECT {_COLUMNS} FROM commands WHERE id = ?", (id,))
+            row = cursor.fetchone()
+            return self._depth(cursor), None if row is None else _record(row)
+
+        return self._run(interaction).addCallback(self._keepDepth)
+
+    def expire(self, now: float) -> Deferred:
+        """Mark every queued command whose ttl passed."""
+
+        def interaction(cursor):
+            cursor.execute(
+                "UPDATE commands SET state = ?, updated = ? WHERE state = ? AND expires <= ?",
+                (EXPIRED, now, QUEUED, now),
+            )
+            expired = cursor.rowcount
+            return self._depth(cursor), expired
+
+        return self._run(interaction).addCallback(self._keepDepth)
+
+    def close(self) -> None:
+        self._pool.close()

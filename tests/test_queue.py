@@ -1,0 +1,174 @@
+"""The queue of commands for offline devices: the SQLite store, and delivery through a real hub."""
+
+import json
+
+import pytest
+import pytest_twisted
+import treq
+from twisted.internet import reactor
+from twisted.web.client import Agent, HTTPConnectionPool
+
+from devicehub import OK, QUEUED, Demand, Reply
+from devicehub.store import MAX_ATTEMPTS, CommandStore
+
+from .support import Hub, connect, eventually, online, pause
+
+
+@pytest_twisted.async_yield_fixture
+async def store(tmp_path):
+    store = CommandStore(str(tmp_path / "queue.sqlite3"), reactor)
+    await store.open(0.0)
+    yield store
+    store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_store_keeps_order_states_and_depth(store):
+    first = await store.add("dev", "0x10", {"a": 1}, 100, False, 1.0)
+    second = await store.add("dev", "0x11", None, 100, False, 2.0)
+    other = await store.add("other", "0x10", [1], 100, False, 3.0)
+    assert store.depth == 3
+    assert [c["id"] for c in await store.due("dev", 4.0)] == [first, second]
+    await store.sending(first, 5.0)
+    await store.delivered(first, True, 6.0)
+    assert (await store.get(first))["state"] == "acked" and store.depth == 2
+    assert (await store.cancel(other, 7.0))["state"] == "cancelled"
+    assert (await store.cancel(first, 7.0))["state"] == "acked"  # too late to cancel
+    assert await store.cancel("nope", 7.0) is None and await store.get("nope") is None
+    assert [c["id"] for c in await store.waiting("dev")] == [second]
+    assert (await store.get(second))["data"] is None and store.depth == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_store_coalesce_expiry_and_failure(store):
+    old = await store.add("dev", "interval", 60, 100, False, 1.0)
+    new = await store.add("dev", "interval", 30, 100, True, 2.0)
+    assert (await store.get(old))["state"] == "replaced"
+    short = await store.add("dev", "ping", None, 5, False, 3.0)
+    assert [c["id"] for c in await store.due("dev", 9.0)] == [new]  # the short one expired at 8
+    assert (await store.get(short))["state"] == "expired"
+    for attempt in range(MAX_ATTEMPTS):
+        await store.sending(new, 10.0 + attempt)
+        await store.delivered(new, False, 10.0 + attempt)
+    assert (await store.get(new))["state"] == "failed" and (await store.get(new))["attempts"] == MAX_ATTEMPTS
+
+
+@pytest_twisted.ensureDeferred
+async def test_store_requeues_what_was_sent_when_reopened(tmp_path):
+    path = str(tmp_path / "queue.sqlite3")
+    store = CommandStore(path, reactor)
+    await store.open(0.0)
+    id = await store.add("dev", "0x10", None, 100, False, 1.0)
+    await store.sending(id, 2.0)
+    store.close()
+    reopened = CommandStore(path, reactor)
+    await reopened.open(3.0)  # e.g. the broker restarted before the ack came
+    assert (await reopened.get(id))["state"] == "queued" and reopened.depth == 1
+    reopened.close()
+
+
+@pytest_twisted.async_yield_fixture
+async def hub(tmp_path):
+    hub = await Hub(commandTimeout=1.0, brokerOptions={"store": str(tmp_path / "q.sqlite3"), "deliveryTimeout": 1.0}).start()
+    yield hub
+    await hub.stop()
+
+
+@pytest.fixture
+def demand(hub):
+    demand = Demand(hub.frontend)
+    yield demand
+    demand.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_queued_commands_are_delivered_oldest_first_at_login(hub, demand):
+    first = await demand.request("sleeper", "0x10", {"n": 1}, queue=True)
+    assert first.result == QUEUED and first.id
+    second = await demand.request_nowait("sleeper", "0x11", {"n": 2}, queue=True)
+    assert second.result == QUEUED
+    assert [c["instruct"] for c in await demand.queued("sleeper")] == ["0x10", "0x11"]
+    device = await connect(hub.devicePort, "sleeper", reply="done")
+    await eventually(lambda: len(device.commands) == 2)
+    assert [(c["instruct"], c["data"]) for c in device.commands] == [("0x10", {"n": 1}), ("0x11", {"n": 2})]
+    await eventually(lambda: hub.broker.store.depth == 0)
+    assert (await demand.status(first.id))["state"] == "acked"
+    assert (await demand.status(second.id))["state"] == "acked"
+    await device.close()
+    again = await connect(hub.devicePort, "sleeper")  # acked ones are never sent again
+    await pause(0.3)
+    assert again.commands == []
+    # an online device: queue=True behaves as today
+    assert await demand.send("sleeper", "0x12", queue=True) == OK
+    await again.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_unacked_delivery_is_sent_again_at_the_next_login(hub, demand):
+    reply = await demand.request("flaky", "0x10", queue=True)
+    silent = await connect(hub.devicePort, "flaky", silent=True)
+    await eventually(lambda: silent.commands)
+    await silent.close()  # gone before acking: the command goes back to the queue
+    await eventually(lambda: hub.broker.store.depth == 1)
+    record = await demand.status(reply.id)
+    assert record["state"] == "queued" and record["attempts"] == 1
+    device = await connect(hub.devicePort, "flaky", reply="finally")
+    await eventually(lambda: device.commands)
+    await eventually(lambda: hub.broker.store.depth == 0)
+    assert (await demand.status(reply.id))["state"] == "acked"
+    await device.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_coalesce_cancel_and_expiry(hub, demand):
+    old = await demand.request("dev", "interval", 60, queue=True, coalesce=True)
+    new = await demand.request("dev", "interval", 30, queue=True, coalesce=True)
+    dropped = await demand.request("dev", "reboot", None, queue=True)
+    stale = await demand.request("dev", "locate", None, queue=True, ttl=0.1)
+    assert (await demand.status(old.id))["state"] == "replaced"
+    assert (await demand.cancel(dropped.id))["state"] == "cancelled"
+    await pause(0.2)
+    device = await connect(hub.devicePort, "dev", reply=1)
+    await eventually(lambda: device.commands)
+    await pause(0.2)
+    assert [(c["instruct"], c["data"]) for c in device.commands] == [("interval", 30)]
+    assert (await demand.status(stale.id))["state"] == "expired"
+    assert (await demand.status(new.id))["state"] == "acked"
+    await device.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_queue_over_http(hub):
+    pool = HTTPConnectionPool(reactor, persistent=False)
+    http = treq.client.HTTPClient(Agent(reactor, pool=pool))
+
+    async def call(method, path, body=None):
+        response = await http.request(method, hub.url + path, data=None if body is None else json.dumps(body).encode())
+        return response.code, json.loads(await response.content())
+
+    try:
+        code, queued = await call("POST", "/devices/watch1/commands", {"instruct": "0x10", "queue": True, "ttl": 60})
+        assert code == 202 and queued["result"] == "queued"
+        code, other = await call("POST", "/devices/watch1/commands", {"instruct": "0x11", "queue": True, "wait": False})
+        assert code == 202
+        code, listing = await call("GET", "/devices/watch1/queue")
+        assert code == 200 and [c["id"] for c in listing["commands"]] == [queued["id"], other["id"]]
+        code, record = await call("GET", f"/commands/{queued['id']}")
+        assert code == 200 and record["state"] == "queued" and record["expires"] - record["created"] == 60
+        assert (await call("DELETE", f"/commands/{other['id']}"))[1]["state"] == "cancelled"
+        assert await call("DELETE", f"/commands/{other['id']}") == (200, (await call("GET", f"/commands/{other['id']}"))[1])
+        assert (await call("GET", "/commands/nonexistent"))[0] == 404
+        assert (await call("DELETE", "/commands/nonexistent"))[0] == 404
+        for bad in [{"instruct": "x", "queue": "yes"}, {"instruct": "x", "queue": True, "ttl": 0},
+                    {"instruct": "x", "queue": True, "ttl": 10**9}, {"instruct": "x", "coalesce": 1}]:
+            assert (await call("POST", "/devices/watch1/commands", bad))[0] == 400
+        device = await online(hub, "watch1", reply="ok")
+        await eventually(lambda: device.commands)
+        await eventually(lambda: hub.broker.store.depth == 0)
+        assert (await call("GET", f"/commands/{queued['id']}"))[1]["state"] == "acked"
+        code, body = await call("DELETE", f"/commands/{queued['id']}")
+        assert code == 409 and body["command"]["state"] == "acked"
+        assert (await call("GET", "/health"))[1]["store"] == "ok"
+        await device.close()
+    finally:
+        await pool.closeCachedConnections()
