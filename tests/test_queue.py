@@ -172,3 +172,31 @@ async def test_queue_over_http(hub):
         await device.close()
     finally:
         await pool.closeCachedConnections()
+
+
+@pytest_twisted.ensureDeferred
+async def test_queue_metrics_and_cli(hub, demand):
+    import os
+    import sys
+    from pathlib import Path
+
+    from twisted.internet.utils import getProcessOutputAndValue
+
+    from .support import ROOT
+
+    cli = str(Path(sys.executable).parent / "devicehub")
+    out, err, code = await getProcessOutputAndValue(
+        cli, ["--frontend", hub.frontend, "send", "later", "0x10", '{"x": 1}', "--queue", "--ttl", "60", "--coalesce"],
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, reactor=reactor,
+    )
+    assert code == 0, err
+    output = json.loads(out)
+    assert output["result"] == "queued"
+    assert (await demand.status(output["id"]))["data"] == {"x": 1}
+    sample = hub.metrics.registry.get_sample_value
+    assert sample("devicehub_queue_depth") == 1
+    assert sample("devicehub_commands_total", {"result": "queued"}) == 1
+    device = await connect(hub.devicePort, "later", reply=1)
+    await eventually(lambda: sample("devicehub_queue_depth") == 0)
+    assert sample("devicehub_commands_total", {"result": "ok"}) == 1  # the delivery
+    await device.close()
