@@ -27,7 +27,7 @@ from .frames import VERSION, FrameError
 from .imei import is_valid_imei
 from .store import DEFAULT_TTL, MAX_TTL, CommandStore
 from .metrics import Metrics
-from .results import BUSY, NO, OK, RESULTS, TIMEOUT
+from .results import BUSY, NO, OK, QUEUED, RESULTS, TIMEOUT
 from .zmqsocket import ZmqSocket
 
 log = Logger()
@@ -158,6 +158,9 @@ class Broker:
         self.publish = publish
         self.store = store
         self.deliveries: set[Deferred] = set()
+        """The broker's own deliveries of queued commands under way."""
+        self.storeCalls: set[Deferred] = set()
+        """Clients' queue requests waiting for the store."""
         self._delivering: set[str] = set()
         self._deliverAgain: set[str] = set()
         self._eventNumbers: dict[str, int] = {}
@@ -225,7 +228,7 @@ class Broker:
         body = message.body
         queue, coalesce, ttl = body.get("queue", False), body.get("coalesce", False), body.get("ttl")
         if not isinstance(queue, bool) or not isinstance(coalesce, bool) or not (
-            ttl is None or (frames._is_seconds(ttl) and ttl <= MAX_TTL)
+            ttl is None or (frames.is_seconds(ttl) and ttl <= MAX_TTL)
         ):
             self._error(client, message.rid, "invalid", f"queue and coalesce must be booleans, 0 < ttl <= {MAX_TTL:g}")
             return
@@ -315,12 +318,17 @@ class Broker:
         added = self.store.add(imei, body["instruct"], body["data"], ttl, coalesce, self.clock.seconds())
 
         def queued(id: str) -> None:
-            self.metrics.commands.labels("queued").inc()
-            self._reply(client, rid, {"result": "queued", "id": id})
+            self.metrics.commands.labels(QUEUED).inc()
+            self._reply(client, rid, {"result": QUEUED, "id": id})
             if self.directory.owner(imei) is not None:  # it logged in while the store wrote
                 self._startDelivery(imei)
 
         added.addCallbacks(queued, self._storeFailed, errbackArgs=(client, rid))
+        self._track(added)
+
+    def _track(self, call: Deferred) -> None:
+        self.storeCalls.add(call)
+        call.addBoth(lambda _: self.storeCalls.discard(call))
 
     def _storeFailed(self, failure, client: bytes, rid: bytes) -> None:
         log.failure("The command store failed", failure)
@@ -329,6 +337,7 @@ class Broker:
     def _storeQuery(self, client: bytes, rid: bytes, query: Deferred, answer) -> None:
         query.addCallbacks(lambda value: self._reply(client, rid, answer(value)), self._storeFailed,
                            errbackArgs=(client, rid))
+        self._track(query)
 
     def _withStore(self, client: bytes, message: frames.Message) -> bool:
         if self.store is None:
@@ -686,7 +695,7 @@ class BrokerService(Service):
     async def _stop(self) -> None:
         self.metrics.forget(self.broker)
         self.broker.draining = True
-        await drain(self.reactor, lambda: self.broker.routed, self.drainTimeout)
+        await drain(self.reactor, lambda: self.broker.routed or self.broker.storeCalls, self.drainTimeout)
         for loop in (self._expiry, self._storeExpiry):
             if loop is not None and loop.running:
                 loop.stop()

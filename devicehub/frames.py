@@ -44,7 +44,8 @@ def _is_count(value: object) -> bool:
     return _is_int(value) and value >= 0
 
 
-def _is_seconds(value: object) -> bool:
+def is_seconds(value: object) -> bool:
+    """A finite number of seconds > 0."""
     return (
         isinstance(value, (int, float))
         and not isinstance(value, bool)
@@ -90,7 +91,7 @@ _COMMAND: dict[str, Check] = {
     "imei": _is_str,
     "instruct": _is_str,
     "data": _is_any,
-    "timeout": _is_seconds,
+    "timeout": is_seconds,
     "wait": _is_bool,
 }
 _PRESENCE: dict[str, Check] = {"imei": _is_str, "conn": _is_count}
@@ -118,7 +119,7 @@ SCHEMAS: dict[bytes, dict[str, Check]] = {
     b"bye": {},
     b"result": {"result": _is_str, "data": _is_any},
     # broker -> node
-    b"welcome": {"heartbeat": _is_seconds},
+    b"welcome": {"heartbeat": is_seconds},
     b"pong": {},
     b"reset": {},
     b"command": _COMMAND,

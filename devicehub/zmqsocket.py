@@ -102,8 +102,10 @@ class ZmqSocket(ZmqConnection):
 
         @raise zmq.Again: the peer's queue is full or (with C{immediate}) there
             is no connected peer.
-        @raise zmq.ZMQError: (C{mandatory} ROUTER) the peer is unknown.
+        @raise zmq.ZMQError: (C{mandatory} ROUTER) the peer is unknown, or the socket is closed.
         """
+        if self.socket is None:
+            raise zmq.ZMQError(zmq.ENOTSOCK)
         self.socket.send_multipart(frames, zmq.NOBLOCK)
         # Sending may consume the FD's edge: read what arrived meanwhile.
         self._scheduleRead()
