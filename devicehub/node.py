@@ -57,7 +57,6 @@ class Node:
         if older is not None:
             older.close("replaced")
         self._logins.inc()
-        log.debug("{imei} online on connection {conn}", imei=imei, conn=device.conn)
         if self.upstream is not None:
             self.upstream.online(imei, device.conn, device.since)
 
@@ -66,7 +65,6 @@ class Node:
         if self.devices.get(device.imei) is device:
             del self.devices[device.imei]
             self._logouts.inc()
-            log.debug("{imei} offline", imei=device.imei)
             if self.upstream is not None:
                 self.upstream.offline(device.imei, device.conn)
 

@@ -51,6 +51,14 @@ async def eventually(condition, timeout: float = 5.0, interval: float = 0.01):
         await pause(interval)
 
 
+async def until_online(demand, imei: str, timeout: float = 10.0) -> None:
+    """Wait until the broker lists C{imei} as online."""
+    deadline = reactor.seconds() + timeout
+    while await demand.find(imei) != "ok":
+        assert reactor.seconds() < deadline, f"{imei} never came online"
+        await pause(0.02)
+
+
 class Hub:
     """Broker, node and (optionally) API in this process, on ephemeral ports."""
 

@@ -16,7 +16,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 
 from devicehub import OK, BrokerUnavailable, Demand, Reply
 
-from .support import ROOT, connect, eventually, free_ports, pause, start_twistd
+from .support import ROOT, connect, eventually, free_ports, pause, start_twistd, until_online
 
 CLI = str(Path(sys.executable).parent / "devicehub")
 
@@ -54,7 +54,7 @@ async def test_only_processes_with_authorized_keys_get_in(tmp_path):
         await eventually(lambda: "Registered with the broker" in node.output, 20)
         await eventually(lambda: "Listening for HTTP" in api.output, 20)
         device = await connect(devices, "secret-agent", reply="encrypted")
-        await eventually(lambda: "secret-agent online" in node.output)
+        await until_online(trusted, "secret-agent")
         assert await trusted.request("secret-agent", "0x10") == Reply(OK, "encrypted")
         response = await treq.client.HTTPClient(Agent(reactor, pool=pool)).post(
             f"http://127.0.0.1:{http}/devices/secret-agent/commands", data=b'{"instruct":"0x10"}'

@@ -8,7 +8,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 
 from devicehub import NO, OK, TIMEOUT, Demand
 
-from .support import Hub, connect, eventually, free_ports, online, start_twistd
+from .support import Hub, connect, eventually, free_ports, online, start_twistd, until_online
 
 
 async def scrape(url):
@@ -72,7 +72,9 @@ async def test_metrics_option_serves_a_process_without_the_api_role():
     try:
         await eventually(lambda: "Registered with the broker" in process.output, 20)
         device = await connect(devices, "watched")
-        await eventually(lambda: "watched online" in process.output)
+        demand = Demand(f"tcp://127.0.0.1:{frontend}")
+        await until_online(demand, "watched")
+        demand.close()
         samples = await scrape(f"http://127.0.0.1:{metrics}/")
         assert samples[("devicehub_devices_online", (("node", "edge-7"),))] == 1
         assert samples[("devicehub_directory_devices", ())] == 1

@@ -7,7 +7,7 @@ import pytest_twisted
 
 from devicehub import OK, Demand, Reply
 
-from .support import connect, eventually, free_ports, start_twistd
+from .support import connect, eventually, free_ports, start_twistd, until_online
 
 
 @pytest_twisted.ensureDeferred
@@ -26,7 +26,7 @@ async def test_twistd_runs_all_roles_and_a_device_answers():
     try:
         await eventually(lambda: "Registered with the broker" in process.output, timeout=20)
         device = await connect(devices, "861234567890123", reply={"ok": 1})
-        await eventually(lambda: "861234567890123 online" in process.output)
+        await until_online(demand, "861234567890123")
         assert await demand.request("861234567890123", "0x10") == Reply(OK, {"ok": 1})
         assert await demand.getlist(10, 0) == ["861234567890123"]
         assert await demand.health() == {"nodes": 1, "devices": 1, "store": "ok"}

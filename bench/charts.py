@@ -1,0 +1,66 @@
+"""Charts of a bench/run.py result (matplotlib, PNG): `python bench/charts.py RESULTS.json DIR`."""
+
+import json
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def draw(results: dict, directory: Path) -> list[Path]:
+    """Write latency_vs_offered.png, throughput.png and memory.png; return their paths."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+
+    offered = results["b_all_in_one"]["demand_offered"]
+    figure, axes = plt.subplots(figsize=(6, 4))
+    rates = [point["offered_per_s"] for point in offered]
+    for key, label in (("p50_ms", "p50"), ("p99_ms", "p99")):
+        axes.plot(rates, [point[key] for point in offered], marker="o", label=label)
+    axes.set_yscale("log")
+    axes.set(xlabel="offered commands/s (Demand, all roles in one process)", ylabel="latency (ms, log scale)",
+             title="Command latency under load")
+    axes.legend()
+    paths.append(_save(figure, directory / "latency_vs_offered.png"))
+
+    b, c, e = results["b_all_in_one"], results["c_cluster"], results["e_transports"]
+    bars = {
+        "bare ZeroMQ echo": e["zmq_echo_per_s"],
+        "bare Twisted line echo": e["line_echo_per_s"],
+        "b Demand (1 process)": b["demand_window"]["per_s"],
+        "b HTTP (1 process)": b.get("http_window", {}).get("per_s", 0),
+        "c Demand (cluster)": c["demand_window"]["per_s"],
+        "c HTTP (cluster)": c.get("http_window", {}).get("per_s", 0),
+    }
+    for point in results["d_nodes"]:
+        bars[f"d {point['nodes']} node(s)"] = point["demand_window"]["per_s"]
+    figure, axes = plt.subplots(figsize=(8, 4))
+    axes.barh(list(bars), [max(value, 1) for value in bars.values()])
+    for row, value in enumerate(bars.values()):
+        axes.text(max(value, 1), row, f" {value:,}", va="center", fontsize=8)
+    axes.set_xscale("log")
+    axes.set(xlabel="acked commands/s, log scale (window of 200; HTTP 50 in flight)", title="Throughput per scenario")
+    axes.invert_yaxis()
+    paths.append(_save(figure, directory / "throughput.png"))
+
+    points = results["a_idle"]["memory_points"]
+    figure, axes = plt.subplots(figsize=(6, 4))
+    axes.plot([p["devices"] for p in points], [p["rss_kib"] / 1024 for p in points], marker="o")
+    axes.set(xlabel="idle devices connected to one node", ylabel="node process RSS (MiB)", title="Memory vs devices")
+    paths.append(_save(figure, directory / "memory.png"))
+    return paths
+
+
+def _save(figure, path: Path) -> Path:
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+if __name__ == "__main__":
+    for written in draw(json.loads(Path(sys.argv[1]).read_text()), Path(sys.argv[2])):
+        print(written)

@@ -1,0 +1,83 @@
+"""
+A fleet of simulated devices in one process:
+`python bench/fleet.py --port 7700 --count 5000 --source 127.0.0.2 --prefix f1-`.
+
+Opens COUNT real TCP connections to a node from SOURCE (so that several fleets on
+several 127.0.0.x addresses get past one address's ~28 000 ports), logs each in as
+PREFIX000000…, acks every command (with --reply data, after --delay seconds, or never
+with --silent), and pings every --ping seconds. Prints one JSON line when all are
+logged in ({"ready": COUNT, "login_per_s": …}), then runs until SIGTERM.
+"""
+
+import argparse
+import json
+import sys
+
+from twisted.internet import defer, task
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.protocols.basic import LineOnlyReceiver
+
+
+class SimulatedDevice(LineOnlyReceiver):
+    delimiter = b"\n"
+
+    def __init__(self, imei: str, options) -> None:
+        self.imei = imei
+        self.options = options
+        self.loggedIn: defer.Deferred = defer.Deferred()
+
+    def connectionMade(self) -> None:
+        self.transport.setTcpNoDelay(True)
+        self.sendLine(b'{"type":"login","imei":"%s"}' % self.imei.encode())
+
+    def lineReceived(self, line: bytes) -> None:
+        if line.startswith(b'{"type":"command"'):
+            if self.options.silent:
+                return
+            ident = json.loads(line)["ident"]
+            ack = b'{"type":"ack","ident":%d%s}' % (ident, self.options.replyJson)
+            if self.options.delay:
+                self.clock.callLater(self.options.delay, self.sendLine, ack)
+            else:
+                self.sendLine(ack)
+        elif line.startswith(b'{"type":"login"') and not self.loggedIn.called:
+            self.loggedIn.callback(b'"status":200' in line)
+
+    def ping(self) -> None:
+        self.sendLine(b'{"type":"ping"}')
+
+
+async def main(reactor, options) -> None:
+    options.replyJson = b"" if options.reply is None else b',"data":' + options.reply.encode()
+    endpoint = TCP4ClientEndpoint(reactor, options.host, options.port, bindAddress=(options.source, 0), timeout=30)
+    devices = []
+    started = reactor.seconds()
+    for start in range(0, options.count, options.batch):
+        batch = [SimulatedDevice(f"{options.prefix}{i:06}", options) for i in range(start, min(start + options.batch, options.count))]
+        for device in batch:
+            device.clock = reactor
+        await defer.gatherResults([connectProtocol(endpoint, device) for device in batch])
+        results = await defer.gatherResults([device.loggedIn for device in batch])
+        if not all(results):
+            raise SystemExit("a login was refused")
+        devices += batch
+    elapsed = reactor.seconds() - started
+    print(json.dumps({"ready": len(devices), "login_per_s": round(len(devices) / elapsed)}), flush=True)
+    if options.ping:
+        task.LoopingCall(lambda: [device.ping() for device in devices]).start(options.ping, now=False)
+    await defer.Deferred()  # until SIGTERM
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--count", type=int, default=100)
+    parser.add_argument("--source", default="127.0.0.1", help="source address of the connections")
+    parser.add_argument("--prefix", default="bench")
+    parser.add_argument("--batch", type=int, default=500, help="connections opened at once")
+    parser.add_argument("--reply", help="JSON put as data in every ack")
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds before each ack")
+    parser.add_argument("--silent", action="store_true", help="never ack")
+    parser.add_argument("--ping", type=float, default=0.0, help="seconds between pings (0: none)")
+    sys.exit(task.react(lambda reactor: defer.ensureDeferred(main(reactor, parser.parse_args()))))

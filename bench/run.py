@@ -1,0 +1,396 @@
+"""
+devicehub's benchmark: `python bench/run.py [--quick] [--out bench/results.json] [--charts docs/performance]`.
+
+Every scenario runs real processes on loopback: `twistd devicehub` roles, fleets of
+simulated devices (bench/fleet.py, spread over 127.0.0.x source addresses), and the load
+generators in this process. Progress goes to stderr; every figure to the JSON file;
+charts (PNG, matplotlib) to --charts. docs/performance.md says what each figure means.
+
+  a  idle capacity: devices on one node, RSS per connection, login rate
+  b  command round trips, all roles in one process (Demand: one at a time, a window,
+     fixed offered rates; HTTP POST with wait)
+  c  the same over separate broker / node / api processes
+  d  1, 2 and 4 nodes at the same total load: broker CPU per command
+  e  the transports' own limits: a bare pyzmq DEALER->ROUTER echo, a bare Twisted line echo
+"""
+
+import argparse
+import json
+import os
+import platform
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from twisted.internet import defer, task
+from twisted.internet.protocol import ProcessProtocol
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from devicehub import OK, Demand  # noqa: E402
+
+TWISTD = str(Path(sys.executable).parent / "twistd")
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def progress(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+class Process(ProcessProtocol):
+    """A child process; its output is kept; RSS and CPU are read from /proc."""
+
+    def __init__(self, reactor, args: list[str]) -> None:
+        self.output = ""
+        self.ended: defer.Deferred = defer.Deferred()
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        reactor.spawnProcess(self, args[0], args, env=env, path=str(ROOT))
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data.decode(errors="replace")
+
+    errReceived = outReceived
+
+    def processEnded(self, reason) -> None:
+        self.ended.callback(None)
+
+    async def until(self, text: str, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.output:
+            if self.ended.called or time.monotonic() > deadline:
+                raise RuntimeError(f"never saw {text!r}:\n{self.output[-2000:]}")
+            await task.deferLater(self.reactor, 0.05, lambda: None)
+
+    @property
+    def pid(self) -> int:
+        return self.transport.pid
+
+    def rss_kib(self) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        return 0
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICK
+
+    async def stop(self) -> None:
+        if not self.ended.called:
+            self.transport.signalProcess("TERM")
+        await self.ended
+
+
+class Bench:
+    def __init__(self, reactor, options) -> None:
+        self.reactor = reactor
+        self.options = options
+        self.processes: list[Process] = []
+        self.tmp = tempfile.mkdtemp(prefix="devicehub-bench-")
+
+    def spawn(self, args: list[str]) -> Process:
+        process = Process(self.reactor, args)
+        process.reactor = self.reactor
+        self.processes.append(process)
+        return process
+
+    async def hub(self, roles: str, **ports) -> Process:
+        args = [TWISTD, "-n", "--pidfile=", "-l", "-", "devicehub", "--roles", roles,
+                "--store", os.path.join(self.tmp, f"{time.monotonic_ns()}.sqlite3")]
+        for name, value in ports.items():
+            args += [f"--{name.replace('_', '-')}", str(value)]
+        process = self.spawn(args)
+        await process.until("Broker frontend on" if "broker" in roles else "Listening for", 60)
+        if "node" in roles:
+            await process.until("Registered with the broker", 60)
+        return process
+
+    async def fleet(self, port: int, count: int, source: str, prefix: str, **extra) -> tuple[Process, dict]:
+        args = [sys.executable, str(ROOT / "bench" / "fleet.py"), "--port", str(port), "--count", str(count),
+                "--source", source, "--prefix", prefix]
+        for name, value in extra.items():
+            args += [f"--{name}", str(value)]
+        process = self.spawn(args)
+        await process.until('"ready"', 600)
+        ready = json.loads(next(line for line in process.output.splitlines() if '"ready"' in line))
+        return process, ready
+
+    async def stopAll(self) -> None:
+        for process in reversed(self.processes):
+            await process.stop()
+        self.processes = []
+
+    # -- load generators
+
+    async def sequential(self, demand: Demand, imeis: list[str], count: int) -> dict:
+        samples = []
+        for i in range(count):
+            started = time.perf_counter()
+            assert await demand.send(imeis[i % len(imeis)], "0x10", i) == OK
+            samples.append(time.perf_counter() - started)
+        return percentiles(samples)
+
+    async def windowed(self, call, count: int, window: int) -> dict:
+        samples = []
+        work = iter(range(count))
+
+        async def worker():
+            for i in work:
+                started = time.perf_counter()
+                await call(i)
+                samples.append(time.perf_counter() - started)
+
+        started = time.perf_counter()
+        await defer.gatherResults([defer.ensureDeferred(worker()) for _ in range(window)])
+        elapsed = time.perf_counter() - started
+        return {"per_s": round(count / elapsed), **percentiles(samples)}
+
+    async def offered(self, demand: Demand, imeis: list[str], rate: int, seconds: float) -> dict:
+        """Send at a fixed rate (open loop); latency of each command."""
+        samples, pending = [], []
+        total = int(rate * seconds)
+        started = time.perf_counter()
+        for i in range(total):
+            due = started + i / rate
+            delay = due - time.perf_counter()
+            if delay > 0.002:
+                await task.deferLater(self.reactor, delay, lambda: None)
+            sent = time.perf_counter()
+            pending.append(demand.send(imeis[i % len(imeis)], "0x10", i).addCallback(
+                lambda result, sent=sent: samples.append(time.perf_counter() - sent)))
+        await defer.gatherResults(pending)
+        achieved = total / (time.perf_counter() - started)
+        return {"offered_per_s": rate, "achieved_per_s": round(achieved), **percentiles(samples)}
+
+    async def http(self, url: str, imeis: list[str], count: int, window: int) -> dict:
+        import treq
+        from twisted.web.client import Agent, HTTPConnectionPool
+
+        pool = HTTPConnectionPool(self.reactor)
+        pool.maxPersistentPerHost = window
+        client = treq.client.HTTPClient(Agent(self.reactor, pool=pool))
+
+        async def post(i):
+            response = await client.post(f"{url}/devices/{imeis[i % len(imeis)]}/commands", data=b'{"instruct":"0x10"}')
+            await response.content()
+            assert response.code == 200
+
+        try:
+            return await self.windowed(post, count, window)
+        finally:
+            await pool.closeCachedConnections()
+
+    async def roundtrips(self, frontend: str, imeis: list[str], url: str | None, label: str) -> dict:
+        n = self.options.commands
+        demand = Demand(frontend, timeout=30)
+        try:
+            await self.sequential(demand, imeis, 200)  # warm up
+            result = {"demand_sequential": await self.sequential(demand, imeis, n)}
+            progress(f"{label}: Demand one at a time p50 {result['demand_sequential']['p50_ms']} ms")
+            send = lambda i: demand.send(imeis[i % len(imeis)], "0x10", i)  # noqa: E731
+            result["demand_window"] = await self.windowed(send, n * 5, 200)
+            progress(f"{label}: Demand window of 200: {result['demand_window']['per_s']} commands/s")
+            result["demand_offered"] = []
+            for rate in self.options.rates:
+                figure = await self.offered(demand, imeis, rate, self.options.seconds)
+                result["demand_offered"].append(figure)
+                progress(f"{label}: offered {rate}/s -> p99 {figure['p99_ms']} ms")
+            if url is not None:
+                result["http_window"] = await self.http(url, imeis, n * 2, 50)
+                progress(f"{label}: HTTP 50 in flight: {result['http_window']['per_s']} commands/s")
+            return result
+        finally:
+            demand.close()
+
+    # -- scenarios
+
+    async def idle(self) -> dict:
+        devices, frontend, backend, events = free_ports(4)
+        hub = await self.hub("broker,node", devices=f"tcp:{devices}:interface=0.0.0.0",
+                             frontend=f"tcp://127.0.0.1:{frontend}", backend=f"tcp://127.0.0.1:{backend}",
+                             events=f"tcp://127.0.0.1:{events}")
+        base = hub.rss_kib()
+        per_fleet = self.options.idle // self.options.fleets
+        points = [{"devices": 0, "rss_kib": base}]
+        fleets = [self.fleet(devices, per_fleet, f"127.0.0.{2 + i}", f"f{i}-", batch=250)
+                  for i in range(self.options.fleets)]
+        readies = [ready for _, ready in await defer.gatherResults([defer.ensureDeferred(f) for f in fleets])]
+        total = sum(ready["ready"] for ready in readies)
+        # The fleets log in at the same time; each times its own logins (not its start-up).
+        elapsed = max(ready["ready"] / ready["login_per_s"] for ready in readies)
+        await task.deferLater(self.reactor, 1, lambda: None)
+        rss = hub.rss_kib()
+        points.append({"devices": total, "rss_kib": rss})
+        result = {
+            "devices": total,
+            "rss_base_kib": base,
+            "rss_kib": rss,
+            "kib_per_connection": round((rss - base) / max(total, 1), 2),
+            "logins_per_s": round(total / elapsed),
+            "memory_points": points,
+        }
+        progress(f"a: {total} devices, {result['kib_per_connection']} KiB each, {result['logins_per_s']} logins/s")
+        await self.stopAll()
+        return result
+
+    async def allInOne(self) -> dict:
+        devices, http, frontend, backend, events = free_ports(5)
+        hub = await self.hub("broker,node,api", devices=f"tcp:{devices}:interface=127.0.0.1",
+                             http=f"tcp:{http}:interface=127.0.0.1", frontend=f"tcp://127.0.0.1:{frontend}",
+                             backend=f"tcp://127.0.0.1:{backend}", events=f"tcp://127.0.0.1:{events}")
+        await self.fleet(devices, self.options.devices, "127.0.0.2", "b-")
+        imeis = [f"b-{i:06}" for i in range(self.options.devices)]
+        cpu = hub.cpu_seconds()
+        result = await self.roundtrips(f"tcp://127.0.0.1:{frontend}", imeis, f"http://127.0.0.1:{http}", "b")
+        result["hub_cpu_seconds"] = round(hub.cpu_seconds() - cpu, 2)
+        result["hub_rss_kib"] = hub.rss_kib()
+        await self.stopAll()
+        return result
+
+    async def cluster(self, nodes: int, label: str, full: bool) -> dict:
+        frontend, backend, events, http = free_ports(4)
+        zmq = {"frontend": f"tcp://127.0.0.1:{frontend}", "backend": f"tcp://127.0.0.1:{backend}",
+               "events": f"tcp://127.0.0.1:{events}"}
+        broker = await self.hub("broker", **zmq)
+        imeis = []
+        per_node = self.options.devices // nodes
+        for i in range(nodes):
+            port = free_ports(1)[0]
+            await self.hub("node", devices=f"tcp:{port}:interface=127.0.0.1", node_id=f"node{i}", **zmq)
+            await self.fleet(port, per_node, f"127.0.0.{2 + i}", f"{label}{i}-")
+            imeis += [f"{label}{i}-{j:06}" for j in range(per_node)]
+        url = None
+        if full:
+            await self.hub("api", http=f"tcp:{http}:interface=127.0.0.1", **zmq)
+            url = f"http://127.0.0.1:{http}"
+        cpu = broker.cpu_seconds()
+        if full:
+            result = await self.roundtrips(zmq["frontend"], imeis, url, label)
+            commands = self.options.commands * 6 + 200 + sum(int(r * self.options.seconds) for r in self.options.rates)
+        else:
+            demand = Demand(zmq["frontend"], timeout=30)
+            send = lambda i: demand.send(imeis[i % len(imeis)], "0x10", i)  # noqa: E731
+            commands = self.options.commands * 5
+            result = {"demand_window": await self.windowed(send, commands, 200)}
+            demand.close()
+            progress(f"{label}: {nodes} nodes, window of 200: {result['demand_window']['per_s']} commands/s")
+        used = broker.cpu_seconds() - cpu
+        result["nodes"] = nodes
+        result["broker_cpu_us_per_command"] = round(used / commands * 1e6, 1)
+        await self.stopAll()
+        return result
+
+    async def transports(self) -> dict:
+        import zmq
+
+        echo = self.spawn([sys.executable, str(ROOT / "bench" / "echo.py"), "zmq", "0"])
+        await echo.until("ready")
+        port = int(echo.output.split()[-1])
+        context = zmq.Context.instance()
+        dealer = context.socket(zmq.DEALER)
+        dealer.connect(f"tcp://127.0.0.1:{port}")
+        count, window = self.options.echoes, 200
+        started = time.perf_counter()
+        for i in range(window):
+            dealer.send(b"%d" % i)
+        for i in range(window, count + window):
+            dealer.recv()
+            if i < count:
+                dealer.send(b"%d" % i)
+        zmq_rate = round(count / (time.perf_counter() - started))
+        dealer.close(0)
+        lines = self.spawn([sys.executable, str(ROOT / "bench" / "echo.py"), "lines", "0"])
+        await lines.until("ready")
+        line_port = int(lines.output.split()[-1])
+        conn = socket.create_connection(("127.0.0.1", line_port))
+        line = b'{"type":"ack","ident":1}\n'
+        started = time.perf_counter()
+        sent, received = window, 0
+        conn.sendall(line * window)
+        while received < count:
+            got = conn.recv(65536).count(b"\n")  # whole lines echo back; a split one is counted once
+            received += got
+            more = min(got, count - sent)
+            if more > 0:
+                conn.sendall(line * more)
+                sent += more
+        line_rate = round(count / (time.perf_counter() - started))
+        conn.close()
+        progress(f"e: bare ZeroMQ echo {zmq_rate}/s, bare Twisted line echo {line_rate}/s")
+        await self.stopAll()
+        return {"zmq_echo_per_s": zmq_rate, "line_echo_per_s": line_rate, "window": window}
+
+
+def percentiles(samples: list[float]) -> dict:
+    ordered = sorted(samples)
+    pick = lambda q: round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 3)  # noqa: E731
+    return {"p50_ms": pick(0.5), "p95_ms": pick(0.95), "p99_ms": pick(0.99), "max_ms": round(ordered[-1] * 1000, 3)}
+
+
+def machine() -> dict:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    import twisted
+    import zmq
+
+    return {"cpus": os.cpu_count(), "cpu": model, "python": platform.python_version(),
+            "twisted": twisted.__version__, "pyzmq": zmq.__version__, "libzmq": zmq.zmq_version(),
+            "open_files": __import__("resource").getrlimit(__import__("resource").RLIMIT_NOFILE)[0]}
+
+
+async def main(reactor, options) -> None:
+    bench = Bench(reactor, options)
+    results = {"machine": machine(), "command": " ".join(sys.argv), "options": vars(options).copy()}
+    try:
+        results["e_transports"] = await bench.transports()
+        results["a_idle"] = await bench.idle()
+        results["b_all_in_one"] = await bench.allInOne()
+        results["c_cluster"] = await bench.cluster(1, "c", full=True)
+        results["d_nodes"] = [await bench.cluster(n, f"d{n}-", full=False) for n in (1, 2, 4)]
+    finally:
+        await bench.stopAll()
+    e = results["e_transports"]
+    results["ratios"] = {
+        "b_demand_window_vs_zmq_echo": round(results["b_all_in_one"]["demand_window"]["per_s"] / e["zmq_echo_per_s"], 3),
+        "b_demand_window_vs_line_echo": round(results["b_all_in_one"]["demand_window"]["per_s"] / e["line_echo_per_s"], 3),
+        "c_demand_window_vs_zmq_echo": round(results["c_cluster"]["demand_window"]["per_s"] / e["zmq_echo_per_s"], 3),
+    }
+    Path(options.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(options.out).write_text(json.dumps(results, indent=2) + "\n")
+    progress(f"wrote {options.out}")
+    if options.charts:
+        from charts import draw  # bench/charts.py
+
+        for path in draw(results, Path(options.charts)):
+            progress(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.add_argument("--quick", action="store_true", help="tiny numbers: checks that the benchmark works")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results.json"))
+    parser.add_argument("--charts", default=None, help="directory for PNG charts (needs matplotlib)")
+    options = parser.parse_args()
+    if options.quick:
+        options.idle, options.fleets, options.devices, options.commands = 200, 2, 20, 100
+        options.rates, options.seconds = [200, 500], 0.5
+        options.echoes = 2000
+    else:
+        options.idle, options.fleets, options.devices, options.commands = 19_000, 4, 100, 4000
+        options.rates, options.seconds = [1000, 2500, 5000, 10000], 3.0
+        options.echoes = 500_000
+    sys.path.insert(0, str(ROOT / "bench"))
+    task.react(lambda reactor: defer.ensureDeferred(main(reactor, options)))

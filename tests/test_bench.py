@@ -1,0 +1,33 @@
+"""A smoke run of the benchmark with tiny numbers, so that it never rots (full runs stay out of CI)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_benchmark_quick_run_produces_every_figure_and_chart(tmp_path):
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--out", str(tmp_path / "results.json"),
+         "--charts", str(tmp_path / "charts")],
+        capture_output=True, text=True, timeout=240,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "wrote" in run.stderr  # the progress display
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["machine"]["cpus"] >= 1
+    assert results["a_idle"]["devices"] == 200 and results["a_idle"]["kib_per_connection"] > 0
+    assert results["a_idle"]["logins_per_s"] > 0
+    for scenario in ("b_all_in_one", "c_cluster"):
+        figures = results[scenario]
+        assert figures["demand_window"]["per_s"] > 0 and figures["http_window"]["per_s"] > 0
+        assert 0 < figures["demand_sequential"]["p50_ms"] <= figures["demand_sequential"]["max_ms"]
+        assert [point["offered_per_s"] for point in figures["demand_offered"]] == [200, 500]
+    assert [point["nodes"] for point in results["d_nodes"]] == [1, 2, 4]
+    assert all(point["broker_cpu_us_per_command"] > 0 for point in results["d_nodes"])
+    assert results["e_transports"]["zmq_echo_per_s"] > 0 and results["e_transports"]["line_echo_per_s"] > 0
+    assert 0 < results["ratios"]["b_demand_window_vs_zmq_echo"]
+    for chart in ("latency_vs_offered.png", "throughput.png", "memory.png"):
+        assert (tmp_path / "charts" / chart).read_bytes().startswith(b"\x89PNG")
