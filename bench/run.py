@@ -354,14 +354,26 @@ def machine() -> dict:
 async def main(reactor, options) -> None:
     bench = Bench(reactor, options)
     results = {"machine": machine(), "command": " ".join(sys.argv), "options": vars(options).copy()}
+    scenarios = {
+        "e_transports": bench.transports,
+        "a_idle": bench.idle,
+        "b_all_in_one": bench.allInOne,
+        "c_cluster": lambda: bench.cluster(1, "c", full=True),
+        "d_nodes": lambda: defer.gatherResults([]),  # replaced below: runs one after another
+    }
     try:
-        results["e_transports"] = await bench.transports()
-        results["a_idle"] = await bench.idle()
-        results["b_all_in_one"] = await bench.allInOne()
-        results["c_cluster"] = await bench.cluster(1, "c", full=True)
-        results["d_nodes"] = [await bench.cluster(n, f"d{n}-", full=False) for n in (1, 2, 4)]
+        for name, run in scenarios.items():
+            if options.only and name[0] not in options.only:
+                continue
+            if name == "d_nodes":
+                results[name] = [await bench.cluster(n, f"d{n}-", full=False) for n in (1, 2, 4)]
+            else:
+                results[name] = await run()
     finally:
         await bench.stopAll()
+    if options.only:  # a partial run: figures only, no ratios or charts
+        print(json.dumps(results, indent=2))
+        return
     e = results["e_transports"]
     results["ratios"] = {
         "b_demand_window_vs_zmq_echo": round(results["b_all_in_one"]["demand_window"]["per_s"] / e["zmq_echo_per_s"], 3),
@@ -383,6 +395,7 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true", help="tiny numbers: checks that the benchmark works")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results.json"))
     parser.add_argument("--charts", default=None, help="directory for PNG charts (needs matplotlib)")
+    parser.add_argument("--only", default="", help="letters of the scenarios to run, e.g. 'ab' (prints, writes nothing)")
     options = parser.parse_args()
     if options.quick:
         options.idle, options.fleets, options.devices, options.commands = 200, 2, 20, 100

@@ -695,6 +695,8 @@ class BrokerService(Service):
     async def _stop(self) -> None:
         self.metrics.forget(self.broker)
         self.broker.draining = True
+        log.info("Broker stopping: refusing new requests, draining {count} commands in flight",
+                 count=len(self.broker.routed))
         await drain(self.reactor, lambda: self.broker.routed or self.broker.storeCalls, self.drainTimeout)
         for loop in (self._expiry, self._storeExpiry):
             if loop is not None and loop.running:

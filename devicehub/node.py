@@ -29,6 +29,17 @@ log = Logger()
 
 # Seconds a clean shutdown waits for devices to take their error line and close.
 CLOSE_GRACE = 2.0
+# Pending connections the kernel keeps for the device listener (Twisted's default is 50,
+# so a burst of logins would see SYNs dropped and retried a second later).
+DEVICE_BACKLOG = 1024
+
+
+def withBacklog(description: str) -> str:
+    """C{description} with a listen backlog of L{DEVICE_BACKLOG}, unless it sets one."""
+    kind = description.split(":", 1)[0]
+    if "backlog=" in description or kind not in ("tcp", "tcp6", "ssl", "unix"):
+        return description
+    return f"{description}:backlog={DEVICE_BACKLOG}"
 
 
 class Node:
@@ -256,7 +267,7 @@ class NodeService(MultiService):
         self.drainTimeout = drainTimeout
         self.node = Node(name, commandTimeout, reactor, metrics)
         self.factory = DeviceFactory(self.node, reactor, settings)
-        self.listener = ListeningService(reactor, devices, self.factory, "devices")
+        self.listener = ListeningService(reactor, withBacklog(devices), self.factory, "devices")
         self.listener.setServiceParent(self)
         curve = None if curveKeys is None else clientKeys(curveKeys)
         self.link = BrokerLink(self.node, backend, reactor, curve=curve)

@@ -21,6 +21,10 @@ log = Logger()
 
 # Messages a socket queues per peer before send() raises zmq.Again.
 HIGH_WATER_MARK = 100_000
+# Plain ints: pyzmq's flag enums cost more than the send itself on the hot path.
+_NOBLOCK = int(zmq.NOBLOCK)
+_NOBLOCK_SNDMORE = int(zmq.NOBLOCK | zmq.SNDMORE)
+_RCVMORE = int(zmq.RCVMORE)
 
 Handler = Callable[[list[bytes]], None]
 
@@ -52,6 +56,7 @@ class ZmqSocket(ZmqConnection):
         """
         self.socketType = socketType
         self.handler = handler
+        self.readable = socketType not in (zmq.PUB, zmq.PUSH)
         factory = SimpleNamespace(
             context=zmq.Context.instance(),
             lingerPeriod=0,
@@ -81,15 +86,20 @@ class ZmqSocket(ZmqConnection):
             if not self.read_scheduled.called:
                 self.read_scheduled.cancel()
             self.read_scheduled = None
+        if not self.readable:
+            return
         for _ in range(self.maxBatch):
-            if self.socket is None:
+            socket = self.socket
+            if socket is None:
                 return
-            if not self.socket.get(zmq.EVENTS) & zmq.POLLIN:
-                return
+            # Reading until EAGAIN (rather than asking EVENTS each time) also re-arms the
+            # edge-triggered FD: it signals again once more messages arrive.
             try:
-                frames = self.socket.recv_multipart(zmq.NOBLOCK)
+                frames = [socket.recv(_NOBLOCK)]
             except zmq.Again:
                 return
+            while socket.get(_RCVMORE):  # the rest of a multipart message is already here
+                frames.append(socket.recv(_NOBLOCK))
             try:
                 self.handler(frames)
             except Exception:
@@ -106,12 +116,16 @@ class ZmqSocket(ZmqConnection):
         """
         if self.socket is None:
             raise zmq.ZMQError(zmq.ENOTSOCK)
-        self.socket.send_multipart(frames, zmq.NOBLOCK)
+        send, last = self.socket.send, len(frames) - 1
+        # Only the first part can fail (Again, or an unknown peer): ZeroMQ queues a
+        # multipart message whole once its first part is taken.
+        for index, frame in enumerate(frames):
+            send(frame, _NOBLOCK if index == last else _NOBLOCK_SNDMORE)
         # Sending may consume the FD's edge: read what arrived meanwhile.
         self._scheduleRead()
 
     def _scheduleRead(self) -> None:
-        if self.read_scheduled is None and self.socket is not None:
+        if self.read_scheduled is None and self.socket is not None and self.readable:
             self.read_scheduled = self.factory.reactor.callLater(0, self.doRead)
 
     def shutdown(self, linger: float = 0) -> None:

@@ -309,6 +309,7 @@ async def test_broker_sigterm_drains_commands_in_flight(cluster, demand):
     inflight = demand.request("slow", "0x10")
     await eventually(lambda: slow.commands)
     cluster.broker.kill(signal.SIGTERM)
+    await eventually(lambda: "Broker stopping" in cluster.broker.output)
     with pytest.raises(BrokerUnavailable):  # new requests are refused while it drains
         await demand.gettotal()
     assert await inflight == Reply(OK, "drained")
