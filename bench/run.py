@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from devicehub import OK, Demand  # noqa: E402
+from tests.support import free_ports  # noqa: E402
 
 TWISTD = str(Path(sys.executable).parent / "twistd")
 TICK = os.sysconf("SC_CLK_TCK")
@@ -38,16 +39,6 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 def progress(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 class Process(ProcessProtocol):
