@@ -24,7 +24,6 @@ own buffer; with a C{secret}, a login must carry C{token} = hex HMAC-SHA256(secr
 
 import hashlib
 import hmac
-import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -145,12 +144,10 @@ class DeviceProtocol(LineOnlyReceiver, TimeoutMixin):
         self.factory.connections.add(self)
         # Small lines in both directions: without this, Nagle plus the device's delayed
         # ACK can hold a command back ~40 ms behind an unacknowledged pong.
-        handle = self.transport.getHandle() if hasattr(self.transport, "getHandle") else None
+        # (tcp: and ssl: transports both have it; a test transport may not.)
         noDelay = getattr(self.transport, "setTcpNoDelay", None)
         if noDelay is not None:
             noDelay(True)
-        elif hasattr(handle, "setsockopt"):
-            handle.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.transport.registerProducer(self, True)
         self.setTimeout(self.settings.loginTimeout)
 

@@ -1,8 +1,11 @@
 import gc
 
 import pytest
+import pytest_twisted
+import treq
 from twisted.internet import reactor
 from twisted.logger import globalLogPublisher
+from twisted.web.client import Agent, HTTPConnectionPool
 
 
 @pytest.fixture(autouse=True)
@@ -28,3 +31,11 @@ def clean_reactor():
         call.cancel()
     assert not left, f"test left delayed calls: {described}"
     assert not errors, f"test logged errors: {[e.get('log_failure') or e for e in errors]}"
+
+
+@pytest.fixture
+def http():
+    """A treq client over a pool that keeps no connections (nothing left behind)."""
+    pool = HTTPConnectionPool(reactor, persistent=False)
+    yield treq.client.HTTPClient(Agent(reactor, pool=pool))
+    pytest_twisted.blockon(pool.closeCachedConnections())

@@ -4,10 +4,8 @@ import json
 
 import pytest
 import pytest_twisted
-import treq
 from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred, gatherResults
-from twisted.web.client import Agent, HTTPConnectionPool
 
 from .support import Hub, eventually, online
 
@@ -19,12 +17,6 @@ async def hub():
     await hub.stop()
 
 
-@pytest.fixture
-def http():
-    pool = HTTPConnectionPool(reactor, persistent=False)
-    client = treq.client.HTTPClient(Agent(reactor, pool=pool))
-    yield client
-    pytest_twisted.blockon(pool.closeCachedConnections())
 
 
 async def call(http, hub, method, path, body=None, raw=None):

@@ -9,12 +9,12 @@ import pytest_twisted
 import treq
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.internet.protocol import ProcessProtocol, Protocol
+from twisted.internet.protocol import Protocol
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from devicehub import OK, Demand, Events
 
-from .support import ROOT, Hub, eventually, online, pause
+from .support import ROOT, Hub, Twistd, eventually, online, pause
 
 
 @pytest_twisted.async_yield_fixture
@@ -143,21 +143,9 @@ async def test_server_sent_events_over_http(hub):
     await body.done
 
 
-class Lines(ProcessProtocol):
-    def __init__(self):
-        self.out = b""
-        self.ended = Deferred()
-
-    def outReceived(self, data):
-        self.out += data
-
-    def processEnded(self, reason):
-        self.ended.callback(None)
-
-
 @pytest_twisted.ensureDeferred
 async def test_cli_prints_events_as_json_lines(hub):
-    cli = Lines()
+    cli = Twistd()  # any process: collects its output
     command = str(Path(sys.executable).parent / "devicehub")
     reactor.spawnProcess(cli, command, [command, "--events", hub.events, "events", "cli1"],
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -165,13 +153,12 @@ async def test_cli_prints_events_as_json_lines(hub):
         await pause(1.0)  # the process starts and subscribes
         device = await online(hub, "cli1")
         device.send({"type": "step", "count": 3})
-        await eventually(lambda: cli.out.count(b"\n") >= 2, timeout=10)
-        first, second = [json.loads(line) for line in cli.out.splitlines()[:2]]
+        await eventually(lambda: cli.output.count("\n") >= 2, timeout=10)
+        first, second = [json.loads(line) for line in cli.output.splitlines()[:2]]
         assert (first["type"], second["type"], second["data"]) == ("online", "step", {"count": 3})
         await device.close()
     finally:
-        cli.transport.signalProcess("TERM")
-        await cli.ended
+        await cli.stop()
 
 
 @pytest_twisted.ensureDeferred

@@ -4,13 +4,11 @@ import json
 
 import pytest
 import pytest_twisted
-import treq
 from twisted.internet import reactor
-from twisted.internet.defer import ensureDeferred, gatherResults
+from twisted.internet.defer import gatherResults
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.logger import globalLogPublisher
-from twisted.web.client import Agent, HTTPConnectionPool
 
 from devicehub import OK, Busy, Demand
 from devicehub.protocol import device_token
@@ -21,11 +19,6 @@ SECRET = "provisioned-by-the-factory"
 TOKEN = "s3cr3t-api-token"
 
 
-@pytest.fixture
-def http():
-    pool = HTTPConnectionPool(reactor, persistent=False)
-    yield treq.client.HTTPClient(Agent(reactor, pool=pool))
-    pytest_twisted.blockon(pool.closeCachedConnections())
 
 
 @pytest_twisted.ensureDeferred

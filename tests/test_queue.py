@@ -8,7 +8,7 @@ import treq
 from twisted.internet import reactor
 from twisted.web.client import Agent, HTTPConnectionPool
 
-from devicehub import OK, QUEUED, Demand, Reply
+from devicehub import OK, QUEUED, Demand
 from devicehub.store import MAX_ATTEMPTS, CommandStore
 
 from .support import Hub, connect, eventually, online, pause
