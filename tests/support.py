@@ -2,6 +2,7 @@
 
 import json
 import os
+import random
 import signal
 import socket
 import sys
@@ -27,13 +28,23 @@ TWISTD = str(Path(sys.executable).parent / "twistd")
 
 
 def free_ports(count: int) -> list[int]:
-    """Ports free right now on 127.0.0.1, for processes that must be told theirs."""
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
+    """
+    Ports free right now, for processes that must be told theirs. They are taken from
+    below the kernel's ephemeral range, so that no outgoing connection (ZeroMQ's, a
+    device's) can be given one of them between now and the process binding it.
+    """
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports: list[int] = []
+    while len(ports) < count:
+        port = random.randrange(10_000, max(low, 10_001))
+        if port in ports:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("", port))  # free on every interface
+            except OSError:
+                continue
+        ports.append(port)
     return ports
 
 

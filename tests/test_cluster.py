@@ -19,7 +19,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 
 from devicehub import NO, OK, TIMEOUT, BrokerUnavailable, Demand, Reply
 
-from .support import ROOT, Device, Twistd, connect, eventually, free_ports, pause, start_twistd
+from .support import ROOT, Device, Twistd, connect, eventually, free_ports, pause, start_twistd, until_online
 
 TTL = 1.0  # short, so that dead nodes are noticed quickly in tests
 
@@ -375,6 +375,7 @@ async def test_example_cluster_script_runs_three_nodes_and_two_apis():
             await pause(0.2)
         device = await connect(ports[1], "via-script", reply="ok")
         demand = Demand(f"tcp://127.0.0.1:{frontend}")
+        await until_online(demand, "via-script")  # the node tells the broker after the login reply
         assert await demand.request("via-script", "0x10") == Reply(OK, "ok")
         demand.close()
         await device.close()
