@@ -15,6 +15,7 @@ from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.web.resource import Resource
+from twisted.web.http import HTTPChannel
 from twisted.web.server import Site
 from werkzeug.exceptions import HTTPException
 
@@ -268,6 +269,40 @@ class ApiRoot(Resource):
         self.inflight -= 1
 
 
+# Seconds a stopping api process waits for its connections to flush and close.
+CLOSE_GRACE = 2.0
+
+
+class _Channel(HTTPChannel):
+    def connectionLost(self, reason) -> None:
+        self.factory.channels.discard(self)
+        super().connectionLost(reason)
+
+
+class ApiSite(Site):
+    """
+    A Site that knows its open connections, so that a stopping api process can close
+    them once their responses are written: the reactor's own shutdown drops whatever
+    a connection has not sent yet.
+    """
+
+    protocol = _Channel
+
+    def __init__(self, resource) -> None:
+        super().__init__(resource)
+        self.channels: set[HTTPChannel] = set()
+
+    def buildProtocol(self, addr):
+        channel = super().buildProtocol(addr)
+        self.channels.add(channel)
+        return channel
+
+    def closeAll(self) -> None:
+        """Close every connection after it has sent what it has."""
+        for channel in list(self.channels):
+            channel.transport.loseConnection()
+
+
 class ApiService(MultiService):
     """The api role: the HTTP API listening on C{http}, a client of C{frontend}."""
 
@@ -294,7 +329,8 @@ class ApiService(MultiService):
         self.api = DeviceAPI(None, commandTimeout, metrics=metrics)
         self.streams = EventStreams(self.api.metrics.eventsDropped.labels("sse"))
         self.root = ApiRoot(self.api.app.resource(), token, self.streams)
-        self.listener = ListeningService(reactor, http, Site(self.root), "HTTP")
+        self.site = ApiSite(self.root)
+        self.listener = ListeningService(reactor, http, self.site, "HTTP")
         self.listener.setServiceParent(self)
 
     def startService(self) -> None:
@@ -314,12 +350,17 @@ class ApiService(MultiService):
         super().startService()
 
     async def _stop(self) -> None:
-        await MultiService.stopService(self)
+        await MultiService.stopService(self)  # stop listening
         self.streams.closeAll()
         if self.subscriber is not None:
             self.subscriber.close()
         await drain(self.reactor, lambda: self.root.inflight, self.drainTimeout)
         self.api.demand.close()  # what still waits answers 503
+        # A finished response may still sit in a connection's buffer: close the
+        # connections (which flushes them) and wait, instead of leaving them to the
+        # reactor's shutdown, which drops unsent data.
+        self.site.closeAll()
+        await drain(self.reactor, lambda: self.site.channels, CLOSE_GRACE)
 
     def stopService(self) -> Deferred:
         """Stop listening, let requests in flight finish (up to the drain timeout), then close."""

@@ -215,3 +215,18 @@ async def test_body_over_a_mebibyte_is_413(hub, http):
     big = json.dumps({"instruct": "x", "data": "a" * (1 << 20)}).encode()
     code, body = await call(http, hub, "POST", "/devices/abc/commands", raw=big)
     assert code == 413 and body["error"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_stopping_the_api_flushes_and_closes_its_connections(hub):
+    """Left to the reactor's shutdown, a finished response still in a buffer would be dropped."""
+    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
+    from .support import Device  # any line protocol will do as an HTTP client here
+
+    client = Device(None)
+    await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", hub.api.listener.port.getHost().port), client)
+    await eventually(lambda: hub.api.site.channels)
+    await hub.api.stopService()
+    assert hub.api.site.channels == set()
+    await client.closed  # closed by the server as part of the stop
