@@ -7,7 +7,7 @@ Every answer, errors included, is JSON. Device outcomes map to 200/202 (ok),
 
 import hmac
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
 
 from klein import Klein
@@ -30,6 +30,9 @@ from .openapi import openapi
 from .results import NO, OK, QUEUED, TIMEOUT
 from .sse import EventStreams
 from .store import MAX_TTL
+
+if TYPE_CHECKING:
+    from .broker import BrokerService
 
 log = Logger()
 
@@ -318,8 +321,11 @@ class ApiService(MultiService):
         curveKeys: str | None = None,
         metrics: Metrics | None = None,
         events: str | None = None,
+        broker: "BrokerService | None" = None,
     ) -> None:
+        """@param broker: the broker of this process: reach it in-process instead of over ZeroMQ."""
         super().__init__()
+        self.broker = broker
         self.curveKeys = curveKeys
         self.events = events
         self.subscriber: Events | None = None
@@ -336,7 +342,7 @@ class ApiService(MultiService):
     def startService(self) -> None:
         # ZeroMQ sockets are made here, after twistd may have forked, never before.
         self.api.demand = Demand(
-            self.frontend, self.api.commandTimeout, reactor=self.reactor, curve_keys=self.curveKeys
+            self.frontend, self.api.commandTimeout, reactor=self.reactor, curve_keys=self.curveKeys, broker=self.broker
         )
         if self.events is not None:
             upstream = self.api.metrics.eventsDropped.labels("upstream")

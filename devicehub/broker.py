@@ -23,10 +23,11 @@ from twisted.logger import Logger
 from . import frames
 from .curve import AUTHORIZED, ZapHandler, serverKeys
 from .drain import DEFAULT_DRAIN_TIMEOUT, drain
-from .frames import VERSION, FrameError
+from .frames import FrameError, Message
 from .imei import is_valid_imei
 from .store import DEFAULT_TTL, MAX_TTL, CommandStore
 from .metrics import Metrics
+from .pipe import Pipe
 from .results import BUSY, NO, OK, QUEUED, RESULTS, TIMEOUT
 from .zmqsocket import ZmqSocket
 
@@ -43,7 +44,7 @@ DELIVERY_TIMEOUT = 10.0
 # Seconds between sweeps that mark expired queued commands.
 STORE_SWEEP = 60.0
 
-Send = Callable[[bytes, list[bytes]], bool]
+Send = Callable[[bytes, Message], bool]
 Publish = Callable[[bytes, bytes], None]
 
 
@@ -132,7 +133,7 @@ class Routed(NamedTuple):
 class Broker:
     """
     The broker's logic, apart from its sockets: C{toClient} and C{toNode} send
-    frames to a peer identity and return False when the peer cannot be reached.
+    a message to a peer identity and return False when the peer cannot be reached.
     """
 
     def __init__(
@@ -204,27 +205,34 @@ class Broker:
         client, rest = raw[0], raw[1:]
         try:
             message = frames.decode(rest)
-            handler = self._clientHandlers.get(message.kind)
-            if handler is None:
-                raise FrameError(f"{message.kind.decode()} is not a request")
         except FrameError as e:
-            log.warn("Rejected a malformed request: {error}", error=e)
-            if len(rest) == 4 and len(rest[2]) <= frames.MAX_REQUEST_ID:
-                self._error(client, rest[2], "invalid", str(e))
+            self._malformed(client, rest[2] if len(rest) == 4 else None, e)
             return
-        if self.draining:
+        self.clientMessage(client, message)
+
+    def clientMessage(self, client: bytes, message: Message) -> None:
+        """Handle one decoded request of C{client}."""
+        handler = self._clientHandlers.get(message.kind)
+        if handler is None:
+            self._malformed(client, message.rid, FrameError(f"{message.kind.decode()} is not a request"))
+        elif self.draining:
             self._error(client, message.rid, "unavailable", "broker shutting down")
-            return
-        handler(client, message, rest[3])
+        else:
+            handler(client, message)
+
+    def _malformed(self, client: bytes, rid: bytes | None, error: FrameError) -> None:
+        log.warn("Rejected a malformed request: {error}", error=error)
+        if rid is not None and len(rid) <= frames.MAX_REQUEST_ID:
+            self._error(client, rid, "invalid", str(error))
 
     def _reply(self, client: bytes, rid: bytes, body: dict[str, Any], kind: bytes = b"reply") -> None:
-        if not self.toClient(client, frames.encode(kind, rid, body)):
+        if not self.toClient(client, Message(kind, rid, body)):
             log.debug("Dropped an answer to a client that is gone")
 
     def _error(self, client: bytes, rid: bytes, code: str, error: str) -> None:
         self._reply(client, rid, {"error": error, "code": code}, b"error")
 
-    def _send(self, client: bytes, message: frames.Message, payload: bytes) -> None:
+    def _send(self, client: bytes, message: Message) -> None:
         body = message.body
         queue, coalesce, ttl = body.get("queue", False), body.get("coalesce", False), body.get("ttl")
         if not isinstance(queue, bool) or not isinstance(coalesce, bool) or not (
@@ -245,20 +253,21 @@ class Broker:
             self._error(client, message.rid, "busy", f"more than {self.maxClientInflight} requests in flight")
             return
         # The body is forwarded as it came: the node reads the same fields.
-        if not self._route(owner.node, payload, body["timeout"], client, message.rid):
+        if not self._route(owner.node, body, message.payload, client, message.rid):
             self.metrics.commands.labels(NO).inc()
             self._reply(client, message.rid, {"result": NO})
 
     def _route(
-        self, node: NodeRecord, payload: bytes, timeout: float, client: bytes | None, rid: bytes, waiter=None
+        self, node: NodeRecord, body: dict[str, Any], payload: bytes | None, client: bytes | None, rid: bytes,
+        waiter=None,
     ) -> bool:
         """Hand a command to C{node}; False (and the node removed) if it cannot be reached."""
         self._lastRid += 1
         brid = b"%x" % self._lastRid
-        if not self.toNode(node.identity, [VERSION, b"command", brid, payload]):
+        if not self.toNode(node.identity, Message(b"command", brid, body, payload)):
             self._nodeLost(node, "unreachable")
             return False
-        timer = self.clock.callLater(timeout + self.grace, self._expire, brid)
+        timer = self.clock.callLater(body["timeout"] + self.grace, self._expire, brid)
         self.routed[brid] = Routed(client, rid, node, timer, self.clock.seconds(), waiter)
         node.inflight.add(brid)
         if client is not None:
@@ -294,18 +303,18 @@ class Broker:
         log.debug("No result from node {node} in time", node=routed.node.name)
         self._answer(routed, {"result": TIMEOUT})
 
-    def _find(self, client: bytes, message: frames.Message, payload: bytes) -> None:
+    def _find(self, client: bytes, message: Message) -> None:
         online = self.directory.owner(message.body["imei"]) is not None
         self._reply(client, message.rid, {"result": OK if online else NO})
 
-    def _list(self, client: bytes, message: frames.Message, payload: bytes) -> None:
+    def _list(self, client: bytes, message: Message) -> None:
         devices = self.directory.page(message.body["num"], message.body["page"])
         self._reply(client, message.rid, {"devices": devices, "total": len(self.directory)})
 
-    def _total(self, client: bytes, message: frames.Message, payload: bytes) -> None:
+    def _total(self, client: bytes, message: Message) -> None:
         self._reply(client, message.rid, {"total": len(self.directory)})
 
-    def _health(self, client: bytes, message: frames.Message, payload: bytes) -> None:
+    def _health(self, client: bytes, message: Message) -> None:
         nodes = sum(not node.leaving for node in self.nodes.values())
         store = "none" if self.store is None else "ok" if self.store.healthy else "failing"
         body = {"nodes": nodes, "total": len(self.directory), "store": store}
@@ -339,21 +348,21 @@ class Broker:
                            errbackArgs=(client, rid))
         self._track(query)
 
-    def _withStore(self, client: bytes, message: frames.Message) -> bool:
+    def _withStore(self, client: bytes, message: Message) -> bool:
         if self.store is None:
             self._error(client, message.rid, "invalid", "this broker keeps no queue (no --store)")
         return self.store is not None
 
-    def _status(self, client: bytes, message: frames.Message, payload: bytes) -> None:
+    def _status(self, client: bytes, message: Message) -> None:
         if self._withStore(client, message):
             self._storeQuery(client, message.rid, self.store.get(message.body["id"]), lambda command: {"command": command})
 
-    def _queue(self, client: bytes, message: frames.Message, payload: bytes) -> None:
+    def _queue(self, client: bytes, message: Message) -> None:
         if self._withStore(client, message):
             waiting = self.store.waiting(message.body["imei"])
             self._storeQuery(client, message.rid, waiting, lambda commands: {"commands": commands})
 
-    def _cancel(self, client: bytes, message: frames.Message, payload: bytes) -> None:
+    def _cancel(self, client: bytes, message: Message) -> None:
         if self._withStore(client, message):
             cancelled = self.store.cancel(message.body["id"], self.clock.seconds())
             self._storeQuery(client, message.rid, cancelled, lambda command: {"command": command})
@@ -394,7 +403,7 @@ class Broker:
         body = {"imei": command["imei"], "instruct": command["instruct"], "data": command["data"],
                 "timeout": self.deliveryTimeout, "wait": True}
         waiter: Deferred[str] = Deferred()
-        if not self._route(node, frames.dumps(body), self.deliveryTimeout, None, b"", waiter):
+        if not self._route(node, body, None, None, b"", waiter):
             waiter.callback(NO)
         return waiter
 
@@ -408,13 +417,17 @@ class Broker:
         except FrameError as e:
             log.warn("Dropped a malformed message from a node: {error}", error=e)
             return
+        self.nodeMessage(identity, message)
+
+    def nodeMessage(self, identity: bytes, message: Message) -> None:
+        """Handle one decoded message of the node C{identity}."""
         if message.kind == b"hello":
             self._hello(identity, message.body)
             return
         node = self.nodes.get(identity)
         if node is None:
             # Not registered (e.g. this broker restarted): ask for a full hello.
-            self.toNode(identity, frames.encode(b"reset", b"", {}))
+            self.toNode(identity, Message(b"reset", b"", {}))
             return
         node.lastSeen = self.clock.seconds()
         handler = self._nodeHandlers.get(message.kind)
@@ -439,14 +452,14 @@ class Broker:
                 self._event(imei, node, "offline", {"reason": "logout"})
         for imei, (conn, since) in snapshot.items():
             self._own(node, imei, conn, since, "registered")
-        self.toNode(identity, frames.encode(b"welcome", b"", {"heartbeat": self.heartbeat}))
+        self.toNode(identity, Message(b"welcome", b"", {"heartbeat": self.heartbeat}))
 
     def _own(self, node: NodeRecord, imei: str, conn: int, since: float, reason: str = "login") -> None:
         """Give C{imei} to C{node}, unless another node holds a newer login of it."""
         current = self.directory.owner(imei)
         if current is not None and current.node is not node and current.since > since:
             # A stale claim (e.g. a snapshot sent after a broker restart): the newer login stays.
-            self.toNode(node.identity, frames.encode(b"drop", b"", {"imei": imei, "conn": conn}))
+            self.toNode(node.identity, Message(b"drop", b"", {"imei": imei, "conn": conn}))
             return
         previous = self.directory.own(imei, node, conn, since)
         if previous is None or previous.conn != conn or previous.node is not node:
@@ -460,19 +473,19 @@ class Broker:
                 old=previous.node.name,
                 new=node.name,
             )
-            drop = frames.encode(b"drop", b"", {"imei": imei, "conn": previous.conn})
+            drop = Message(b"drop", b"", {"imei": imei, "conn": previous.conn})
             self.toNode(previous.node.identity, drop)
 
-    def _online(self, node: NodeRecord, message: frames.Message) -> None:
+    def _online(self, node: NodeRecord, message: Message) -> None:
         imei = message.body["imei"]
         if is_valid_imei(imei) and not node.leaving:
             self._own(node, imei, message.body["conn"], message.body["since"])
 
-    def _offline(self, node: NodeRecord, message: frames.Message) -> None:
+    def _offline(self, node: NodeRecord, message: Message) -> None:
         if self.directory.release(message.body["imei"], node, message.body["conn"]):
             self._event(message.body["imei"], node, "offline", {"reason": "logout"})
 
-    def _uplink(self, node: NodeRecord, message: frames.Message) -> None:
+    def _uplink(self, node: NodeRecord, message: Message) -> None:
         body = message.body
         if is_valid_imei(body["imei"]):
             data = {key: value for key, value in body["message"].items() if key != "type"}
@@ -498,17 +511,17 @@ class Broker:
         for imei in gone:
             self._event(imei, node, "offline", {"reason": reason})
 
-    def _ping(self, node: NodeRecord, message: frames.Message) -> None:
-        self.toNode(node.identity, frames.encode(b"pong", b"", {}))
+    def _ping(self, node: NodeRecord, message: Message) -> None:
+        self.toNode(node.identity, Message(b"pong", b"", {}))
 
-    def _bye(self, node: NodeRecord, message: frames.Message) -> None:
+    def _bye(self, node: NodeRecord, message: Message) -> None:
         log.info("Node {node} is leaving; {count} devices leave the directory", node=node.name, count=len(node.devices))
         node.leaving = True
         self._releaseAll(node, "node left")
         if not node.inflight:
             del self.nodes[node.identity]
 
-    def _result(self, node: NodeRecord, message: frames.Message) -> None:
+    def _result(self, node: NodeRecord, message: Message) -> None:
         routed = self.routed.get(message.rid)
         if routed is None or routed.node is not node:
             log.debug("Dropped a late result from node {node}", node=node.name)
@@ -552,10 +565,16 @@ class Broker:
             self._answer(routed, {"error": "broker shutting down", "code": "unavailable"}, b"error")
 
 
-def _sender(socket: ZmqSocket) -> Send:
-    def send(peer: bytes, message: list[bytes]) -> bool:
+def _sender(socket: ZmqSocket, local: dict[bytes, Pipe[Message]]) -> Send:
+    """Send to a peer in this process through its pipe, to any other over C{socket}."""
+
+    def send(peer: bytes, message: Message) -> bool:
+        pipe = local.get(peer)
+        if pipe is not None:
+            pipe.send(message)
+            return True
         try:
-            socket.sendFrames([peer, *message])
+            socket.sendFrames([peer, *message.frames()])
         except zmq.ZMQError:
             return False
         return True
@@ -619,6 +638,9 @@ class BrokerService(Service):
         self.frontendSocket: ZmqSocket | None = None
         self.backendSocket: ZmqSocket | None = None
         self._expiry: LoopingCall | None = None
+        self._localClients: dict[bytes, Pipe[Message]] = {}
+        self._localNodes: dict[bytes, Pipe[Message]] = {}
+        self._lastLocal = 0
 
     def privilegedStartService(self) -> None:
         self._bind()
@@ -669,8 +691,8 @@ class BrokerService(Service):
             self.store.open(self.reactor.seconds()).addErrback(log.failure, "Cannot open the command store")
         self.broker = Broker(
             self.reactor,
-            _sender(self.frontendSocket),
-            _sender(self.backendSocket),
+            _sender(self.frontendSocket, self._localClients),
+            _sender(self.backendSocket, self._localNodes),
             self.nodeTtl,
             maxClientInflight=self.maxClientInflight,
             metrics=self.metrics,
@@ -692,6 +714,30 @@ class BrokerService(Service):
     def _fromNode(self, raw: list[bytes]) -> None:
         self.broker.fromNode(raw)
 
+    def connectClient(self, deliver: Callable[[Message], None]) -> Pipe[Message]:
+        """
+        Attach a client in this process (the api role's L{devicehub.Demand}) with
+        no ZeroMQ or JSON in between: answers go to C{deliver}; requests go on
+        the returned pipe, which the client closes when it is done.
+        """
+        return self._connect(self._localClients, deliver, lambda peer, message: self.broker.clientMessage(peer, message))
+
+    def connectNode(self, deliver: Callable[[Message], None]) -> Pipe[Message]:
+        """Attach a node in this process, as L{connectClient} does a client."""
+        return self._connect(self._localNodes, deliver, lambda peer, message: self.broker.nodeMessage(peer, message))
+
+    def _connect(self, peers: dict[bytes, Pipe[Message]], deliver, handle) -> Pipe[Message]:
+        self._lastLocal += 1
+        # ZeroMQ never makes an identity like this one (its own are 5 bytes), nor lets a peer choose it.
+        identity = b"\0local-%d" % self._lastLocal
+        peers[identity] = Pipe(self.reactor, deliver)
+
+        def received(message: Message) -> None:
+            if self.broker is not None:
+                handle(identity, message)
+
+        return Pipe(self.reactor, received)
+
     async def _stop(self) -> None:
         self.metrics.forget(self.broker)
         self.broker.draining = True
@@ -709,6 +755,10 @@ class BrokerService(Service):
             self.store = None
         self.frontendSocket.shutdown(linger=0.5)
         self.backendSocket.shutdown()
+        for pipe in [*self._localClients.values(), *self._localNodes.values()]:
+            pipe.close()
+        self._localClients.clear()
+        self._localNodes.clear()
         if self.eventsSocket is not None:
             self.eventsSocket.shutdown()
             self.eventsSocket = None

@@ -9,7 +9,7 @@ delivered late, after its caller was told it failed.
 """
 
 from collections import deque
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import zmq
 from twisted.internet.defer import Deferred, fail
@@ -17,10 +17,13 @@ from twisted.logger import Logger
 
 from . import frames
 from .curve import clientKeys
-from .frames import FrameError
+from .frames import FrameError, Message
 from .imei import is_valid_imei
 from .results import QUEUED, RESULTS, Reply
 from .zmqsocket import ZmqSocket
+
+if TYPE_CHECKING:
+    from .broker import BrokerService
 
 log = Logger()
 
@@ -69,11 +72,14 @@ class Demand:
     """Seconds past a call's timeout before it fails with L{BrokerUnavailable}."""
 
     def __init__(
-        self, frontend: str, timeout: float = DEFAULT_TIMEOUT, *, reactor=None, clock=None, curve_keys=None
+        self, frontend: str, timeout: float = DEFAULT_TIMEOUT, *, reactor=None, clock=None, curve_keys=None,
+        broker: "BrokerService | None" = None,
     ) -> None:
         """
         @param curve_keys: a key directory (C{devicehub keygen DIR}) when the broker
             requires CURVE: its C{client.key_secret} and C{broker.key} are used.
+        @param broker: a broker running in this process (the api role's), to reach
+            in-process instead of over ZeroMQ at C{frontend}.
         """
         if reactor is None:
             from twisted.internet import reactor
@@ -81,12 +87,18 @@ class Demand:
         self.timeout = _checkedTimeout(timeout)
         self._reactor = reactor
         self._clock = clock if clock is not None else reactor  # the calls' deadlines
-        curve = None if curve_keys is None else clientKeys(curve_keys)
-        self._socket: ZmqSocket | None = ZmqSocket(
-            reactor, zmq.DEALER, self._received, connect=[frontend], immediate=True, curve=curve
-        )
+        if broker is not None:
+            pipe = broker.connectClient(self._answered)
+            self._transmit, self._close = pipe.send, pipe.close
+        else:
+            curve = None if curve_keys is None else clientKeys(curve_keys)
+            socket = ZmqSocket(
+                reactor, zmq.DEALER, self._received, connect=[frontend], immediate=True, curve=curve
+            )
+            self._transmit = lambda message: socket.sendFrames(message.frames())
+            self._close = socket.shutdown
         self._pending: dict[bytes, Deferred[dict[str, Any]]] = {}
-        self._unsent: deque[list[bytes]] = deque()
+        self._unsent: deque[Message] = deque()
         self._resend = None
         self._lastId = 0
 
@@ -184,10 +196,10 @@ class Demand:
 
     def close(self) -> None:
         """Release the socket; calls still waiting fail with L{BrokerUnavailable}."""
-        if self._socket is None:
+        if self._transmit is None:
             return
-        self._socket.shutdown()
-        self._socket = None
+        self._close()
+        self._transmit = self._close = None
         if self._resend is not None and self._resend.active():
             self._resend.cancel()
         self._unsent.clear()
@@ -221,12 +233,12 @@ class Demand:
         return self._call(kind, body, wait)
 
     def _call(self, kind: bytes, body: dict[str, Any], wait: float) -> "Deferred[dict[str, Any]]":
-        if self._socket is None:
+        if self._transmit is None:
             return fail(BrokerUnavailable("the Demand is closed"))
         self._lastId += 1
         rid = b"%x" % self._lastId
         try:
-            message = frames.encode(kind, rid, body)
+            message = Message(kind, rid, body, frames.dumps(body))
         except (TypeError, ValueError) as e:  # data that is not JSON
             return fail(e)
         answer: Deferred[dict[str, Any]] = Deferred()
@@ -250,9 +262,9 @@ class Demand:
         self._resend = None
         while self._unsent:
             message = self._unsent[0]
-            if message[2] in self._pending:
+            if message.rid in self._pending:
                 try:
-                    self._socket.sendFrames(message)
+                    self._transmit(message)
                 except zmq.Again:
                     # No broker connected yet (or its queue is full): try again shortly.
                     self._resend = self._reactor.callLater(RESEND_INTERVAL, self._flush)
@@ -265,6 +277,9 @@ class Demand:
         except FrameError as e:
             log.warn("Dropped a malformed answer from the broker: {error}", error=e)
             return
+        self._answered(message)
+
+    def _answered(self, message: Message) -> None:
         waiting = self._pending.get(message.rid)
         if waiting is None:
             return  # the call already failed with BrokerUnavailable

@@ -141,11 +141,17 @@ REPLY_FIELDS: dict[str, Check] = {
 
 
 class Message(NamedTuple):
-    """A decoded message: its kind, request id and checked body."""
+    """One message: its kind, request id and (checked) body."""
 
     kind: bytes
     rid: bytes
     body: dict[str, Any]
+    payload: bytes | None = None
+    """The body's JSON when known (as received), so forwarding it needs no new encoding."""
+
+    def frames(self) -> list[bytes]:
+        """The message's frames."""
+        return [VERSION, self.kind, self.rid, dumps(self.body) if self.payload is None else self.payload]
 
 
 def _reject_constant(name: str) -> None:
@@ -207,4 +213,4 @@ def decode(frames: list[bytes]) -> Message:
         for field, check in REPLY_FIELDS.items():
             if field in body and not check(body[field]):
                 raise FrameError(f"reply: invalid {field!r}")
-    return Message(kind, rid, body)
+    return Message(kind, rid, body, payload)

@@ -8,7 +8,7 @@ C{command} messages into L{Node.execute} calls. L{NodeService} runs both with a
 device listener.
 """
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import zmq
 from twisted.application.service import MultiService, Service
@@ -18,12 +18,15 @@ from twisted.logger import Logger
 from . import frames
 from .curve import clientKeys
 from .drain import DEFAULT_DRAIN_TIMEOUT, drain
-from .frames import FrameError
+from .frames import FrameError, Message
 from .listening import ListeningService
 from .metrics import Metrics
 from .protocol import DeviceFactory, DeviceProtocol, DeviceSettings
 from .results import BUSY, NO, OK, Reply
 from .zmqsocket import ZmqSocket
+
+if TYPE_CHECKING:
+    from .broker import BrokerService
 
 log = Logger()
 
@@ -121,31 +124,47 @@ class Node:
 
 
 class BrokerLink(Service):
-    """The node's connection to the broker backend."""
+    """
+    The node's connection to the broker: over ZeroMQ to its backend, or, when
+    the broker runs in this process, through an in-process pipe.
+    """
 
     # Seconds between hello attempts while unregistered, doubling up to the heartbeat.
     firstRetry = 0.05
     # Missed heartbeats after which the broker is taken for gone.
     missedBeats = 3
 
-    def __init__(self, node: Node, backend: str, reactor, heartbeat: float = 1.0, curve=None) -> None:
+    def __init__(
+        self, node: Node, backend: str, reactor, heartbeat: float = 1.0, curve=None,
+        broker: "BrokerService | None" = None,
+    ) -> None:
+        """@param broker: the broker of this process, to link to in-process (C{backend} is then unused)."""
         self.node = node
         self.backend = backend
         self.curve = curve
+        self.broker = broker
         self.reactor = reactor
         self.heartbeat = heartbeat
         self.registered = False
         self.leaving = False
         self.socket: ZmqSocket | None = None
+        self._transmit: Callable[[Message], None] | None = None
+        self._close: Callable[[], None] | None = None
         self._timer = None
         self._retry = self.firstRetry
         self._lastHeard = 0.0
 
     def startService(self) -> None:
         super().startService()
-        self.socket = ZmqSocket(
-            self.reactor, zmq.DEALER, self.received, connect=[self.backend], immediate=True, curve=self.curve
-        )
+        if self.broker is not None:
+            pipe = self.broker.connectNode(self.handle)
+            self._transmit, self._close = pipe.send, pipe.close
+        else:
+            socket = self.socket = ZmqSocket(
+                self.reactor, zmq.DEALER, self.received, connect=[self.backend], immediate=True, curve=self.curve
+            )
+            self._transmit = lambda message: socket.sendFrames(message.frames())
+            self._close = lambda: socket.shutdown(linger=1.0)
         self.node.upstream = self
         self._tick()
 
@@ -165,8 +184,8 @@ class BrokerLink(Service):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
-        self.socket.shutdown(linger=1.0)
-        self.socket = None
+        self._close()
+        self._transmit = self._close = self.socket = None
 
     # -- to the broker
 
@@ -181,7 +200,7 @@ class BrokerLink(Service):
 
     def _send(self, kind: bytes, body: dict[str, Any], rid: bytes = b"") -> None:
         try:
-            self.socket.sendFrames(frames.encode(kind, rid, body))
+            self._transmit(Message(kind, rid, body))
         except zmq.Again:
             # Not connected (or the broker is not reading): the next hello carries the state.
             self.registered = False
@@ -213,11 +232,18 @@ class BrokerLink(Service):
     # -- from the broker
 
     def received(self, raw: list[bytes]) -> None:
+        """Handle the frames of one message from the broker."""
         try:
             message = frames.decode(raw)
         except FrameError as e:
             log.warn("Dropped a malformed message from the broker: {error}", error=e)
             return
+        self.handle(message)
+
+    def handle(self, message: Message) -> None:
+        """Handle one decoded message from the broker."""
+        if self._transmit is None:
+            return  # stopped
         self._lastHeard = self.reactor.seconds()
         kind, body = message.kind, message.body
         if kind == b"command":
@@ -243,7 +269,7 @@ class BrokerLink(Service):
             log.warn("Dropped an unexpected {kind} from the broker", kind=kind)
 
     def _answer(self, reply: Reply, rid: bytes) -> None:
-        if self.socket is not None:
+        if self._transmit is not None:
             self._send(b"result", {"result": reply.result, "data": reply.data}, rid)
 
 
@@ -262,7 +288,9 @@ class NodeService(MultiService):
         drainTimeout: float = DEFAULT_DRAIN_TIMEOUT,
         curveKeys: str | None = None,
         metrics: Metrics | None = None,
+        broker: "BrokerService | None" = None,
     ) -> None:
+        """@param broker: the broker of this process: link to it in-process instead of over ZeroMQ."""
         super().__init__()
         self.drainTimeout = drainTimeout
         self.node = Node(name, commandTimeout, reactor, metrics)
@@ -270,7 +298,7 @@ class NodeService(MultiService):
         self.listener = ListeningService(reactor, withBacklog(devices), self.factory, "devices")
         self.listener.setServiceParent(self)
         curve = None if curveKeys is None else clientKeys(curveKeys)
-        self.link = BrokerLink(self.node, backend, reactor, curve=curve)
+        self.link = BrokerLink(self.node, backend, reactor, curve=curve, broker=broker)
         self.link.setServiceParent(self)
         self.reactor = reactor
 

@@ -172,8 +172,10 @@ def makeService(options: Options, reactor=None) -> Roles:
     hub = Roles()
     roles = options["roles"]
     metrics = Metrics()
+    # Roles in one process talk through in-process pipes, not ZeroMQ (their options still name its addresses).
+    broker = None
     if "broker" in roles:
-        BrokerService(
+        broker = BrokerService(
             reactor,
             frontend=options["frontend"],
             backend=options["backend"],
@@ -185,7 +187,8 @@ def makeService(options: Options, reactor=None) -> Roles:
             events=options["events"],
             store=options["store"],
             deliveryTimeout=options["command-timeout"],
-        ).setServiceParent(hub)
+        )
+        broker.setServiceParent(hub)
     if "node" in roles:
         NodeService(
             reactor,
@@ -204,6 +207,7 @@ def makeService(options: Options, reactor=None) -> Roles:
             drainTimeout=options["drain-timeout"],
             curveKeys=options["curve-keys"],
             metrics=metrics,
+            broker=broker,
         ).setServiceParent(hub)
     if "api" in roles:
         ApiService(
@@ -216,6 +220,7 @@ def makeService(options: Options, reactor=None) -> Roles:
             curveKeys=options["curve-keys"],
             metrics=metrics,
             events=options["events"],
+            broker=broker,
         ).setServiceParent(hub)
     if options["metrics"] is not None:
         ListeningService(reactor, options["metrics"], Site(MetricsPage(metrics)), "metrics").setServiceParent(hub)

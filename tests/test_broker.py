@@ -20,7 +20,7 @@ class Peers:
     def __call__(self, peer, message):
         if peer in self.unreachable:
             return False
-        self.sent.append((peer, frames.decode(message)))
+        self.sent.append((peer, frames.decode(message.frames())))  # what a socket would carry
         return True
 
     def take(self, peer=None):
@@ -272,12 +272,23 @@ def test_directory_pages_stay_sorted_through_changes():
     assert len(directory) == 3 and directory.page(2, 1) == ["q"]
 
 
-class FakeSocket:
+class FakePipe:
     def __init__(self):
         self.sent = []
+        self.close = lambda: None
 
-    def sendFrames(self, message):
+    def send(self, message):
         self.sent.append(message)
+
+
+class FakeBroker:
+    """Stands for a BrokerService of the same process."""
+
+    def __init__(self):
+        self.pipe = FakePipe()
+
+    def connectNode(self, deliver):
+        return self.pipe
 
 
 @given(st.lists(st.lists(st.binary(max_size=30), max_size=5), max_size=5), st.sampled_from(sorted(frames.SCHEMAS)))
@@ -285,11 +296,12 @@ def test_node_link_survives_any_frames_from_its_broker(garbage, kind):
     from devicehub.node import BrokerLink, Node
 
     clock = Clock()
-    link = BrokerLink(Node("n", 5.0, clock), "tcp://unused", clock)
-    link.socket = FakeSocket()
+    broker = FakeBroker()
+    link = BrokerLink(Node("n", 5.0, clock), "tcp://unused", clock, broker=broker)
+    link.startService()
     for raw in garbage + [[frames.VERSION, kind, b"1", b"{}"], [frames.VERSION, kind, b"1", b'{"imei":7}']]:
         link.received(raw)
     link.received(frames.encode(b"command", b"9", {"imei": "x", "instruct": "i", "data": None, "timeout": 1, "wait": True}))
-    assert frames.decode(link.socket.sent[-1]) == (b"result", b"9", {"result": "no", "data": None})
+    assert broker.pipe.sent[-1][:3] == (b"result", b"9", {"result": "no", "data": None})
     for call in clock.getDelayedCalls():
         call.cancel()

@@ -30,14 +30,14 @@ class BrokerMachine(RuleBasedStateMachine):
         self.broker = Broker(self.clock, self._toClient, self._toNode, nodeTtl=TTL, maxClientInflight=50)
 
     def _toClient(self, client, message):
-        decoded = frames.decode(message)
+        decoded = frames.decode(message.frames())
         self.answers.setdefault(decoded.rid, []).append((decoded.kind, decoded.body))
         return True
 
     def _toNode(self, node, message):
         if node not in self.alive:
             return False  # a dead node's socket is gone: ROUTER_MANDATORY reports it
-        decoded = frames.decode(message)
+        decoded = frames.decode(message.frames())
         if decoded.kind == b"command":
             self.commands.append((node, decoded.rid))
         return True

@@ -11,7 +11,14 @@ from devicehub.frames import FrameError
 def test_round_trip():
     body = {"imei": "a", "instruct": "0x10", "data": {"k": [1, "é"]}, "timeout": 2.5, "wait": True}
     message = frames.decode(frames.encode(b"send", b"17", body))
-    assert message == (b"send", b"17", body)
+    assert message[:3] == (b"send", b"17", body)
+
+
+def test_a_decoded_message_forwards_its_payload_unchanged():
+    raw = [frames.VERSION, b"send", b"1", b'{"imei":"a", "instruct":"b","data":1.50,"timeout":1,"wait":true}']
+    message = frames.decode(raw)
+    assert message.frames() == raw
+    assert frames.Message(b"reply", b"2", {"result": "ok"}).frames() == [frames.VERSION, b"reply", b"2", b'{"result":"ok"}']
 
 
 @pytest.mark.parametrize(
