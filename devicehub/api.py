@@ -286,14 +286,25 @@ class ApiSite(Site):
     """
     A Site that knows its open connections, so that a stopping api process can close
     them once their responses are written: the reactor's own shutdown drops whatever
-    a connection has not sent yet.
+    a connection has not sent yet. POST bodies are JSON, never parsed as forms.
     """
 
     protocol = _Channel
 
-    def __init__(self, resource) -> None:
-        super().__init__(resource)
+    def __init__(self, resource, accessLog: str | None = None) -> None:
+        """
+        @param accessLog: a file to append the access log to (Combined Log Format),
+            C{"-"} for the process log, or None for no access log.
+        """
+        super().__init__(
+            resource, logPath=None if accessLog in (None, "-") else accessLog, parsePOSTFormSubmission=False
+        )
+        self.accessLog = accessLog
         self.channels: set[HTTPChannel] = set()
+
+    def log(self, request) -> None:
+        if self.accessLog is not None:
+            super().log(request)
 
     def buildProtocol(self, addr):
         channel = super().buildProtocol(addr)
@@ -318,12 +329,16 @@ class ApiService(MultiService):
         commandTimeout: float,
         drainTimeout: float = DEFAULT_DRAIN_TIMEOUT,
         token: str | None = None,
+        accessLog: str | None = None,
         curveKeys: str | None = None,
         metrics: Metrics | None = None,
         events: str | None = None,
         broker: "BrokerService | None" = None,
     ) -> None:
-        """@param broker: the broker of this process: reach it in-process instead of over ZeroMQ."""
+        """
+        @param accessLog: see L{ApiSite}.
+        @param broker: the broker of this process: reach it in-process instead of over ZeroMQ.
+        """
         super().__init__()
         self.broker = broker
         self.curveKeys = curveKeys
@@ -335,7 +350,7 @@ class ApiService(MultiService):
         self.api = DeviceAPI(None, commandTimeout, metrics=metrics)
         self.streams = EventStreams(self.api.metrics.eventsDropped.labels("sse"))
         self.root = ApiRoot(self.api.app.resource(), token, self.streams)
-        self.site = ApiSite(self.root)
+        self.site = ApiSite(self.root, accessLog)
         self.listener = ListeningService(reactor, http, self.site, "HTTP")
         self.listener.setServiceParent(self)
 

@@ -166,6 +166,7 @@ class Broker:
         self._deliverAgain: set[str] = set()
         self._eventNumbers: dict[str, int] = {}
         self.metrics = metrics or Metrics()
+        self._counters: dict[str, Any] = {}
         self.maxClientInflight = maxClientInflight
         self._perClient: Counter[bytes] = Counter()
         self.toClient = toClient
@@ -245,16 +246,16 @@ class Broker:
             self._enqueue(client, message.rid, body, DEFAULT_TTL if ttl is None else ttl, coalesce)
             return
         if owner is None:
-            self.metrics.commands.labels(NO).inc()
+            self._count(NO)
             self._reply(client, message.rid, {"result": NO})
             return
         if self._perClient[client] >= self.maxClientInflight:
-            self.metrics.commands.labels(BUSY).inc()
+            self._count(BUSY)
             self._error(client, message.rid, "busy", f"more than {self.maxClientInflight} requests in flight")
             return
         # The body is forwarded as it came: the node reads the same fields.
         if not self._route(owner.node, body, message.payload, client, message.rid):
-            self.metrics.commands.labels(NO).inc()
+            self._count(NO)
             self._reply(client, message.rid, {"result": NO})
 
     def _route(
@@ -284,7 +285,7 @@ class Broker:
     def _finish(self, rid: bytes, result: str) -> Routed:
         """Forget routed command C{rid}, whose caller is about to be answered C{result}."""
         routed = self.routed.pop(rid)
-        self.metrics.commands.labels(result).inc()
+        self._count(result)
         self.metrics.commandSeconds.observe(self.clock.seconds() - routed.started)
         if routed.timer.active():
             routed.timer.cancel()
@@ -297,6 +298,12 @@ class Broker:
         if node.leaving and not node.inflight:
             self.nodes.pop(node.identity, None)
         return routed
+
+    def _count(self, result: str) -> None:
+        counter = self._counters.get(result)
+        if counter is None:  # labels() is a locked lookup: once per result, not per command
+            counter = self._counters[result] = self.metrics.commands.labels(result)
+        counter.inc()
 
     def _expire(self, rid: bytes) -> None:
         routed = self._finish(rid, TIMEOUT)
@@ -327,7 +334,7 @@ class Broker:
         added = self.store.add(imei, body["instruct"], body["data"], ttl, coalesce, self.clock.seconds())
 
         def queued(id: str) -> None:
-            self.metrics.commands.labels(QUEUED).inc()
+            self._count(QUEUED)
             self._reply(client, rid, {"result": QUEUED, "id": id})
             if self.directory.owner(imei) is not None:  # it logged in while the store wrote
                 self._startDelivery(imei)

@@ -170,21 +170,28 @@ def encode(kind: bytes, rid: bytes, body: dict[str, Any]) -> list[bytes]:
     return [VERSION, kind, rid, dumps(body)]
 
 
+# Built once: json.dumps/json.loads with options build a new encoder/decoder per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_ASCII_ENCODER = json.JSONEncoder(separators=(",", ":"))
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+
+
 def dumps(value: Any) -> bytes:
     """Compact UTF-8 JSON, as used on every wire of devicehub."""
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    text = _ENCODER.encode(value)
     try:
         return text.encode()
     except UnicodeEncodeError:
         # A lone surrogate (legal as a JSON escape, e.g. "\udcad") has no UTF-8 form: keep
         # every non-ASCII character escaped instead, which is lossless.
-        return json.dumps(value, separators=(",", ":")).encode()
+        return _ASCII_ENCODER.encode(value).encode()
 
 
 def loads(data: bytes) -> Any:
     """Parse strict JSON (no NaN, Infinity or overflowing numbers); raise L{FrameError} on any failure."""
     try:
-        return json.loads(data, parse_constant=_reject_constant, parse_float=_finite_float)
+        # As json.loads does with bytes (UTF-8, or UTF-16/32 when it detects them).
+        return _DECODER.decode(data.decode(json.detect_encoding(data), "surrogatepass"))
     except FrameError:
         raise
     except (ValueError, RecursionError) as e:

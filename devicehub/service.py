@@ -79,6 +79,8 @@ class Options(usage.Options):
         ["store", None, "devicehub.sqlite3",
          "(broker) SQLite file of the queue of commands for offline devices, created on first use."],
         ["metrics", None, None, "Server endpoint string to serve Prometheus metrics on (the api role also has /metrics)."],
+        ["access-log", None, None,
+         "(api) File to append the HTTP access log to, in Combined Log Format; '-' for the process log [default: none]."],
     ]
 
     def __init__(self, environ=None) -> None:
@@ -217,6 +219,7 @@ def makeService(options: Options, reactor=None) -> Roles:
             commandTimeout=options["command-timeout"],
             drainTimeout=options["drain-timeout"],
             token=options["api-token"],
+            accessLog=options["access-log"],
             curveKeys=options["curve-keys"],
             metrics=metrics,
             events=options["events"],

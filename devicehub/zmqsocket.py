@@ -25,6 +25,8 @@ HIGH_WATER_MARK = 100_000
 _NOBLOCK = int(zmq.NOBLOCK)
 _NOBLOCK_SNDMORE = int(zmq.NOBLOCK | zmq.SNDMORE)
 _RCVMORE = int(zmq.RCVMORE)
+# pyzmq's own send, without the Python layer that handles routing ids and groups (unused here).
+_send = zmq.backend.Socket.send
 
 Handler = Callable[[list[bytes]], None]
 
@@ -116,11 +118,12 @@ class ZmqSocket(ZmqConnection):
         """
         if self.socket is None:
             raise zmq.ZMQError(zmq.ENOTSOCK)
-        send, last = self.socket.send, len(frames) - 1
+        socket = self.socket
         # Only the first part can fail (Again, or an unknown peer): ZeroMQ queues a
         # multipart message whole once its first part is taken.
-        for index, frame in enumerate(frames):
-            send(frame, _NOBLOCK if index == last else _NOBLOCK_SNDMORE)
+        for frame in frames[:-1]:
+            _send(socket, frame, _NOBLOCK_SNDMORE)
+        _send(socket, frames[-1], _NOBLOCK)
         # Sending may consume the FD's edge: read what arrived meanwhile.
         self._scheduleRead()
 
