@@ -762,10 +762,10 @@ class BrokerService(Service):
             self.store = None
         self.frontendSocket.shutdown(linger=0.5)
         self.backendSocket.shutdown()
-        for pipe in [*self._localClients.values(), *self._localNodes.values()]:
-            pipe.close()
+        pipes = [*self._localClients.values(), *self._localNodes.values()]
         self._localClients.clear()
         self._localNodes.clear()
+        await DeferredList([pipe.close(deliver=True) for pipe in pipes])  # the last answers
         if self.eventsSocket is not None:
             self.eventsSocket.shutdown()
             self.eventsSocket = None

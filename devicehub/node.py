@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import zmq
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.logger import Logger
 
 from . import frames
@@ -158,13 +158,13 @@ class BrokerLink(Service):
         super().startService()
         if self.broker is not None:
             pipe = self.broker.connectNode(self.handle)
-            self._transmit, self._close = pipe.send, pipe.close
+            self._transmit, self._close = pipe.send, lambda: pipe.close(deliver=True)
         else:
             socket = self.socket = ZmqSocket(
                 self.reactor, zmq.DEALER, self.received, connect=[self.backend], immediate=True, curve=self.curve
             )
             self._transmit = lambda message: socket.sendFrames(message.frames())
-            self._close = lambda: socket.shutdown(linger=1.0)
+            self._close = lambda: socket.shutdown(linger=1.0)  # ZeroMQ's own thread delivers the rest
         self.node.upstream = self
         self._tick()
 
@@ -178,14 +178,16 @@ class BrokerLink(Service):
             self.node.upstream = None
             self._send(b"bye", {})
 
-    def stopService(self) -> None:
+    def stopService(self) -> Deferred | None:
+        """Leave, and close the link once what this node sent has gone (or timed out)."""
         super().stopService()
         self.leave()
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
-        self._close()
+        closed = self._close()
         self._transmit = self._close = self.socket = None
+        return closed
 
     # -- to the broker
 
@@ -312,7 +314,7 @@ class NodeService(MultiService):
         self.link.leave()
         await drain(self.reactor, lambda: self.node.unanswered, self.drainTimeout)
         await self.factory.closeAll("shutting down", CLOSE_GRACE)
-        self.link.stopService()
+        await maybeDeferred(self.link.stopService)
         Service.stopService(self)
 
     def stopService(self) -> Deferred:

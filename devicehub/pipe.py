@@ -12,6 +12,7 @@ messages per reactor turn, so a busy link cannot starve device connections.
 from collections import deque
 from typing import Callable, Generic, TypeVar
 
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 log = Logger()
@@ -29,6 +30,7 @@ class Pipe(Generic[T]):
         self.handler = handler
         self._queue: deque[T] = deque()
         self._delivery = None
+        self._flushed: list[Deferred[None]] = []
         self.closed = False
 
     def send(self, message: T) -> None:
@@ -49,7 +51,24 @@ class Pipe(Generic[T]):
                 log.failure("Unexpected error handling an in-process message")
         if queue:
             self._delivery = self.reactor.callLater(0, self._deliver)
+        else:
+            flushed, self._flushed = self._flushed, []
+            for waiter in flushed:
+                waiter.callback(None)
 
-    def close(self) -> None:
-        """Take nothing more; what was sent is still delivered (as a socket's linger would)."""
+    def close(self, deliver: bool = False) -> "Deferred[None]":
+        """
+        Take nothing more. What was sent and not yet delivered is dropped, or with
+        C{deliver} still delivered (as a socket's linger would); fires when nothing is left.
+        """
         self.closed = True
+        if not deliver:
+            self._queue.clear()
+            if self._delivery is not None and self._delivery.active():
+                self._delivery.cancel()
+            self._delivery = None
+        if self._delivery is None:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._flushed.append(waiter)
+        return waiter

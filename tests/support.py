@@ -71,11 +71,18 @@ async def until_online(demand, imei: str, timeout: float = 10.0) -> None:
 
 
 class Hub:
-    """Broker, node and (optionally) API in this process, on ephemeral ports."""
+    """
+    Broker, node and (optionally) API in this process, on ephemeral ports. They talk
+    over ZeroMQ, or with C{pipes} through the in-process pipes twistd uses for roles
+    in one process.
+    """
 
     def __init__(self, *, api: bool = True, commandTimeout: float = 5.0, apiToken=None, brokerOptions=None,
-                 http: str = "tcp:0:interface=127.0.0.1", **deviceSettings) -> None:
+                 http: str = "tcp:0:interface=127.0.0.1", accessLog: str | None = None, pipes: bool = False,
+                 **deviceSettings) -> None:
         self.http = http
+        self.accessLog = accessLog
+        self.pipes = pipes
         self.metrics = Metrics()  # one per process, as makeService does
         self.broker = BrokerService(
             reactor, frontend=LOCAL, backend=LOCAL, events=LOCAL, metrics=self.metrics, **(brokerOptions or {})
@@ -125,8 +132,10 @@ class Hub:
                 frontend=self.frontend,
                 commandTimeout=self.commandTimeout,
                 token=self.apiToken,
+                accessLog=self.accessLog,
                 metrics=self.metrics,
                 events=self.events,
+                broker=self.broker if self.pipes else None,
             )
             self.api.startService()
         return self
@@ -140,6 +149,7 @@ class Hub:
             commandTimeout=self.commandTimeout,
             settings=self.settings,
             metrics=self.metrics,
+            broker=self.broker if self.pipes else None,
         )
         node.startService()
         self.nodes.append(node)

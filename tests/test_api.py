@@ -10,9 +10,10 @@ from twisted.internet.defer import ensureDeferred, gatherResults
 from .support import Hub, eventually, online
 
 
-@pytest_twisted.async_yield_fixture
-async def hub():
-    hub = await Hub(commandTimeout=3.0).start()
+@pytest_twisted.async_yield_fixture(params=[False, True], ids=["zeromq", "pipes"])
+async def hub(request):
+    """Node and API reach the broker over ZeroMQ, or in-process (as roles in one twistd do)."""
+    hub = await Hub(commandTimeout=3.0, pipes=request.param).start()
     yield hub
     await hub.stop()
 

@@ -47,7 +47,7 @@ async def test_devices_must_prove_their_imei_when_a_secret_is_set():
 async def test_api_token_is_required_everywhere_but_health_and_never_logged(http):
     events = []
     globalLogPublisher.addObserver(events.append)
-    hub = await Hub(apiToken=TOKEN).start()
+    hub = await Hub(apiToken=TOKEN, accessLog="-").start()
     try:
         device = await online(hub, "dev1", reply=1)
         for headers in [{}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}, {"Authorization": f"Basic {TOKEN}"}]:

@@ -10,9 +10,10 @@ from devicehub import NO, OK, TIMEOUT, BrokerUnavailable, Demand, Reply
 from .support import Hub, connect, eventually, online
 
 
-@pytest_twisted.async_yield_fixture
-async def hub():
-    hub = await Hub(api=False).start()
+@pytest_twisted.async_yield_fixture(params=[False, True], ids=["zeromq", "pipes"])
+async def hub(request):
+    """The node reaches the broker over ZeroMQ, or in-process (as roles in one twistd do)."""
+    hub = await Hub(api=False, pipes=request.param).start()
     yield hub
     await hub.stop()
 

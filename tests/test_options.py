@@ -68,3 +68,10 @@ def test_roles_select_services():
     assert [type(service) for service in hub] == [BrokerService, ApiService]
     hub = makeService(parse([]))
     assert [type(service) for service in hub] == [BrokerService, NodeService, ApiService]
+
+
+def test_roles_in_one_process_reach_the_broker_in_process():
+    broker, node, api = makeService(parse([]))
+    assert node.link.broker is broker and api.broker is broker
+    node, api = makeService(parse(["--roles", "node,api"]))
+    assert node.link.broker is None and api.broker is None  # over ZeroMQ, to --backend and --frontend
