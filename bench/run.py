@@ -18,6 +18,8 @@ import argparse
 import json
 import os
 import platform
+import re
+import shutil
 import socket
 import sys
 import tempfile
@@ -135,19 +137,38 @@ class Bench:
         return percentiles(samples)
 
     async def windowed(self, call, count: int, window: int) -> dict:
-        samples = []
-        work = iter(range(count))
+        """Keep C{window} calls in flight until C{count} are done; C{call(i)} returns a Deferred."""
+        samples: list[float] = []
+        done: defer.Deferred = defer.Deferred()
+        clock = time.perf_counter
+        issued = acked = 0
 
-        async def worker():
-            for i in work:
-                started = time.perf_counter()
-                await call(i)
-                samples.append(time.perf_counter() - started)
+        # Plain callbacks rather than a coroutine per call: the generator shares the CPUs
+        # with what it measures, so it should cost as little as it can.
+        def start() -> None:
+            nonlocal issued
+            i, issued = issued, issued + 1
+            call(i).addCallbacks(finished, failed, callbackArgs=(clock(),))
 
-        started = time.perf_counter()
-        await defer.gatherResults([defer.ensureDeferred(worker()) for _ in range(window)])
-        elapsed = time.perf_counter() - started
-        return {"per_s": round(count / elapsed), **percentiles(samples)}
+        def finished(result, started: float) -> None:
+            nonlocal acked
+            samples.append(clock() - started)
+            acked += result == OK
+            if issued < count:
+                start()
+            elif len(samples) == count and not done.called:
+                done.callback(None)
+
+        def failed(failure) -> None:
+            if not done.called:
+                done.errback(failure)
+
+        started = clock()
+        for _ in range(min(window, count)):
+            start()
+        await done
+        elapsed = clock() - started
+        return {"per_s": round(acked / elapsed), "sent": count, "acked": acked, **percentiles(samples)}
 
     async def offered(self, demand: Demand, imeis: list[str], rate: int, seconds: float) -> dict:
         """Send at a fixed rate (open loop); latency of each command."""
@@ -164,9 +185,12 @@ class Bench:
                 lambda result, sent=sent: samples.append(time.perf_counter() - sent)))
         await defer.gatherResults(pending)
         achieved = total / (time.perf_counter() - started)
-        return {"offered_per_s": rate, "achieved_per_s": round(achieved), **percentiles(samples)}
+        return {"offered_per_s": rate, "achieved_per_s": round(achieved), "sent": total, **percentiles(samples)}
 
-    async def http(self, url: str, imeis: list[str], count: int, window: int) -> dict:
+    async def http(self, url: str, prefix: str, devices: int, count: int, window: int) -> dict:
+        """POST commands with wait, C{window} at once: with wrk when installed, else a Twisted client."""
+        if shutil.which("wrk"):
+            return await self.wrk(url, prefix, devices, window)
         import treq
         from twisted.web.client import Agent, HTTPConnectionPool
 
@@ -175,16 +199,25 @@ class Bench:
         client = treq.client.HTTPClient(Agent(self.reactor, pool=pool))
 
         async def post(i):
-            response = await client.post(f"{url}/devices/{imeis[i % len(imeis)]}/commands", data=b'{"instruct":"0x10"}')
+            response = await client.post(f"{url}/devices/{prefix}{i % devices:06}/commands", data=b'{"instruct":"0x10"}')
             await response.content()
-            assert response.code == 200
+            return OK if response.code == 200 else response.code
 
         try:
-            return await self.windowed(post, count, window)
+            return {"tool": "treq", **await self.windowed(lambda i: defer.ensureDeferred(post(i)), count, window)}
         finally:
             await pool.closeCachedConnections()
 
-    async def roundtrips(self, frontend: str, imeis: list[str], url: str | None, label: str) -> dict:
+    async def wrk(self, url: str, prefix: str, devices: int, window: int) -> dict:
+        seconds = max(1, round(self.options.seconds * 3))
+        process = self.spawn(["wrk", "-t1", f"-c{window}", f"-d{seconds}s", "--latency",
+                              "-s", str(ROOT / "bench" / "post.lua"), url, "--", prefix, str(devices)])
+        await process.ended
+        self.processes.remove(process)
+        return {"tool": "wrk", **parse_wrk(process.output)}
+
+    async def roundtrips(self, frontend: str, imeis: list[str], url: str | None, label: str, prefix: str) -> dict:
+        """Every Demand figure, and HTTP's when C{url} is given (devices C{prefix}000000 ... for HTTP)."""
         n = self.options.commands
         demand = Demand(frontend, timeout=30)
         try:
@@ -200,7 +233,7 @@ class Bench:
                 result["demand_offered"].append(figure)
                 progress(f"{label}: offered {rate}/s -> p99 {figure['p99_ms']} ms")
             if url is not None:
-                result["http_window"] = await self.http(url, imeis, n * 2, 50)
+                result["http_window"] = await self.http(url, prefix, len(imeis), n * 2, 50)
                 progress(f"{label}: HTTP 50 in flight: {result['http_window']['per_s']} commands/s")
             return result
         finally:
@@ -245,7 +278,7 @@ class Bench:
         await self.fleet(devices, self.options.devices, "127.0.0.2", "b-")
         imeis = [f"b-{i:06}" for i in range(self.options.devices)]
         cpu = hub.cpu_seconds()
-        result = await self.roundtrips(f"tcp://127.0.0.1:{frontend}", imeis, f"http://127.0.0.1:{http}", "b")
+        result = await self.roundtrips(f"tcp://127.0.0.1:{frontend}", imeis, f"http://127.0.0.1:{http}", "b", "b-")
         result["hub_cpu_seconds"] = round(hub.cpu_seconds() - cpu, 2)
         result["hub_rss_kib"] = hub.rss_kib()
         await self.stopAll()
@@ -269,8 +302,9 @@ class Bench:
             url = f"http://127.0.0.1:{http}"
         cpu = broker.cpu_seconds()
         if full:
-            result = await self.roundtrips(zmq["frontend"], imeis, url, label)
-            commands = self.options.commands * 6 + 200 + sum(int(r * self.options.seconds) for r in self.options.rates)
+            result = await self.roundtrips(zmq["frontend"], imeis, url, label, f"{label}0-")
+            commands = 200 + self.options.commands + result["demand_window"]["sent"] + result["http_window"]["sent"]
+            commands += sum(figure["sent"] for figure in result["demand_offered"])
         else:
             demand = Demand(zmq["frontend"], timeout=30)
             send = lambda i: demand.send(imeis[i % len(imeis)], "0x10", i)  # noqa: E731
@@ -323,6 +357,23 @@ class Bench:
         progress(f"e: bare ZeroMQ echo {zmq_rate}/s, bare Twisted line echo {line_rate}/s")
         await self.stopAll()
         return {"zmq_echo_per_s": zmq_rate, "line_echo_per_s": line_rate, "window": window}
+
+
+def parse_wrk(output: str) -> dict:
+    """The figures of a wrk run (with --latency): acked = answers with status 200."""
+    requests = int(re.search(r"(\d+) requests in", output).group(1))
+    seconds = float(re.search(r"requests in ([\d.]+)s", output).group(1))
+    failed = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    errors = re.search(r"Socket errors: (.*)", output)
+    acked = requests - (int(failed.group(1)) if failed else 0)
+    units = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+    latency = {}
+    for percent, value, unit in re.findall(r"^\s+(50|90|99)%\s+([\d.]+)(us|ms|s)\s*$", output, re.M):
+        latency[f"p{percent}_ms"] = round(float(value) * units[unit], 3)
+    figures = {"per_s": round(acked / seconds), "sent": requests, "acked": acked, **latency}
+    if errors:
+        figures["socket_errors"] = errors.group(1).strip()
+    return figures
 
 
 def percentiles(samples: list[float]) -> dict:

@@ -207,7 +207,7 @@ class Broker:
         try:
             message = frames.decode(rest)
         except FrameError as e:
-            self._malformed(client, rest[2] if len(rest) == 4 else None, e)
+            self._malformed(client, frames.request_id(rest), e)
             return
         self.clientMessage(client, message)
 

@@ -234,17 +234,20 @@ def test_malformed_requests_get_an_error_and_nothing_else_changes():
     hello(broker, b"N1", "node-1", [("a", 1)])
     nodes.take()
     bad = [
-        [b"DH1", b"send", b"r1", b'{"imei":"a"}'],
-        [b"DH9", b"send", b"r2", b"{}"],
-        [b"DH1", b"hello", b"r3", json.dumps({"node": "x", "devices": []}).encode()],
-        [b"DH1", b"list", b"r4", b'{"num":-1,"page":0}'],
-        [b"DH1", b"total", b"r5", b"[]"],
+        [b"DH2 send r1", b'{"imei":"a"}'],
+        [b"DH2 hello r3", json.dumps({"node": "x", "devices": []}).encode()],
+        [b"DH2 list r4", b'{"num":-1,"page":0}'],
+        [b"DH2 total r5", b"[]"],
+        [b"DH2 total r6", b"{}", b"{}"],
     ]
     for message in bad:
         broker.fromClient([b"C", *message])
     answers = clients.take(b"C")
     assert [m.kind for m in answers] == [b"error"] * len(bad)
+    assert [m.rid for m in answers] == [b"r1", b"r3", b"r4", b"r5", b"r6"]
     assert all(m.body["code"] == "invalid" for m in answers)
+    # Another version's layout is unknown, so is its request id: dropped (and logged) unanswered.
+    broker.fromClient([b"C", b"DH1", b"send", b"r2", b"{}"])
     broker.fromClient([b"C", b"just one frame"])
     assert clients.take() == [] and nodes.take() == []
     assert broker.directory.page(10, 0) == ["a"]
@@ -299,7 +302,7 @@ def test_node_link_survives_any_frames_from_its_broker(garbage, kind):
     broker = FakeBroker()
     link = BrokerLink(Node("n", 5.0, clock), "tcp://unused", clock, broker=broker)
     link.startService()
-    for raw in garbage + [[frames.VERSION, kind, b"1", b"{}"], [frames.VERSION, kind, b"1", b'{"imei":7}']]:
+    for raw in garbage + [[b"DH2 " + kind + b" 1", b"{}"], [b"DH2 " + kind + b" 1", b'{"imei":7}']]:
         link.received(raw)
     link.received(frames.encode(b"command", b"9", {"imei": "x", "instruct": "i", "data": None, "timeout": 1, "wait": True}))
     assert broker.pipe.sent[-1][:3] == (b"result", b"9", {"result": "no", "data": None})

@@ -25,7 +25,8 @@ class FakeBroker:
         return self.socket.lastEndpoint
 
     def answer(self, request, kind, body):
-        client, _, _, rid, _ = request
+        client, *message = request
+        rid = frames.decode(message).rid
         self.socket.sendFrames([client, *frames.encode(kind, rid, body)])
 
     def close(self):

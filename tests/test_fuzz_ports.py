@@ -54,10 +54,11 @@ def random_frames(rng: random.Random) -> list[bytes]:
     if shape == 0:
         return [rng.randbytes(rng.randrange(0, 30)) for _ in range(rng.randrange(1, 6))]
     if shape == 1:  # right version and kind, body anything
-        return [frames.VERSION, rng.choice(kinds), rng.randbytes(rng.randrange(0, 8)), rng.randbytes(rng.randrange(0, 50))]
+        header = b"DH2 " + rng.choice(kinds) + b" " + rng.randbytes(rng.randrange(0, 8))
+        return [header, rng.randbytes(rng.randrange(0, 50))][: rng.randrange(1, 3)]
     if shape == 2:  # well-formed results for requests nobody made (or that timed out long ago)
         return frames.encode(b"result", b"%x" % rng.randrange(100), {"result": rng.choice(["ok", "no", "timeout", "?"]), "data": None})
-    return [b"DH0", b"send", b"1", b"{}"][: rng.randrange(1, 5)]
+    return [b"DH1", b"send", b"1", b"{}"][: rng.randrange(1, 5)]  # another version
 
 
 @pytest_twisted.ensureDeferred
