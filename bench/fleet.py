@@ -14,7 +14,7 @@ import json
 import sys
 
 from twisted.internet import defer, task
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import ClientFactory
 from twisted.protocols.basic import LineOnlyReceiver
 
 
@@ -46,17 +46,33 @@ class SimulatedDevice(LineOnlyReceiver):
     def ping(self) -> None:
         self.sendLine(b'{"type":"ping"}')
 
+    def connectionLost(self, reason) -> None:
+        if not self.loggedIn.called:
+            self.loggedIn.errback(reason)
+
+
+class OneDevice(ClientFactory):
+    """Connects one simulated device (lighter than an endpoint: the fleet shares the CPUs it measures)."""
+
+    def __init__(self, device: SimulatedDevice) -> None:
+        self.device = device
+
+    def buildProtocol(self, addr) -> SimulatedDevice:
+        return self.device
+
+    def clientConnectionFailed(self, connector, reason) -> None:
+        self.device.loggedIn.errback(reason)
+
 
 async def main(reactor, options) -> None:
     options.replyJson = b"" if options.reply is None else b',"data":' + options.reply.encode()
-    endpoint = TCP4ClientEndpoint(reactor, options.host, options.port, bindAddress=(options.source, 0), timeout=30)
     devices = []
     started = reactor.seconds()
     for start in range(0, options.count, options.batch):
         batch = [SimulatedDevice(f"{options.prefix}{i:06}", options) for i in range(start, min(start + options.batch, options.count))]
         for device in batch:
             device.clock = reactor
-        await defer.gatherResults([connectProtocol(endpoint, device) for device in batch])
+            reactor.connectTCP(options.host, options.port, OneDevice(device), timeout=30, bindAddress=(options.source, 0))
         results = await defer.gatherResults([device.loggedIn for device in batch])
         if not all(results):
             raise SystemExit("a login was refused")

@@ -375,7 +375,7 @@ class Broker:
             self._storeQuery(client, message.rid, cancelled, lambda command: {"command": command})
 
     def _startDelivery(self, imei: str) -> None:
-        if self.store is None:
+        if self.store is None or not self.store.mayHaveWaiting(imei):
             return
         if imei in self._delivering:
             self._deliverAgain.add(imei)

@@ -70,6 +70,10 @@ class CommandStore:
         """Commands queued right now (kept in step with every change)."""
         self.healthy = True
         """False when the last database call failed."""
+        # Imeis that may have queued commands, so that the login of any other (nearly all
+        # logins) costs no query. Updated in the order the database thread ran the changes.
+        self._waiting: set[str] = set()
+        self._loaded = False
         self._pool = adbapi.ConnectionPool(
             "sqlite3", path, check_same_thread=False, cp_min=1, cp_max=1,
             cp_openfun=_connected, cp_reactor=reactor,
@@ -95,6 +99,10 @@ class CommandStore:
         self.depth, value = result
         return value
 
+    def mayHaveWaiting(self, imei: str) -> bool:
+        """False when C{imei} surely has no queued command, so L{due} would find none."""
+        return not self._loaded or imei in self._waiting
+
     def open(self, now: float) -> Deferred:
         """Create the table if needed; what was "sent" when the broker stopped is queued again."""
 
@@ -102,9 +110,15 @@ class CommandStore:
             for statement in _SCHEMA:
                 cursor.execute(statement)
             cursor.execute("UPDATE commands SET state = ?, updated = ? WHERE state = ?", (QUEUED, now, SENT))
-            return self._depth(cursor), None
+            cursor.execute("SELECT DISTINCT imei FROM commands WHERE state = ?", (QUEUED,))
+            waiting = {imei for (imei,) in cursor.fetchall()}
+            return self._depth(cursor), waiting
 
-        return self._run(interaction).addCallback(self._keepDepth)
+        def loaded(waiting: set[str]) -> None:
+            self._waiting |= waiting
+            self._loaded = True
+
+        return self._run(interaction).addCallback(self._keepDepth).addCallback(loaded)
 
     def add(self, imei: str, instruct: str, data: Any, ttl: float, coalesce: bool, now: float) -> "Deferred[str]":
         """Queue a command; with C{coalesce}, it replaces queued ones with the same instruct."""
@@ -122,7 +136,11 @@ class CommandStore:
             )
             return self._depth(cursor), id
 
-        return self._run(interaction).addCallback(self._keepDepth)
+        def added(id: str) -> str:
+            self._waiting.add(imei)
+            return id
+
+        return self._run(interaction).addCallback(self._keepDepth).addCallback(added)
 
     def due(self, imei: str, now: float) -> "Deferred[list[dict[str, Any]]]":
         """The commands to deliver to C{imei}, oldest first (expired ones are marked so first)."""
@@ -138,7 +156,12 @@ class CommandStore:
             commands = [_record(row) for row in cursor.fetchall()]  # before the cursor runs the count
             return self._depth(cursor), commands
 
-        return self._run(interaction).addCallback(self._keepDepth)
+        def found(commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            if not commands:
+                self._waiting.discard(imei)
+            return commands
+
+        return self._run(interaction).addCallback(self._keepDepth).addCallback(found)
 
     def sending(self, id: str, now: float) -> Deferred:
         """Mark a command sent (one more attempt)."""

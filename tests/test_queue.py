@@ -67,6 +67,29 @@ async def test_store_requeues_what_was_sent_when_reopened(tmp_path):
     reopened.close()
 
 
+@pytest_twisted.ensureDeferred
+async def test_store_knows_which_imeis_need_no_query_at_login(tmp_path):
+    path = str(tmp_path / "queue.sqlite3")
+    store = CommandStore(path, reactor)
+    assert store.mayHaveWaiting("dev")  # not opened yet: it cannot tell
+    await store.open(0.0)
+    assert not store.mayHaveWaiting("dev")
+    id = await store.add("dev", "0x10", None, 100, False, 1.0)
+    assert store.mayHaveWaiting("dev") and not store.mayHaveWaiting("other")
+    await store.sending(id, 2.0)
+    await store.delivered(id, True, 3.0)
+    assert await store.due("dev", 4.0) == [] and not store.mayHaveWaiting("dev")
+    # A command added while a query that finds none is under way is not forgotten.
+    empty, added = store.due("dev", 5.0), store.add("dev", "0x11", None, 100, False, 5.0)
+    assert await empty == [] and await added
+    assert store.mayHaveWaiting("dev")
+    store.close()
+    reopened = CommandStore(path, reactor)
+    await reopened.open(6.0)
+    assert reopened.mayHaveWaiting("dev") and not reopened.mayHaveWaiting("other")
+    reopened.close()
+
+
 @pytest_twisted.async_yield_fixture
 async def hub(tmp_path):
     hub = await Hub(commandTimeout=1.0, brokerOptions={"store": str(tmp_path / "q.sqlite3"), "deliveryTimeout": 1.0}).start()
