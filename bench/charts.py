@@ -32,6 +32,7 @@ def draw(results: dict, directory: Path) -> list[Path]:
         "bare Twisted line echo": e["line_echo_per_s"],
         "b Demand (1 process)": b["demand_window"]["per_s"],
         "b HTTP (1 process)": b.get("http_window", {}).get("per_s", 0),
+        "b HTTP (+1 api process)": b.get("http_two_api_processes", {}).get("per_s", 0),
         "c Demand (cluster)": c["demand_window"]["per_s"],
         "c HTTP (cluster)": c.get("http_window", {}).get("per_s", 0),
     }
@@ -48,7 +49,8 @@ def draw(results: dict, directory: Path) -> list[Path]:
 
     points = results["a_idle"]["memory_points"]
     figure, axes = plt.subplots(figsize=(6, 4))
-    axes.plot([p["devices"] for p in points], [p["rss_kib"] / 1024 for p in points], marker="o")
+    points = sorted(points, key=lambda point: point["devices"])
+    axes.plot([p["devices"] for p in points], [p["rss_kib"] / 1024 for p in points], marker=".")
     axes.set(xlabel="idle devices connected to one node", ylabel="node process RSS (MiB)", title="Memory vs devices")
     paths.append(_save(figure, directory / "memory.png"))
     return paths

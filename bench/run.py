@@ -256,9 +256,22 @@ class Bench:
         base = hub.rss_kib()
         per_fleet = self.options.idle // self.options.fleets
         points = [{"devices": 0, "rss_kib": base}]
+        demand = Demand(f"tcp://127.0.0.1:{frontend}", timeout=5)
+        logging_in = True
+
+        async def sample() -> None:  # memory against devices online, while they log in
+            while logging_in:
+                online = await demand.gettotal()
+                points.append({"devices": online, "rss_kib": hub.rss_kib()})
+                await task.deferLater(self.reactor, 0.2, lambda: None)
+
+        sampler = defer.ensureDeferred(sample())
         fleets = [self.fleet(devices, per_fleet, f"127.0.0.{2 + i}", f"f{i}-", batch=250)
                   for i in range(self.options.fleets)]
         readies = [ready for _, ready in await defer.gatherResults([defer.ensureDeferred(f) for f in fleets])]
+        logging_in = False
+        await sampler
+        demand.close()
         total = sum(ready["ready"] for ready in readies)
         # The fleets log in at the same time; each times its own logins (not its start-up).
         elapsed = max(ready["ready"] / ready["login_per_s"] for ready in readies)
@@ -288,6 +301,16 @@ class Bench:
         result = await self.roundtrips(f"tcp://127.0.0.1:{frontend}", imeis, f"http://127.0.0.1:{http}", "b", "b-")
         result["hub_cpu_seconds"] = round(hub.cpu_seconds() - cpu, 2)
         result["hub_rss_kib"] = hub.rss_kib()
+        if shutil.which("wrk"):
+            # The api role is stateless: a second api process (over ZeroMQ to the same broker)
+            # takes the HTTP work the first cannot, on the same two cores.
+            second = free_ports(1)[0]
+            await self.hub("api", http=f"tcp:{second}:interface=127.0.0.1", frontend=f"tcp://127.0.0.1:{frontend}",
+                           events=f"tcp://127.0.0.1:{events}")
+            urls = [f"http://127.0.0.1:{http}", f"http://127.0.0.1:{second}"]
+            both = await defer.gatherResults([defer.ensureDeferred(self.wrk(url, "b-", len(imeis), 25)) for url in urls])
+            result["http_two_api_processes"] = {"per_s": sum(figure["per_s"] for figure in both), "processes": both}
+            progress(f"b: HTTP over 2 api processes, 25 in flight each: {result['http_two_api_processes']['per_s']} commands/s")
         await self.stopAll()
         return result
 
