@@ -17,6 +17,8 @@ from twisted.internet import defer, task
 from twisted.internet.protocol import ClientFactory
 from twisted.protocols.basic import LineOnlyReceiver
 
+from devicehub.service import tune_garbage_collector  # bench/run.py puts the repository on PYTHONPATH
+
 
 class SimulatedDevice(LineOnlyReceiver):
     delimiter = b"\n"
@@ -65,6 +67,7 @@ class OneDevice(ClientFactory):
 
 
 async def main(reactor, options) -> None:
+    tune_garbage_collector()  # as twistd devicehub does: the fleet shares the CPUs it measures
     options.replyJson = b"" if options.reply is None else b',"data":' + options.reply.encode()
     devices = []
     started = reactor.seconds()

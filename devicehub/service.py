@@ -1,5 +1,6 @@
 """Options of C{twistd devicehub} and the service they build (CONTRACT §1)."""
 
+import gc
 import os
 import re
 import resource
@@ -19,6 +20,8 @@ ROLES = ("broker", "node", "api")
 FD_HEADROOM = 200
 ENVIRONMENT_PREFIX = "DEVICEHUB_"
 _ZMQ_ADDRESS = re.compile(r"(tcp|ipc|inproc)://\S+")
+# Allocations between collections of the youngest generation (Python's default: 700).
+GC_THRESHOLD = 20_000
 
 
 def positiveFloat(value: str) -> float:
@@ -147,8 +150,26 @@ class Options(usage.Options):
             raise usage.UsageError(f"--{name} {self[name]!r} is not a usable endpoint: {e}") from None
 
 
+def tune_garbage_collector() -> None:
+    """
+    Leave what is alive now (modules, listeners, the app) out of the collector's scans,
+    and collect the youngest generation every L{GC_THRESHOLD} allocations instead of
+    Python's 700: a command allocates some dozens of objects, so the default ran a
+    collection every few commands (~6 % of the hub's CPU).
+    """
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
+
+
 class Roles(MultiService):
-    """A MultiService whose stop reports a failing child instead of swallowing it."""
+    """
+    The roles of one twistd process. Its stop reports a failing child instead of
+    swallowing it; once started, it tunes the garbage collector for the process.
+    """
+
+    def startService(self) -> None:
+        super().startService()
+        tune_garbage_collector()
 
     def stopService(self) -> Deferred:
         self.running = False

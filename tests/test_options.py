@@ -1,12 +1,14 @@
 """Options of twistd devicehub, from the command line and the environment."""
 
+import gc
+
 import pytest
 from twisted.python.usage import UsageError
 
 from devicehub.broker import BrokerService
 from devicehub.node import NodeService
 from devicehub.api import ApiService
-from devicehub.service import Options, makeService
+from devicehub.service import GC_THRESHOLD, Options, Roles, makeService
 
 
 def parse(argv, environ=None):
@@ -68,6 +70,16 @@ def test_roles_select_services():
     assert [type(service) for service in hub] == [BrokerService, ApiService]
     hub = makeService(parse([]))
     assert [type(service) for service in hub] == [BrokerService, NodeService, ApiService]
+
+
+def test_a_started_process_collects_garbage_less_often():
+    before = gc.get_threshold()
+    try:
+        Roles().startService()
+        assert gc.get_threshold() == (GC_THRESHOLD, *before[1:]) and gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
 
 
 def test_roles_in_one_process_reach_the_broker_in_process():
