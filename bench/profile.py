@@ -1,0 +1,79 @@
+"""
+Where the CPU goes per command: `python bench/profile.py [--commands 60000] [--runs 3] [--sequential] [--spy hub|fleet]`.
+
+Starts `twistd devicehub` (all roles in one process) and a fleet of 100 devices, keeps a
+window of 200 Demand calls in flight (or, with --sequential, one at a time), and prints
+for each run the acked commands/s and the CPU microseconds per command of the hub, the
+fleet and this load generator (user + system, all threads, from /proc). With --spy, the
+last run is also sampled by py-spy (pip install py-spy) into bench/profile-ROLE.txt
+(raw collapsed stacks: feed them to a flame graph, or sort them). This is the tool behind
+the before/after figures in docs/performance.md; bench/run.py is the full benchmark.
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from twisted.internet import defer, task
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from run import Bench, progress  # noqa: E402
+
+from devicehub import Demand  # noqa: E402
+from devicehub.service import tune_garbage_collector  # noqa: E402
+from tests.support import free_ports  # noqa: E402
+
+
+async def main(reactor, options) -> None:
+    tune_garbage_collector()
+    bench = Bench(reactor, options)
+    devices, http, frontend, backend, events = free_ports(5)
+    hub = await bench.hub("broker,node,api", devices=f"tcp:{devices}:interface=127.0.0.1",
+                          http=f"tcp:{http}:interface=127.0.0.1", frontend=f"tcp://127.0.0.1:{frontend}",
+                          backend=f"tcp://127.0.0.1:{backend}", events=f"tcp://127.0.0.1:{events}")
+    fleet, _ = await bench.fleet(devices, 100, "127.0.0.2", "p-")
+    imeis = [f"p-{i:06}" for i in range(100)]
+    demand = Demand(f"tcp://127.0.0.1:{frontend}", timeout=30)
+    send = lambda i: demand.send(imeis[i % len(imeis)], "0x10", i)  # noqa: E731
+    try:
+        await bench.windowed(send, 2000, 200)  # warm up
+        for run in range(options.runs):
+            spy = None
+            if options.spy and run == options.runs - 1:
+                target = {"hub": hub, "fleet": fleet}[options.spy]
+                spy = subprocess.Popen(
+                    ["py-spy", "record", "-p", str(target.pid), "-d", "5", "-r", "500", "-f", "raw",
+                     "-o", str(ROOT / "bench" / f"profile-{options.spy}.txt")],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            cpu = hub.cpu_seconds(), fleet.cpu_seconds(), time.process_time()
+            if options.sequential:
+                figure = await bench.sequential(demand, imeis, options.commands)
+            else:
+                figure = await bench.windowed(send, options.commands, 200)
+            used = hub.cpu_seconds() - cpu[0], fleet.cpu_seconds() - cpu[1], time.process_time() - cpu[2]
+            hub_us, fleet_us, generator_us = (round(seconds / options.commands * 1e6, 1) for seconds in used)
+            rate = f"{figure['per_s']} commands/s" if "per_s" in figure else f"p50 {figure['p50_ms']} ms"
+            progress(f"run {run + 1}: {rate}; CPU per command: hub {hub_us} us, fleet {fleet_us} us, "
+                     f"generator {generator_us} us")
+            if spy is not None:
+                spy.wait()
+    finally:
+        demand.close()
+        await bench.stopAll()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.add_argument("--commands", type=int, default=60_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--sequential", action="store_true", help="one call at a time instead of a window of 200")
+    parser.add_argument("--spy", choices=["hub", "fleet"], help="sample this process with py-spy in the last run")
+    options = parser.parse_args()
+    os.chdir(ROOT)
+    task.react(lambda reactor: defer.ensureDeferred(main(reactor, options)))
