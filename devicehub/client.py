@@ -112,7 +112,7 @@ class Demand:
         With C{queue=True} (and optional C{ttl} seconds, C{coalesce=True}), a device
         that is offline gets the command when it logs in: fires with QUEUED.
         """
-        return self.request(imei, instruct, data, timeout, **queueing).addCallback(lambda reply: reply.result)
+        return self._command(imei, instruct, data, timeout, True, **queueing).addCallback(_result)
 
     def request(
         self,
@@ -126,29 +126,22 @@ class Demand:
         coalesce: bool = False,
     ) -> "Deferred[Reply]":
         """Like L{send}, with the ack's C{data} (or the queued command's C{id}): fires with a L{Reply}."""
-        try:
-            wait = self.timeout if timeout is None else _checkedTimeout(timeout)
-            body = self._command(imei, instruct, data, wait, True)
-            body.update(self._queueing(queue, ttl, coalesce))
-        except ValueError as e:
-            return fail(e)
-        return self._call(b"send", body, wait).addCallback(_reply)
+        return self._command(imei, instruct, data, timeout, True, queue=queue, ttl=ttl, coalesce=coalesce).addCallback(
+            _reply
+        )
 
     def send_nowait(self, imei: str, instruct: str, data: Any = None, **queueing: Any) -> "Deferred[str]":
         """Fires with OK once the device's node has written the command, NO if not online (or QUEUED)."""
-        return self.request_nowait(imei, instruct, data, **queueing).addCallback(lambda reply: reply.result)
+        return self._command(imei, instruct, data, None, False, **queueing).addCallback(_result)
 
     def request_nowait(
         self, imei: str, instruct: str, data: Any = None, *, queue: bool = False, ttl: float | None = None,
         coalesce: bool = False,
     ) -> "Deferred[Reply]":
         """Like L{send_nowait}; fires with a L{Reply} (with the C{id} when queued)."""
-        try:
-            body = self._command(imei, instruct, data, self.timeout, False)
-            body.update(self._queueing(queue, ttl, coalesce))
-        except ValueError as e:
-            return fail(e)
-        return self._call(b"send", body, self.timeout).addCallback(_reply)
+        return self._command(imei, instruct, data, None, False, queue=queue, ttl=ttl, coalesce=coalesce).addCallback(
+            _reply
+        )
 
     def status(self, id: str, *, timeout: float | None = None) -> "Deferred[dict[str, Any] | None]":
         """Fires with a queued command's record (C{state}: queued, sent, acked, …), or None."""
@@ -208,22 +201,25 @@ class Demand:
 
     # -- plumbing
 
-    @staticmethod
-    def _command(imei: str, instruct: str, data: Any, timeout: float, wait: bool) -> dict[str, Any]:
-        if not is_valid_imei(imei):
-            raise ValueError(f"invalid imei {imei!r}")
-        if not isinstance(instruct, str):
-            raise ValueError(f"instruct must be a string, not {instruct!r}")
-        return {"imei": imei, "instruct": instruct, "data": data, "timeout": timeout, "wait": wait}
-
-    @staticmethod
-    def _queueing(queue: bool, ttl: float | None, coalesce: bool) -> dict[str, Any]:
-        if not queue:
-            return {}
-        body: dict[str, Any] = {"queue": True, "coalesce": bool(coalesce)}
-        if ttl is not None:
-            body["ttl"] = _checkedTimeout(ttl)
-        return body
+    def _command(
+        self, imei: str, instruct: str, data: Any, timeout: float | None, wait: bool, *,
+        queue: bool = False, ttl: float | None = None, coalesce: bool = False,
+    ) -> "Deferred[dict[str, Any]]":
+        """A C{send} request; fires with the broker's answer. C{timeout} is the wait for the ack (with C{wait})."""
+        try:
+            seconds = self.timeout if timeout is None else _checkedTimeout(timeout)
+            if not is_valid_imei(imei):
+                raise ValueError(f"invalid imei {imei!r}")
+            if not isinstance(instruct, str):
+                raise ValueError(f"instruct must be a string, not {instruct!r}")
+            body = {"imei": imei, "instruct": instruct, "data": data, "timeout": seconds, "wait": wait}
+            if queue:
+                body.update(queue=True, coalesce=bool(coalesce))
+                if ttl is not None:
+                    body["ttl"] = _checkedTimeout(ttl)
+        except ValueError as e:
+            return fail(e)
+        return self._call(b"send", body, seconds)
 
     def _query(self, kind: bytes, body: dict[str, Any], timeout: float | None) -> "Deferred[dict[str, Any]]":
         try:
@@ -245,6 +241,12 @@ class Demand:
         self._pending[rid] = answer
         answer.addTimeout(wait + self.margin, self._clock, onTimeoutCancel=self._unavailable)
         answer.addBoth(self._forget, rid)
+        if self._resend is None and not self._unsent:  # nothing waits before it: straight to ZeroMQ
+            try:
+                self._transmit(message)
+                return answer
+            except zmq.Again:
+                pass
         self._unsent.append(message)
         if self._resend is None:
             self._flush()
