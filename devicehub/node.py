@@ -147,7 +147,6 @@ class BrokerLink(Service):
         self.heartbeat = heartbeat
         self.registered = False
         self.leaving = False
-        self.socket: ZmqSocket | None = None
         self._transmit: Callable[[Message], None] | None = None
         self._close: Callable[[], None] | None = None
         self._timer = None
@@ -160,7 +159,7 @@ class BrokerLink(Service):
             pipe = self.broker.connectNode(self.handle)
             self._transmit, self._close = pipe.send, lambda: pipe.close(deliver=True)
         else:
-            socket = self.socket = ZmqSocket(
+            socket = ZmqSocket(
                 self.reactor, zmq.DEALER, self.received, connect=[self.backend], immediate=True, curve=self.curve
             )
             self._transmit = lambda message: socket.sendFrames(message.frames())
@@ -186,7 +185,7 @@ class BrokerLink(Service):
             self._timer.cancel()
         self._timer = None
         closed = self._close()
-        self._transmit = self._close = self.socket = None
+        self._transmit = self._close = None
         return closed
 
     # -- to the broker
