@@ -339,16 +339,23 @@ class Bench:
             commands = 200 + self.options.commands + result["demand_window"]["sent_in_all_runs"]
             commands += result["http_window"]["sent"]
             commands += sum(figure["sent"] for figure in result["demand_offered"])
+            result["broker_cpu_us_per_command"] = round((broker.cpu_seconds() - cpu) / commands * 1e6, 1)
         else:
             demand = Demand(zmq["frontend"], timeout=30)
             send = lambda i: demand.send(imeis[i % len(imeis)], "0x10", i)  # noqa: E731
             result = {"demand_window": await self.repeated(lambda: self.windowed(send, self.options.commands * 5, 200))}
             commands = result["demand_window"]["sent_in_all_runs"]
-            demand.close()
+            result["broker_cpu_us_per_command"] = round((broker.cpu_seconds() - cpu) / commands * 1e6, 1)
             progress(f"{label}: {nodes} nodes, window of 200: {result['demand_window']['per_s']} commands/s")
-        used = broker.cpu_seconds() - cpu
+            # The same load on the broker whatever the number of nodes: a fixed rate all of them carry.
+            cpu = broker.cpu_seconds()
+            fixed = await self.offered(demand, imeis, self.options.fixedRate, self.options.seconds)
+            fixed["broker_cpu_us_per_command"] = round((broker.cpu_seconds() - cpu) / fixed["sent"] * 1e6, 1)
+            result["demand_fixed_rate"] = fixed
+            demand.close()
+            progress(f"{label}: {nodes} nodes, {fixed['offered_per_s']}/s offered: {fixed['achieved_per_s']}/s, "
+                     f"p99 {fixed['p99_ms']} ms, broker {fixed['broker_cpu_us_per_command']} us/command")
         result["nodes"] = nodes
-        result["broker_cpu_us_per_command"] = round(used / commands * 1e6, 1)
         await self.stopAll()
         return result
 
@@ -477,11 +484,13 @@ if __name__ == "__main__":
     if options.quick:
         options.idle, options.fleets, options.devices, options.commands = 200, 2, 20, 100
         options.rates, options.seconds = [200, 500], 0.5
+        options.fixedRate = 200
         options.echoes = 2000
         options.repeats = 1
     else:
         options.idle, options.fleets, options.devices, options.commands = 19_000, 4, 100, 4000
         options.rates, options.seconds = [1000, 2500, 5000, 10000], 3.0
+        options.fixedRate = 5000
         options.echoes = 500_000
         options.repeats = 3
     sys.path.insert(0, str(ROOT / "bench"))
