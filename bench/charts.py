@@ -15,13 +15,14 @@ def draw(results: dict, directory: Path) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
 
-    offered = results["b_all_in_one"]["demand_offered"]
     figure, axes = plt.subplots(figsize=(6, 4))
-    rates = [point["offered_per_s"] for point in offered]
-    for key, label in (("p50_ms", "p50"), ("p99_ms", "p99")):
-        axes.plot(rates, [point[key] for point in offered], marker="o", label=label)
+    for scenario, where, style in (("b_all_in_one", "one process", "-"), ("c_cluster", "cluster", "--")):
+        offered = results[scenario]["demand_offered"]
+        rates = [point["offered_per_s"] for point in offered]
+        for key, label in (("p50_ms", "p50"), ("p99_ms", "p99")):
+            axes.plot(rates, [point[key] for point in offered], style, marker="o", label=f"{label}, {where}")
     axes.set_yscale("log")
-    axes.set(xlabel="offered commands/s (Demand, all roles in one process)", ylabel="latency (ms, log scale)",
+    axes.set(xlabel="offered commands/s (Demand)", ylabel="latency (ms, log scale)",
              title="Command latency under load")
     axes.legend()
     paths.append(_save(figure, directory / "latency_vs_offered.png"))

@@ -1,10 +1,11 @@
 """
-Where the CPU goes per command: `python bench/profile.py [--commands 60000] [--runs 3] [--sequential] [--spy hub|fleet]`.
+Where the CPU goes per command: `python bench/profile.py [--commands 60000] [--runs 3] [--sequential|--http] [--spy hub|fleet]`.
 
 Starts `twistd devicehub` (all roles in one process) and a fleet of 100 devices, keeps a
-window of 200 Demand calls in flight (or, with --sequential, one at a time), and prints
-for each run the acked commands/s and the CPU microseconds per command of the hub, the
-fleet and this load generator (user + system, all threads, from /proc). With --spy, the
+window of 200 Demand calls in flight (or, with --sequential, one at a time; with --http,
+wrk's 50 HTTP POSTs with wait for 10 s), and prints for each run the acked commands/s and
+the CPU microseconds per command of the hub, the fleet and this load generator (user +
+system, all threads, from /proc). With --spy, the
 last run is also sampled by py-spy (pip install py-spy) into bench/profile-ROLE.txt
 (raw collapsed stacks: feed them to a flame graph, or sort them). This is the tool behind
 the before/after figures in docs/performance.md; bench/run.py is the full benchmark.
@@ -54,10 +55,15 @@ async def main(reactor, options) -> None:
             cpu = hub.cpu_seconds(), fleet.cpu_seconds(), time.process_time()
             if options.sequential:
                 figure = await bench.sequential(demand, imeis, options.commands)
+                commands = options.commands
+            elif options.http:
+                figure = await bench.wrk(f"http://127.0.0.1:{http}", "p-", len(imeis), 50)
+                commands = figure["sent"]
             else:
                 figure = await bench.windowed(send, options.commands, 200)
+                commands = options.commands
             used = hub.cpu_seconds() - cpu[0], fleet.cpu_seconds() - cpu[1], time.process_time() - cpu[2]
-            hub_us, fleet_us, generator_us = (round(seconds / options.commands * 1e6, 1) for seconds in used)
+            hub_us, fleet_us, generator_us = (round(seconds / commands * 1e6, 1) for seconds in used)
             rate = f"{figure['per_s']} commands/s" if "per_s" in figure else f"p50 {figure['p50_ms']} ms"
             progress(f"run {run + 1}: {rate}; CPU per command: hub {hub_us} us, fleet {fleet_us} us, "
                      f"generator {generator_us} us")
@@ -73,7 +79,9 @@ if __name__ == "__main__":
     parser.add_argument("--commands", type=int, default=60_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--sequential", action="store_true", help="one call at a time instead of a window of 200")
+    parser.add_argument("--http", action="store_true", help="HTTP POSTs with wait from wrk instead of Demand calls")
     parser.add_argument("--spy", choices=["hub", "fleet"], help="sample this process with py-spy in the last run")
     options = parser.parse_args()
+    options.seconds = 10 / 3  # Bench.wrk runs for 3 x this: 10 s
     os.chdir(ROOT)
     task.react(lambda reactor: defer.ensureDeferred(main(reactor, options)))

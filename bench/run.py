@@ -269,9 +269,11 @@ class Bench:
                 await task.deferLater(self.reactor, 0.2, lambda: None)
 
         sampler = defer.ensureDeferred(sample())
+        cpu = hub.cpu_seconds()
         fleets = [self.fleet(devices, per_fleet, f"127.0.0.{2 + i}", f"f{i}-", batch=250)
                   for i in range(self.options.fleets)]
         readies = [ready for _, ready in await defer.gatherResults([defer.ensureDeferred(f) for f in fleets])]
+        cpu = hub.cpu_seconds() - cpu
         logging_in = False
         await sampler
         demand.close()
@@ -287,6 +289,7 @@ class Bench:
             "rss_kib": rss,
             "kib_per_connection": round((rss - base) / max(total, 1), 2),
             "logins_per_s": round(total / elapsed),
+            "hub_cpu_us_per_login": round(cpu / max(total, 1) * 1e6, 1),
             "memory_points": points,
         }
         progress(f"a: {total} devices, {result['kib_per_connection']} KiB each, {result['logins_per_s']} logins/s")
