@@ -231,3 +231,25 @@ async def test_stopping_the_api_flushes_and_closes_its_connections(hub):
     await hub.api.stopService()
     assert hub.api.site.channels == set()
     await client.closed  # closed by the server as part of the stop
+
+
+@pytest_twisted.ensureDeferred
+async def test_access_log_goes_to_the_file_asked_for_and_nowhere_by_default(tmp_path, http):
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    logged = []
+    globalLogPublisher.addObserver(logged.append)
+    path = tmp_path / "access.log"
+    quiet, logging = Hub(), Hub(accessLog=str(path))
+    try:
+        for hub in (await quiet.start(), await logging.start()):
+            response = await http.get(hub.url + "/devices?num=1")
+            assert response.code == 200
+            await response.content()
+    finally:
+        await quiet.stop()
+        await logging.stop()
+        globalLogPublisher.removeObserver(logged.append)
+    [line] = path.read_text().splitlines()
+    assert '"GET /devices?num=1 HTTP/1.1" 200' in line
+    assert not any("GET /devices" in formatEvent(event) for event in logged)
