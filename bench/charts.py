@@ -15,16 +15,20 @@ def draw(results: dict, directory: Path) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
 
-    figure, axes = plt.subplots(figsize=(6, 4))
+    figure, axes = plt.subplots(figsize=(9, 4))
     for scenario, where, style in (("b_all_in_one", "one process", "-"), ("c_cluster", "cluster", "--")):
         offered = results[scenario]["demand_offered"]
         rates = [point["offered_per_s"] for point in offered]
         for key, label in (("p50_ms", "p50"), ("p99_ms", "p99")):
             axes.plot(rates, [point[key] for point in offered], style, marker="o", label=f"{label}, {where}")
+    sweep = results["b_all_in_one"].get("demand_window_sweep", [])
+    if sweep:  # a closed loop: x is what a window of calls achieved
+        axes.plot([point["per_s"] for point in sweep], [point["p99_ms"] for point in sweep], ":", marker="s",
+                  label="p99, one process, windows " + "/".join(str(point["window"]) for point in sweep))
     axes.set_yscale("log")
-    axes.set(xlabel="offered commands/s (Demand)", ylabel="latency (ms, log scale)",
+    axes.set(xlabel="offered (or, for windows, achieved) commands/s (Demand)", ylabel="latency (ms, log scale)",
              title="Command latency under load")
-    axes.legend()
+    axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     paths.append(_save(figure, directory / "latency_vs_offered.png"))
 
     b, c, e = results["b_all_in_one"], results["c_cluster"], results["e_transports"]

@@ -1,8 +1,8 @@
 """
-Where the CPU goes per command: `python bench/profile.py [--commands 60000] [--runs 3] [--sequential|--http] [--spy hub|fleet]`.
+Where the CPU goes per command: `python bench/profile.py [--commands 60000] [--runs 3] [--sequential|--http] [--spy hub|fleet|generator]`.
 
 Starts `twistd devicehub` (all roles in one process) and a fleet of 100 devices, keeps a
-window of 200 Demand calls in flight (or, with --sequential, one at a time; with --http,
+window of Demand calls in flight (--window, 200) (or, with --sequential, one at a time; with --http,
 wrk's 50 HTTP POSTs with wait for 10 s), and prints for each run the acked commands/s and
 the CPU microseconds per command of the hub, the fleet and this load generator (user +
 system, all threads, from /proc). With --spy, the
@@ -47,9 +47,9 @@ async def main(reactor, options) -> None:
         for run in range(options.runs):
             spy = None
             if options.spy and run == options.runs - 1:
-                target = {"hub": hub, "fleet": fleet}[options.spy]
+                pid = {"hub": hub.pid, "fleet": fleet.pid, "generator": os.getpid()}[options.spy]
                 spy = subprocess.Popen(
-                    ["py-spy", "record", "-p", str(target.pid), "-d", "5", "-r", "500", "-f", "raw",
+                    ["py-spy", "record", "-p", str(pid), "-d", "5", "-r", "500", "-f", "raw",
                      "-o", str(ROOT / "bench" / f"profile-{options.spy}.txt")],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             cpu = hub.cpu_seconds(), fleet.cpu_seconds(), time.process_time()
@@ -60,7 +60,7 @@ async def main(reactor, options) -> None:
                 figure = await bench.wrk(f"http://127.0.0.1:{http}", "p-", len(imeis), 50)
                 commands = figure["sent"]
             else:
-                figure = await bench.windowed(send, options.commands, 200)
+                figure = await bench.windowed(send, options.commands, options.window)
                 commands = options.commands
             used = hub.cpu_seconds() - cpu[0], fleet.cpu_seconds() - cpu[1], time.process_time() - cpu[2]
             hub_us, fleet_us, generator_us = (round(seconds / commands * 1e6, 1) for seconds in used)
@@ -78,9 +78,10 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--commands", type=int, default=60_000)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--sequential", action="store_true", help="one call at a time instead of a window of 200")
+    parser.add_argument("--window", type=int, default=200, help="Demand calls in flight")
+    parser.add_argument("--sequential", action="store_true", help="one call at a time instead of a window")
     parser.add_argument("--http", action="store_true", help="HTTP POSTs with wait from wrk instead of Demand calls")
-    parser.add_argument("--spy", choices=["hub", "fleet"], help="sample this process with py-spy in the last run")
+    parser.add_argument("--spy", choices=["hub", "fleet", "generator"], help="sample this process with py-spy in the last run")
     options = parser.parse_args()
     options.seconds = 10 / 3  # Bench.wrk runs for 3 x this: 10 s
     os.chdir(ROOT)

@@ -25,6 +25,10 @@ def test_benchmark_quick_run_produces_every_figure_and_chart(tmp_path):
         assert figures["demand_window"]["per_s"] > 0 and figures["http_window"]["per_s"] > 0
         assert 0 < figures["demand_sequential"]["p50_ms"] <= figures["demand_sequential"]["max_ms"]
         assert [point["offered_per_s"] for point in figures["demand_offered"]] == [200, 500]
+    sweep = results["b_all_in_one"]["demand_window_sweep"]
+    assert [point["window"] for point in sweep] == [10, 50, 200] and all(point["acked"] > 0 for point in sweep)
+    assert results["b_all_in_one"]["demand_window"] == sweep[2]
+    assert results["c_cluster"]["broker_cpu_us_per_command"] > 0
     assert [point["nodes"] for point in results["d_nodes"]] == [1, 2, 4]
     assert all(point["broker_cpu_us_per_command"] > 0 for point in results["d_nodes"])
     assert results["e_transports"]["zmq_echo_per_s"] > 0 and results["e_transports"]["line_echo_per_s"] > 0
