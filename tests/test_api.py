@@ -6,6 +6,8 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred, gatherResults
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol
 
 from .support import Hub, eventually, online
 
@@ -154,6 +156,24 @@ async def test_device_disconnecting_while_caller_waits(hub, http):
     await silent.close()
     assert await waiting == (504, {"result": "timeout"})
     assert reactor.seconds() - started < 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_client_hanging_up_while_it_waits_lets_go_of_the_call(hub, http):
+    silent = await online(hub, "mute", silent=True)
+    demand = hub.api.api.demand
+    body = b'{"instruct": "0x10", "timeout": 60}'
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", hub.api.listener.port.getHost().port)
+    client = await connectProtocol(endpoint, Protocol())
+    client.transport.write(b"POST /devices/mute/commands HTTP/1.1\r\nHost: hub\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    await eventually(lambda: silent.commands and demand._pending and hub.api.root.inflight == 1)
+    client.transport.loseConnection()
+    await eventually(lambda: not demand._pending and hub.api.root.inflight == 0)
+    assert await call(http, hub, "POST", "/devices/mute/commands", {"instruct": "0x11", "timeout": 0.2}) == (
+        504,
+        {"result": "timeout"},
+    )
+    await silent.close()
 
 
 @pytest_twisted.ensureDeferred
