@@ -88,6 +88,11 @@ class ZmqSocket(ZmqConnection):
                 self.read_scheduled.cancel()
             self.read_scheduled = None
         if not self.readable:
+            # Nothing to receive, but ZeroMQ signals the FD for its own commands too
+            # (a bind done, a peer attaching): asking for EVENTS processes them and
+            # clears the FD, which would otherwise keep the reactor's poll spinning.
+            if self.socket is not None:
+                self.socket.get(zmq.EVENTS)
             return
         for _ in range(self.maxBatch):
             socket = self.socket

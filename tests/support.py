@@ -270,6 +270,11 @@ class Twistd(ProcessProtocol):
         self.kill(sig)
         await self.ended
 
+    def cpuSeconds(self) -> float:
+        """The CPU time, user and system, the process has used so far."""
+        fields = Path(f"/proc/{self.transport.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
 
 def start_twistd(args: list[str], environ: dict | None = None) -> Twistd:
     """Run C{twistd -n devicehub ARGS} on this work tree's code (on a free --events port unless given)."""

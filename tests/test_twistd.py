@@ -7,7 +7,7 @@ import pytest_twisted
 
 from devicehub import OK, Demand, Reply
 
-from .support import connect, eventually, free_ports, start_twistd, until_online
+from .support import connect, eventually, free_ports, pause, start_twistd, until_online
 
 
 @pytest_twisted.ensureDeferred
@@ -30,6 +30,10 @@ async def test_twistd_runs_all_roles_and_a_device_answers():
         assert await demand.request("861234567890123", "0x10") == Reply(OK, {"ok": 1})
         assert await demand.getlist(10, 0) == ["861234567890123"]
         assert await demand.health() == {"nodes": 1, "devices": 1, "store": "ok"}
+        # idle, it sleeps: no descriptor keeps its poll awake
+        used = process.cpuSeconds()
+        await pause(1.0)
+        assert process.cpuSeconds() - used < 0.2
         goodbye = device.nextLine()
         await process.stop()
         # twistd shuts down cleanly, then ends by the signal it received
