@@ -72,11 +72,18 @@ class Process(ProcessProtocol):
     def pid(self) -> int:
         return self.transport.pid
 
-    def rss_kib(self) -> int:
+    def _status(self, field: str) -> int:
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
         return 0
+
+    def rss_kib(self) -> int:
+        return self._status("VmRSS")
+
+    def wakeups(self) -> int:
+        """How many times the main (reactor) thread has slept and been woken."""
+        return self._status("voluntary_ctxt_switches")
 
     def cpu_seconds(self) -> float:
         fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -364,16 +371,26 @@ class Bench:
             result["broker_cpu_us_per_command"] = round((broker.cpu_seconds() - cpu) / commands * 1e6, 1)
             progress(f"{label}: {nodes} nodes, window of 200: {result['demand_window']['per_s']} commands/s")
             # The same load on the broker whatever the number of nodes: a fixed rate all of them carry.
-            cpu = broker.cpu_seconds()
-            fixed = await self.offered(demand, imeis, self.options.fixedRate, self.options.seconds)
-            fixed["broker_cpu_us_per_command"] = round((broker.cpu_seconds() - cpu) / fixed["sent"] * 1e6, 1)
-            result["demand_fixed_rate"] = fixed
+            result["demand_fixed_rate"] = await self.fixedRate(broker, demand, imeis, f"{label}: {nodes} nodes")
+            if nodes > 1:  # the control: as many nodes connected, one of them carrying the load
+                first = [imei for imei in imeis if imei.startswith(f"{label}0-")]
+                result["demand_fixed_rate_one_node_loaded"] = await self.fixedRate(
+                    broker, demand, first, f"{label}: {nodes} nodes, the load on one")
             demand.close()
-            progress(f"{label}: {nodes} nodes, {fixed['offered_per_s']}/s offered: {fixed['achieved_per_s']}/s, "
-                     f"p99 {fixed['p99_ms']} ms, broker {fixed['broker_cpu_us_per_command']} us/command")
         result["nodes"] = nodes
         await self.stopAll()
         return result
+
+    async def fixedRate(self, broker: Process, demand: Demand, imeis: list[str], label: str) -> dict:
+        """L{offered} at the fixed rate, with the broker's CPU time and wake-ups per command."""
+        cpu, wakeups = broker.cpu_seconds(), broker.wakeups()
+        fixed = await self.offered(demand, imeis, self.options.fixedRate, self.options.seconds)
+        fixed["broker_cpu_us_per_command"] = round((broker.cpu_seconds() - cpu) / fixed["sent"] * 1e6, 1)
+        fixed["broker_wakeups_per_command"] = round((broker.wakeups() - wakeups) / fixed["sent"], 3)
+        progress(f"{label}, {fixed['offered_per_s']}/s offered: {fixed['achieved_per_s']}/s, p99 {fixed['p99_ms']} ms, "
+                 f"broker {fixed['broker_cpu_us_per_command']} us and {fixed['broker_wakeups_per_command']} "
+                 "wake-ups/command")
+        return fixed
 
     async def transports(self) -> dict:
         import zmq

@@ -31,6 +31,9 @@ def test_benchmark_quick_run_produces_every_figure_and_chart(tmp_path):
     assert results["c_cluster"]["broker_cpu_us_per_command"] > 0
     assert [point["nodes"] for point in results["d_nodes"]] == [1, 2, 4]
     assert all(point["broker_cpu_us_per_command"] > 0 for point in results["d_nodes"])
+    for point in results["d_nodes"]:
+        runs = [point["demand_fixed_rate"]] + ([point["demand_fixed_rate_one_node_loaded"]] if point["nodes"] > 1 else [])
+        assert all(run["broker_cpu_us_per_command"] > 0 and run["broker_wakeups_per_command"] > 0 for run in runs)
     assert results["e_transports"]["zmq_echo_per_s"] > 0 and results["e_transports"]["line_echo_per_s"] > 0
     assert 0 < results["ratios"]["b_demand_window_vs_zmq_echo"]
     for chart in ("latency_vs_offered.png", "throughput.png", "memory.png"):
