@@ -159,9 +159,8 @@ def test_every_outcome_and_error_has_the_same_answer_both_ways(instruct):
     body = json.dumps({"instruct": instruct, "data": [1], "timeout": 2, "queue": instruct == "queued"}).encode()
     fast, viaKlein = answerBoth(post(b"/devices/861234567890123/commands", body))
     assert fast == viaKlein
-    status = fast[0].split(b"\r\n", 1)[0]
     expected = {"ok": 200, "no": 404, "timeout": 504, "queued": 202, "busy": 429, "down": 503, "rejected": 400, "bug": 500}
-    assert status == b"HTTP/1.1 %d %s" % (expected[instruct], status.split(b" ", 2)[2])
+    assert fast[0].startswith(b"HTTP/1.1 %d " % expected[instruct])
     assert fast[1] == [("request", "861234567890123", instruct, [1], 2.0, {"queue": instruct == "queued", "ttl": None, "coalesce": False})]
     assert fast[2] == (["Unexpected error answering {method} {uri}"] if instruct == "bug" else [])
 
