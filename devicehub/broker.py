@@ -8,6 +8,7 @@ the node, or from the broker itself when the node does not answer in time
 (TIMEOUT) or is gone. The messages are described in L{devicehub.frames}.
 """
 
+import secrets
 from bisect import bisect_left, insort
 from collections import Counter
 from dataclasses import dataclass, field
@@ -124,6 +125,7 @@ class Routed(NamedTuple):
     """The client to answer, or None for the broker's own delivery of a queued command."""
     rid: bytes
     node: NodeRecord
+    imei: str
     timer: Any
     started: float
     waiter: Deferred | None = None
@@ -148,11 +150,15 @@ class Broker:
         publish: Publish | None = None,
         store: CommandStore | None = None,
         deliveryTimeout: float = DELIVERY_TIMEOUT,
+        warmup: float | None = None,
     ) -> None:
         """
         @param publish: sends an event (topic, body) to subscribers; None: no events.
         @param store: the queue of commands for offline devices; None: no queueing.
         @param deliveryTimeout: seconds a device has to ack a queued command delivered to it.
+        @param warmup: seconds after start during which the directory may still miss
+            devices of nodes that have not reported yet (default: one node heartbeat
+            plus the grace); meanwhile, questions it cannot answer are answered unavailable.
         """
         self.clock = clock
         self.deliveryTimeout = deliveryTimeout
@@ -179,6 +185,11 @@ class Broker:
         self.routed: dict[bytes, Routed] = {}
         self.draining = False
         """Shutting down: new requests are refused, routed ones still answered."""
+        self.warmUntil = clock.seconds() + (self.heartbeat + grace if warmup is None else warmup)
+        """Until then, a device missing from the directory may be on a node that has not reported yet."""
+        # Ids of routed commands are unique across broker incarnations: a node may still
+        # answer a command routed by this broker's previous run (CONTRACT §6).
+        self._ridPrefix = secrets.token_hex(8).encode() + b"."
         self._lastRid = 0
         self._clientHandlers = {
             b"send": self._send,
@@ -242,6 +253,8 @@ class Broker:
             self._error(client, message.rid, "invalid", f"queue and coalesce must be booleans, 0 < ttl <= {MAX_TTL:g}")
             return
         owner = self.directory.owner(body["imei"])
+        if owner is None and self._warmingUp(client, message.rid):
+            return
         if owner is None and queue and self.store is not None:
             self._enqueue(client, message.rid, body, DEFAULT_TTL if ttl is None else ttl, coalesce)
             return
@@ -264,12 +277,12 @@ class Broker:
     ) -> bool:
         """Hand a command to C{node}; False (and the node removed) if it cannot be reached."""
         self._lastRid += 1
-        brid = b"%x" % self._lastRid
+        brid = b"%s%x" % (self._ridPrefix, self._lastRid)
         if not self.toNode(node.identity, Message(b"command", brid, body, payload)):
             self._nodeLost(node, "unreachable")
             return False
         timer = self.clock.callLater(body["timeout"] + self.grace, self._expire, brid)
-        self.routed[brid] = Routed(client, rid, node, timer, self.clock.seconds(), waiter)
+        self.routed[brid] = Routed(client, rid, node, body["imei"], timer, self.clock.seconds(), waiter)
         node.inflight.add(brid)
         if client is not None:
             self._perClient[client] += 1
@@ -310,18 +323,33 @@ class Broker:
         log.debug("No result from node {node} in time", node=routed.node.name)
         self._answer(routed, {"result": TIMEOUT})
 
+    def _warmingUp(self, client: bytes, rid: bytes) -> bool:
+        """
+        Answer unavailable while nodes may not have reported yet (a broker that just
+        started would otherwise say NO of devices that are online).
+        """
+        if self.clock.seconds() >= self.warmUntil:
+            return False
+        self._error(client, rid, "unavailable", "broker starting: not every node has reported yet")
+        return True
+
     def _find(self, client: bytes, message: Message) -> None:
         online = self.directory.owner(message.body["imei"]) is not None
-        self._reply(client, message.rid, {"result": OK if online else NO})
+        if online or not self._warmingUp(client, message.rid):
+            self._reply(client, message.rid, {"result": OK if online else NO})
 
     def _list(self, client: bytes, message: Message) -> None:
-        devices = self.directory.page(message.body["num"], message.body["page"])
-        self._reply(client, message.rid, {"devices": devices, "total": len(self.directory)})
+        if not self._warmingUp(client, message.rid):
+            devices = self.directory.page(message.body["num"], message.body["page"])
+            self._reply(client, message.rid, {"devices": devices, "total": len(self.directory)})
 
     def _total(self, client: bytes, message: Message) -> None:
-        self._reply(client, message.rid, {"total": len(self.directory)})
+        if not self._warmingUp(client, message.rid):
+            self._reply(client, message.rid, {"total": len(self.directory)})
 
     def _health(self, client: bytes, message: Message) -> None:
+        if self._warmingUp(client, message.rid):
+            return
         nodes = sum(not node.leaving for node in self.nodes.values())
         store = "none" if self.store is None else "ok" if self.store.healthy else "failing"
         body = {"nodes": nodes, "total": len(self.directory), "store": store}
@@ -385,26 +413,33 @@ class Broker:
         delivery.addBoth(lambda _: self.deliveries.discard(delivery))
 
     async def _deliver(self, imei: str) -> None:
-        """Send C{imei} its queued commands, oldest first, each once acked before the next."""
+        """
+        Send C{imei} its queued commands, oldest first, each once acked before the next;
+        start over when it logged in again meanwhile (its new connection gets them).
+        """
         self._delivering.add(imei)
         try:
             while True:
                 self._deliverAgain.discard(imei)
-                for command in await self.store.due(imei, self.clock.seconds()):
-                    owner = self.directory.owner(imei)
-                    if owner is None:
-                        return
-                    await self.store.sending(command["id"], self.clock.seconds())
-                    result = await self._deliverOne(owner.node, command)
-                    await self.store.delivered(command["id"], result == OK, self.clock.seconds())
-                    if result != OK:
-                        return  # the rest waits for the next login
+                await self._deliverDue(imei)
                 if imei not in self._deliverAgain:
                     return
         except Exception:
             log.failure("Delivering queued commands to {imei} failed", imei=imei)
         finally:
             self._delivering.discard(imei)
+
+    async def _deliverDue(self, imei: str) -> None:
+        """Deliver C{imei}'s due commands until one is not acked: the rest waits for its next login."""
+        for command in await self.store.due(imei, self.clock.seconds()):
+            owner = self.directory.owner(imei)
+            if owner is None:
+                return
+            await self.store.sending(command["id"], self.clock.seconds())
+            result = await self._deliverOne(owner.node, command)
+            await self.store.delivered(command["id"], result == OK, self.clock.seconds())
+            if result != OK:
+                return
 
     def _deliverOne(self, node: NodeRecord, command: dict[str, Any]) -> "Deferred[str]":
         body = {"imei": command["imei"], "instruct": command["instruct"], "data": command["data"],
@@ -530,7 +565,7 @@ class Broker:
 
     def _result(self, node: NodeRecord, message: Message) -> None:
         routed = self.routed.get(message.rid)
-        if routed is None or routed.node is not node:
+        if routed is None or routed.node is not node or routed.imei != message.body["imei"]:
             log.debug("Dropped a late result from node {node}", node=node.name)
             return
         result = message.body["result"]

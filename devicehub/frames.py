@@ -20,7 +20,7 @@ Backend (node -> broker):
   - C{hello} node, devices: (re)registration with a full snapshot [[imei, conn, since], ...]
   - C{online} imei, conn, since / C{offline} imei, conn: presence changes (since: login time)
   - C{uplink} imei, message, ts: a device's own message, for the event stream
-  - C{ping}: heartbeat / C{bye}: clean shutdown / C{result} result, data: a command's outcome
+  - C{ping}: heartbeat / C{bye}: clean shutdown / C{result} imei, result, data: a command's outcome
 Backend (broker -> node):
   - C{welcome} heartbeat: registered / C{pong}: heartbeat answer / C{reset}: say hello again
   - C{command}: the C{send} body, forwarded / C{drop} imei, conn: the device logged in elsewhere
@@ -120,7 +120,7 @@ SCHEMAS: dict[bytes, dict[str, Check]] = {
     b"uplink": {"imei": _is_str, "message": lambda value: isinstance(value, dict), "ts": _is_time},
     b"ping": {},
     b"bye": {},
-    b"result": {"result": _is_str, "data": _is_any},
+    b"result": {"imei": _is_str, "result": _is_str, "data": _is_any},
     # broker -> node
     b"welcome": {"heartbeat": is_seconds},
     b"pong": {},

@@ -251,7 +251,7 @@ class BrokerLink(Service):
             done = self.node.execute(
                 body["imei"], body["instruct"], body["data"], body["timeout"], body["wait"]
             )
-            done.addCallback(self._answer, message.rid)
+            done.addCallback(self._answer, message.rid, body["imei"])
         elif kind == b"pong":
             pass
         elif kind == b"drop":
@@ -269,9 +269,9 @@ class BrokerLink(Service):
         else:
             log.warn("Dropped an unexpected {kind} from the broker", kind=kind)
 
-    def _answer(self, reply: Reply, rid: bytes) -> None:
+    def _answer(self, reply: Reply, rid: bytes, imei: str) -> None:
         if self._transmit is not None:
-            self._send(b"result", {"result": reply.result, "data": reply.data}, rid)
+            self._send(b"result", {"imei": imei, "result": reply.result, "data": reply.data}, rid)
 
 
 class NodeService(MultiService):

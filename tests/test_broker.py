@@ -4,6 +4,7 @@ import json
 
 from hypothesis import given
 from hypothesis import strategies as st
+from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
 
 from devicehub import frames
@@ -32,7 +33,7 @@ class Peers:
 def make(**kwargs):
     clock = Clock()
     clients, nodes = Peers(), Peers()
-    broker = Broker(clock, clients, nodes, **kwargs)
+    broker = Broker(clock, clients, nodes, **{"warmup": 0, **kwargs})
     return broker, clock, clients, nodes
 
 
@@ -70,7 +71,7 @@ def test_command_is_routed_to_the_owning_node_only():
     request(broker, b"C", b"send", b"r1", command("b"))
     [(peer, message)] = nodes.take()
     assert peer == b"N2" and message.kind == b"command" and message.body == command("b")
-    broker.fromNode([b"N2", *frames.encode(b"result", message.rid, {"result": "ok", "data": {"x": 1}})])
+    broker.fromNode([b"N2", *frames.encode(b"result", message.rid, {"imei": "b", "result": "ok", "data": {"x": 1}})])
     [answer] = clients.take(b"C")
     assert answer.kind == b"reply" and answer.rid == b"r1"
     assert answer.body == {"result": "ok", "data": {"x": 1}}
@@ -95,7 +96,7 @@ def test_node_that_does_not_answer_gives_timeout_after_grace():
     assert answer.body == {"result": "timeout"}
     # a result arriving after that is dropped, not answered twice
     [routed] = [m for m in nodes.take(b"N1") if m.kind == b"command"]
-    broker.fromNode([b"N1", *frames.encode(b"result", routed.rid, {"result": "ok", "data": None})])
+    broker.fromNode([b"N1", *frames.encode(b"result", routed.rid, {"imei": "a", "result": "ok", "data": None})])
     assert clients.take() == []
 
 
@@ -177,7 +178,7 @@ def test_leaving_node_still_delivers_results_of_commands_in_flight():
     request(broker, b"C", b"find", b"r2", {"imei": "a"})
     online(broker, b"N1", "b", 2)  # a leaving node takes no new devices
     assert len(broker.directory) == 0
-    broker.fromNode([b"N1", *frames.encode(b"result", routed.rid, {"result": "ok", "data": 5})])
+    broker.fromNode([b"N1", *frames.encode(b"result", routed.rid, {"imei": "a", "result": "ok", "data": 5})])
     assert {m.rid: m.body for m in clients.take(b"C")} == {
         b"r2": {"result": "no"},
         b"r1": {"result": "ok", "data": 5},
@@ -202,7 +203,7 @@ def test_draining_broker_refuses_new_requests_but_answers_routed_ones():
     [routed] = [m for m in nodes.take(b"N1") if m.kind == b"command"]
     broker.draining = True
     request(broker, b"C", b"total", b"r2", {})
-    broker.fromNode([b"N1", *frames.encode(b"result", routed.rid, {"result": "ok", "data": None})])
+    broker.fromNode([b"N1", *frames.encode(b"result", routed.rid, {"imei": "a", "result": "ok", "data": None})])
     answers = {m.rid: (m.kind, m.body) for m in clients.take(b"C")}
     assert answers == {
         b"r2": (b"error", {"error": "broker shutting down", "code": "unavailable"}),
@@ -305,6 +306,101 @@ def test_node_link_survives_any_frames_from_its_broker(garbage, kind):
     for raw in garbage + [[b"DH2 " + kind + b" 1", b"{}"], [b"DH2 " + kind + b" 1", b'{"imei":7}']]:
         link.received(raw)
     link.received(frames.encode(b"command", b"9", {"imei": "x", "instruct": "i", "data": None, "timeout": 1, "wait": True}))
-    assert broker.pipe.sent[-1][:3] == (b"result", b"9", {"result": "no", "data": None})
+    assert broker.pipe.sent[-1][:3] == (b"result", b"9", {"imei": "x", "result": "no", "data": None})
     for call in clock.getDelayedCalls():
         call.cancel()
+
+
+def test_a_result_routed_by_a_previous_broker_run_answers_nobody():
+    """Issue 12.1: a late ack of the old broker's command must not complete another device's."""
+    old, clock, oldClients, oldNodes = make()
+    hello(old, b"N1", "node-1", [("slow", 1), ("d2", 2)])
+    request(old, b"C", b"send", b"r1", command("slow", timeout=30))
+    [first] = [m for m in oldNodes.take(b"N1") if m.kind == b"command"]
+    # the broker restarts (a new Broker, same node, same clock); the node registers again
+    new, _, clients, nodes = make()
+    new.clock = clock
+    hello(new, b"N1", "node-1", [("slow", 1), ("d2", 2)])
+    request(new, b"C", b"send", b"r2", command("d2", timeout=10))
+    [second] = [m for m in nodes.take(b"N1") if m.kind == b"command"]
+    assert second.rid != first.rid
+    new.fromNode([b"N1", *frames.encode(b"result", first.rid, {"imei": "slow", "result": "ok", "data": "slow's"})])
+    assert clients.take(b"C") == []
+    assert second.rid in new.routed
+
+
+def test_a_result_naming_another_device_is_dropped():
+    broker, clock, clients, nodes = make()
+    hello(broker, b"N1", "node-1", [("a", 1), ("b", 2)])
+    request(broker, b"C", b"send", b"r1", command("a", timeout=2))
+    [routed] = [m for m in nodes.take(b"N1") if m.kind == b"command"]
+    broker.fromNode([b"N1", *frames.encode(b"result", routed.rid, {"imei": "b", "result": "ok", "data": 1})])
+    assert clients.take(b"C") == []
+    clock.advance(3)
+    [answer] = clients.take(b"C")
+    assert answer.body == {"result": "timeout"}
+
+
+def test_a_new_broker_answers_unavailable_not_no_until_nodes_have_reported():
+    """Issue 12.2 / CONTRACT §6: a warming broker never says NO of a device it may not know yet."""
+    broker, clock, clients, nodes = make(warmup=None, nodeTtl=3.0, grace=0.5)
+    assert broker.warmUntil == 1.5  # one heartbeat (ttl / 3) plus the grace
+    hello(broker, b"N1", "node-1", [("known", 1)])
+    nodes.take()
+    unavailable = (b"error", {"error": "broker starting: not every node has reported yet", "code": "unavailable"})
+    asks = [
+        (b"find", {"imei": "other"}), (b"send", command("other")),
+        (b"send", {**command("other"), "queue": True}), (b"list", {"num": 5, "page": 0}),
+        (b"total", {}), (b"health", {}),
+    ]
+    for n, (kind, body) in enumerate(asks):
+        request(broker, b"C", kind, b"w%d" % n, body)
+    assert [(m.kind, m.body) for m in clients.take(b"C")] == [unavailable] * len(asks)
+    # what it does know, it answers
+    request(broker, b"C", b"find", b"k1", {"imei": "known"})
+    request(broker, b"C", b"send", b"k2", command("known"))
+    assert [m.body for m in clients.take(b"C")] == [{"result": "ok"}]
+    assert [m.kind for m in nodes.take(b"N1")] == [b"command"]
+    clock.advance(1.5)
+    for n, (kind, body) in enumerate(asks[:2]):
+        request(broker, b"C", kind, b"a%d" % n, body)
+    assert [m.body for m in clients.take(b"C")] == [{"result": "no"}, {"result": "no"}]
+
+
+class FakeStore:
+    """The command store's interface over a dict, answering at once."""
+
+    healthy = True
+
+    def __init__(self, commands):
+        self.commands = {command["id"]: dict(command, state="queued") for command in commands}
+
+    def mayHaveWaiting(self, imei):
+        return any(c["imei"] == imei and c["state"] in ("queued", "sent") for c in self.commands.values())
+
+    def due(self, imei, now):
+        return succeed([dict(c) for c in self.commands.values() if c["imei"] == imei and c["state"] == "queued"])
+
+    def sending(self, id, now):
+        self.commands[id]["state"] = "sent"
+        return succeed(None)
+
+    def delivered(self, id, acked, now):
+        self.commands[id]["state"] = "acked" if acked else "queued"
+        return succeed(None)
+
+
+def test_queued_delivery_follows_a_device_that_logged_in_again_meanwhile():
+    """Issue 12.3: the new connection gets the command the old one never acked."""
+    store = FakeStore([{"id": "q1", "imei": "a", "instruct": "0x10", "data": None}])
+    broker, clock, clients, nodes = make(store=store)
+    hello(broker, b"N1", "node-1", [("a", 1)])
+    [first] = [m for m in nodes.take(b"N1") if m.kind == b"command"]
+    online(broker, b"N1", "a", 2, since=1.0)  # logs in again while q1 waits for its ack
+    assert [m.kind for m in nodes.take(b"N1")] == []  # one delivery at a time
+    # the old connection closed: its command resolves as timeout on the node
+    broker.fromNode([b"N1", *frames.encode(b"result", first.rid, {"imei": "a", "result": "timeout", "data": None})])
+    [again] = [m for m in nodes.take(b"N1") if m.kind == b"command"]
+    assert again.body["instruct"] == "0x10" and store.commands["q1"]["state"] == "sent"
+    broker.fromNode([b"N1", *frames.encode(b"result", again.rid, {"imei": "a", "result": "ok", "data": None})])
+    assert store.commands["q1"]["state"] == "acked"

@@ -22,7 +22,7 @@ class BrokerMachine(RuleBasedStateMachine):
         self.clock = Clock()
         self.answers: dict[bytes, list] = {}
         self.asked: set[bytes] = set()
-        self.commands: list[tuple[bytes, bytes]] = []  # (node, broker rid) delivered to nodes
+        self.commands: list[tuple[bytes, bytes, str]] = []  # (node, broker rid, imei) delivered to nodes
         self.alive = set()
         self.lastId = 0
         self.connections = 0
@@ -39,7 +39,7 @@ class BrokerMachine(RuleBasedStateMachine):
             return False  # a dead node's socket is gone: ROUTER_MANDATORY reports it
         decoded = frames.decode(message.frames())
         if decoded.kind == b"command":
-            self.commands.append((node, decoded.rid))
+            self.commands.append((node, decoded.rid, decoded.body["imei"]))
         return True
 
     def _fromNode(self, node, kind, body, rid=b""):
@@ -81,15 +81,15 @@ class BrokerMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.commands)
     @rule(data=st.data(), result=st.sampled_from(["ok", "timeout", "no", "busy", "bogus"]), twice=st.booleans())
     def node_answers(self, data, result, twice):
-        node, rid = data.draw(st.sampled_from(self.commands))
+        node, rid, imei = data.draw(st.sampled_from(self.commands))
         if node in self.alive:
             for _ in range(2 if twice else 1):  # a duplicate result must not answer twice
-                self._fromNode(node, b"result", {"result": result, "data": None}, rid)
+                self._fromNode(node, b"result", {"imei": imei, "result": result, "data": None}, rid)
 
-    @rule(node=st.sampled_from(NODES), rid=st.binary(max_size=3))
-    def stray_result(self, node, rid):
+    @rule(node=st.sampled_from(NODES), rid=st.binary(max_size=3), imei=st.sampled_from(IMEIS))
+    def stray_result(self, node, rid, imei):
         if node in self.alive:
-            self._fromNode(node, b"result", {"result": "ok", "data": None}, rid)
+            self._fromNode(node, b"result", {"imei": imei, "result": "ok", "data": None}, rid)
 
     @rule(node=st.sampled_from(NODES))
     def node_dies_silently(self, node):

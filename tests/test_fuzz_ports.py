@@ -57,7 +57,7 @@ def random_frames(rng: random.Random) -> list[bytes]:
         header = b"DH2 " + rng.choice(kinds) + b" " + rng.randbytes(rng.randrange(0, 8))
         return [header, rng.randbytes(rng.randrange(0, 50))][: rng.randrange(1, 3)]
     if shape == 2:  # well-formed results for requests nobody made (or that timed out long ago)
-        return frames.encode(b"result", b"%x" % rng.randrange(100), {"result": rng.choice(["ok", "no", "timeout", "?"]), "data": None})
+        return frames.encode(b"result", b"%x" % rng.randrange(100), {"imei": "x", "result": rng.choice(["ok", "no", "timeout", "?"]), "data": None})
     return [b"DH1", b"send", b"1", b"{}"][: rng.randrange(1, 5)]  # another version
 
 
