@@ -114,7 +114,7 @@ class Bench:
         for name, value in ports.items():
             args += [f"--{name.replace('_', '-')}", str(value)]
         process = self.spawn(args)
-        await process.until("Broker frontend on" if "broker" in roles else "Listening for", 60)
+        await process.until("Broker warmed up" if "broker" in roles else "Listening for", 60)
         if "node" in roles:
             await process.until("Registered with the broker", 60)
         return process

@@ -655,8 +655,10 @@ class BrokerService(Service):
         events: str | None = None,
         store: str | None = None,
         deliveryTimeout: float = DELIVERY_TIMEOUT,
+        warmup: float | None = None,
     ) -> None:
         """
+        @param warmup: see L{Broker}.
         @param curveKeys: a key directory (see L{devicehub.curve}): admit only authorized clients.
         @param events: the ZeroMQ address to publish events on (PUB), or None.
         @param store: the SQLite file of the queue for offline devices, or None.
@@ -664,6 +666,7 @@ class BrokerService(Service):
         self.events = events
         self.storePath = store
         self.deliveryTimeout = deliveryTimeout
+        self.warmup = warmup
         self.store: CommandStore | None = None
         self._storeExpiry: LoopingCall | None = None
         self.eventsSocket: ZmqSocket | None = None
@@ -680,6 +683,7 @@ class BrokerService(Service):
         self.frontendSocket: ZmqSocket | None = None
         self.backendSocket: ZmqSocket | None = None
         self._expiry: LoopingCall | None = None
+        self._warm = None
         self._localClients: dict[bytes, Pipe[Message]] = {}
         self._localNodes: dict[bytes, Pipe[Message]] = {}
         self._lastLocal = 0
@@ -692,6 +696,7 @@ class BrokerService(Service):
         if self.broker is None:
             self._bind()
         super().startService()
+        self._warm = self.reactor.callLater(max(0.0, self.broker.warmUntil - self.reactor.seconds()), self._warmed)
         self._expiry = LoopingCall(self.broker.expireNodes)
         self._expiry.clock = self.reactor
         self._expiry.start(self.nodeTtl / 4, now=False)
@@ -741,6 +746,7 @@ class BrokerService(Service):
             publish=publish,
             store=self.store,
             deliveryTimeout=self.deliveryTimeout,
+            warmup=self.warmup,
         )
         self.metrics.watchBroker(self.broker)
         log.info(
@@ -749,6 +755,10 @@ class BrokerService(Service):
             backend=self.backendSocket.lastEndpoint,
             events=self.eventsSocket.lastEndpoint if self.eventsSocket else "(none)",
         )
+
+    def _warmed(self) -> None:
+        log.info("Broker warmed up: {nodes} nodes reported {devices} devices; it answers for every device now",
+                 nodes=len(self.broker.nodes), devices=len(self.broker.directory))
 
     def _fromClient(self, raw: list[bytes]) -> None:
         self.broker.fromClient(raw)
@@ -789,6 +799,8 @@ class BrokerService(Service):
         for loop in (self._expiry, self._storeExpiry):
             if loop is not None and loop.running:
                 loop.stop()
+        if self._warm is not None and self._warm.active():
+            self._warm.cancel()
         self.broker.close()
         if self.broker.deliveries:  # they record their last outcome in the store
             await DeferredList(list(self.broker.deliveries))

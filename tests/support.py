@@ -84,8 +84,10 @@ class Hub:
         self.accessLog = accessLog
         self.pipes = pipes
         self.metrics = Metrics()  # one per process, as makeService does
+        # Every node of this hub is registered before start() returns: no warm-up to wait out.
         self.broker = BrokerService(
-            reactor, frontend=LOCAL, backend=LOCAL, events=LOCAL, metrics=self.metrics, **(brokerOptions or {})
+            reactor, frontend=LOCAL, backend=LOCAL, events=LOCAL, metrics=self.metrics,
+            **{"warmup": 0.0, **(brokerOptions or {})}
         )
         self.withApi = api
         self.apiToken = apiToken

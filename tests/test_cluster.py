@@ -423,3 +423,44 @@ async def test_queued_command_survives_broker_restart_and_node_death(cluster, de
     assert [c["data"] for c in silent.commands + device.commands] == [{"box": 7}, {"box": 7}]
     assert (await demand.status(queued.id))["attempts"] == 2
     await device.close()
+
+
+async def outcome(call) -> str:
+    """A call's result, or "unavailable" when it failed with BrokerUnavailable."""
+    try:
+        return await call
+    except BrokerUnavailable:
+        return "unavailable"
+
+
+@pytest_twisted.ensureDeferred
+async def test_broker_restart_gives_no_false_answers(cluster, demand):
+    """
+    Issue 12.1 and 12.2, as found from outside: after a kill -9 and restart of the broker,
+    a late ack of a command the old broker routed completed another device's new command
+    (ok, with the other device's reply), and calls made meanwhile were answered NO.
+    """
+    await cluster.startBroker()
+    port = await cluster.startNode("n1")
+    slow = await connect(port, "slow", silent=True)
+    d2 = await connect(port, "d2", silent=True)
+    await settles(demand, lambda: ["d2", "slow"])
+    first = demand.request("slow", "first", timeout=30)
+    first.addErrback(lambda failure: failure.trap(BrokerUnavailable))  # its broker dies: never answered
+    await eventually(lambda: slow.commands)
+    node = cluster.nodes["n1"][0]
+    registrations = node.output.count("Registered with the broker")
+    await cluster.broker.stop(signal.SIGKILL)
+    during = [demand.find("slow", timeout=5), demand.send("slow", "x", timeout=1)]
+    await cluster.startBroker()
+    # made while no broker ran, answered by the new one: unavailable, or right, never NO
+    assert await outcome(during[0]) in ("unavailable", OK)
+    assert await outcome(during[1]) in ("unavailable", TIMEOUT)
+    await eventually(lambda: node.output.count("Registered with the broker") > registrations, 10)
+    await eventually(lambda: "Broker warmed up" in cluster.broker.output, 10)
+    second = demand.request("d2", "second", timeout=2)
+    await eventually(lambda: d2.commands)
+    slow.send({"type": "ack", "ident": slow.commands[0]["ident"], "data": "slow's"})
+    assert await second == Reply(TIMEOUT)
+    assert not first.called
+    assert not slow.closed.called and not d2.closed.called

@@ -71,7 +71,7 @@ async def test_hub_survives_random_bytes_and_frames_on_every_port():
                         "--frontend", frontend, "--backend", backend, "--login-timeout", "2"])
     peers = []
     try:
-        await eventually(lambda: "Registered with the broker" in hub.output, 20)
+        await eventually(lambda: "Broker warmed up" in hub.output, 20)
         device = await connect(devices_port, "survivor", reply="still here")
         # raw bytes at every TCP port, ZeroMQ ones included
         for port in (devices_port, http_port, frontend_port, backend_port):

@@ -24,7 +24,7 @@ async def test_twistd_runs_all_roles_and_a_device_answers():
     )
     demand = Demand(f"tcp://127.0.0.1:{frontend}", timeout=5)
     try:
-        await eventually(lambda: "Registered with the broker" in process.output, timeout=20)
+        await eventually(lambda: "Broker warmed up" in process.output, timeout=20)
         device = await connect(devices, "861234567890123", reply={"ok": 1})
         await until_online(demand, "861234567890123")
         assert await demand.request("861234567890123", "0x10") == Reply(OK, {"ok": 1})
