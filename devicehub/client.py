@@ -237,6 +237,8 @@ class Demand:
             message = Message(kind, rid, body, frames.dumps(body))
         except (TypeError, ValueError) as e:  # data that is not JSON
             return fail(e)
+        except RecursionError:
+            return fail(ValueError(f"data nested deeper than {frames.MAX_DEPTH} levels"))
         answer: Deferred[dict[str, Any]] = Deferred()
         self._pending[rid] = answer
         answer.addTimeout(wait + self.margin, self._clock, onTimeoutCancel=self._unavailable)

@@ -18,7 +18,7 @@ from twisted.internet.defer import DeferredQueue, QueueOverflow
 from twisted.logger import Logger
 
 from .curve import clientKeys
-from .frames import FrameError, loads
+from .frames import ENVELOPE_DEPTH, FrameError, loads
 from .zmqsocket import ZmqSocket
 
 log = Logger()
@@ -64,7 +64,7 @@ class Events:
         try:
             if len(raw) != 2:
                 raise FrameError(f"expected 2 frames, got {len(raw)}")
-            event = loads(raw[1])
+            event = loads(raw[1], ENVELOPE_DEPTH)
             if not isinstance(event, dict) or not isinstance(event.get("imei"), str):
                 raise FrameError("not an event")
         except FrameError as e:

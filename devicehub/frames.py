@@ -32,6 +32,10 @@ from typing import Any, Callable, NamedTuple
 
 VERSION = b"DH2"
 MAX_REQUEST_ID = 64
+MAX_DEPTH = 64
+"""Deepest nesting of arrays and objects accepted from outside (device lines, HTTP bodies)."""
+ENVELOPE_DEPTH = MAX_DEPTH + 2
+"""The same for messages and events, which carry such data one or two levels down."""
 _HEADER = VERSION + b" "
 
 
@@ -190,15 +194,38 @@ def dumps(value: Any) -> bytes:
         return _ASCII_ENCODER.encode(value).encode()
 
 
-def loads(data: bytes) -> Any:
-    """Parse strict JSON (no NaN, Infinity or overflowing numbers); raise L{FrameError} on any failure."""
+def loads(data: bytes, depth: int = MAX_DEPTH) -> Any:
+    """
+    Parse strict JSON (no NaN, Infinity or overflowing numbers, at most C{depth}
+    levels deep); raise L{FrameError} on any failure.
+    """
     try:
         # As json.loads does with bytes (UTF-8, or UTF-16/32 when it detects them).
-        return _DECODER.decode(data.decode(json.detect_encoding(data), "surrogatepass"))
+        value = _DECODER.decode(data.decode(json.detect_encoding(data), "surrogatepass"))
     except FrameError:
         raise
-    except (ValueError, RecursionError) as e:
+    except RecursionError:  # far deeper than any limit
+        raise FrameError(f"nested deeper than {depth} levels") from None
+    except ValueError as e:
         raise FrameError(f"not JSON: {e.__class__.__name__}") from None
+    # Only a text with that many brackets can be that deep: the exact check is rarely needed.
+    if data.count(b"[") + data.count(b"{") > depth and _too_deep(value, depth):
+        raise FrameError(f"nested deeper than {depth} levels")
+    return value
+
+
+def _too_deep(value: Any, depth: int) -> bool:
+    """Whether C{value} nests arrays and objects more than C{depth} levels deep."""
+    level: list[Any] = [value]
+    for _ in range(depth):
+        level = [
+            child
+            for item in level if isinstance(item, (list, dict))
+            for child in (item.values() if isinstance(item, dict) else item)
+        ]
+        if not level:
+            return False
+    return any(isinstance(item, (list, dict)) for item in level)
 
 
 def _header(frames: list[bytes]) -> tuple[bytes, bytes]:
@@ -232,7 +259,7 @@ def decode(frames: list[bytes]) -> Message:
         raise FrameError(f"unknown kind {kind[:16]!r}")
     if len(rid) > MAX_REQUEST_ID:
         raise FrameError("request id too long")
-    body = loads(payload)
+    body = loads(payload, ENVELOPE_DEPTH)
     if not isinstance(body, dict):
         raise FrameError("body is not a JSON object")
     for field, check in schema.items():

@@ -284,7 +284,7 @@ class DeviceProtocol(LineOnlyReceiver, TimeoutMixin):
         if secret is not None:
             token = message.get("token")
             if not isinstance(token, str) or not hmac.compare_digest(
-                token.encode(errors="surrogateescape"), device_token(secret, imei).encode()
+                token.encode(errors="surrogatepass"), device_token(secret, imei).encode()
             ):
                 self.refuseLogin(401, "invalid token")
                 return

@@ -345,7 +345,8 @@ def test_login_needs_the_hmac_token_when_a_secret_is_set():
 
     token = device_token(SECRET, "dev1")
     assert token == __import__("hmac").new(SECRET, b"dev1", "sha256").hexdigest()
-    for bad in [None, "", "00" * 32, token.upper(), device_token(SECRET, "dev2"), 42]:
+    # "\ud800": a lone surrogate, legal as a JSON escape, with no UTF-8 form (issue 12.5)
+    for bad in [None, "", "00" * 32, token.upper(), device_token(SECRET, "dev2"), 42, "\ud800", "\udcff" * 64]:
         protocol, transport, node, clock = connection(secret=SECRET)
         feed(protocol, {"type": "login", "imei": "dev1", "token": bad})
         lines = written(transport)
@@ -403,3 +404,33 @@ def test_too_many_unanswered_commands_are_refused_as_busy():
     node.execute("dev1", "0x10", None, 5, False).addCallback(results.append)
     assert results == [Reply(BUSY), Reply(OK), Reply(OK)]
     protocol.connectionLost(None)
+
+
+def nested(depth, leaf=1):
+    """An array C{depth} levels deep."""
+    for _ in range(depth):
+        leaf = [leaf]
+    return leaf
+
+
+def test_nesting_is_limited_at_the_parser_and_what_passes_can_travel_on():
+    """Issue 12.4: data that parses on the node can always be sent on to the broker."""
+    from devicehub import frames
+
+    protocol, transport, node, clock = loggedIn()
+    acked = protocol.sendCommand("0x10", None, 5.0)
+    ident = written(transport)[0]["ident"]
+    feed(protocol, {"type": "location", "data": nested(frames.MAX_DEPTH - 1)})
+    for depth in (frames.MAX_DEPTH + 1, 970):  # an object holding an array depth - 1 deep
+        data = b"[" * (depth - 1) + b"]" * (depth - 1)
+        protocol.dataReceived(b'{"type":"location","data":%s}\n' % data)
+        protocol.dataReceived(b'{"type":"ack","ident":%d,"data":%s}\n' % (ident, data))
+    assert written(transport) == [{"type": "error", "error": f"nested deeper than {frames.MAX_DEPTH} levels"}] * 4
+    assert not transport.disconnecting
+    [(imei, uplink)] = node.uplinks
+    # what the node sends on for it, the broker and event subscribers read back
+    for kind, body in [(b"uplink", {"imei": imei, "message": uplink, "ts": 0.0}),
+                       (b"result", {"imei": imei, "result": "ok", "data": uplink["data"]})]:
+        assert frames.decode(frames.encode(kind, b"1", body)).body == body
+    feed(protocol, {"type": "ack", "ident": ident, "data": nested(frames.MAX_DEPTH - 1)})
+    assert acked.result == Reply(OK, nested(frames.MAX_DEPTH - 1))
