@@ -715,7 +715,8 @@ class BrokerService(Service):
         try:
             for address, handler in ((self.frontend, self._fromClient), (self.backend, self._fromNode)):
                 sockets.append(
-                    ZmqSocket(self.reactor, zmq.ROUTER, handler, bind=[address], mandatory=True, curve=keys)
+                    ZmqSocket(self.reactor, zmq.ROUTER, handler, bind=[address], mandatory=True, curve=keys,
+                              maxMessageSize=frames.MAX_MESSAGE)
                 )
         except zmq.ZMQError as e:
             for socket in sockets:

@@ -8,6 +8,7 @@ only queues to a connected broker, so a call made while the broker is down is ne
 delivered late, after its caller was told it failed.
 """
 
+import sys
 from collections import deque
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -55,9 +56,9 @@ class Page(NamedTuple):
     devices: list[str]
 
 
-def _checkedTimeout(timeout: object) -> float:
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < float("inf"):
-        raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+def _checkedTimeout(timeout: object, maximum: float = frames.MAX_TIMEOUT, name: str = "timeout") -> float:
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= maximum:
+        raise ValueError(f"{name} must be seconds, 0 < {name} <= {maximum:g}, not {timeout!r}")
     return float(timeout)
 
 
@@ -216,7 +217,7 @@ class Demand:
             if queue:
                 body.update(queue=True, coalesce=bool(coalesce))
                 if ttl is not None:
-                    body["ttl"] = _checkedTimeout(ttl)
+                    body["ttl"] = _checkedTimeout(ttl, sys.float_info.max, "ttl")
         except ValueError as e:
             return fail(e)
         return self._call(b"send", body, seconds)
@@ -239,6 +240,8 @@ class Demand:
             return fail(e)
         except RecursionError:
             return fail(ValueError(f"data nested deeper than {frames.MAX_DEPTH} levels"))
+        if len(message.payload) > frames.MAX_MESSAGE:
+            return fail(ValueError(f"request larger than {frames.MAX_MESSAGE} bytes"))
         answer: Deferred[dict[str, Any]] = Deferred()
         self._pending[rid] = answer
         answer.addTimeout(wait + self.margin, self._clock, onTimeoutCancel=self._unavailable)

@@ -36,6 +36,10 @@ MAX_DEPTH = 64
 """Deepest nesting of arrays and objects accepted from outside (device lines, HTTP bodies)."""
 ENVELOPE_DEPTH = MAX_DEPTH + 2
 """The same for messages and events, which carry such data one or two levels down."""
+MAX_TIMEOUT = 300.0
+"""Longest wait for a command's ack, in seconds, for every caller."""
+MAX_MESSAGE = 8 << 20
+"""Largest frame in bytes a broker socket takes; a peer sending a larger one is disconnected."""
 _HEADER = VERSION + b" "
 
 
@@ -94,11 +98,15 @@ def _is_str_list(value: object) -> bool:
 
 Check = Callable[[object], bool]
 
+def _is_command_timeout(value: object) -> bool:
+    return is_seconds(value) and value <= MAX_TIMEOUT
+
+
 _COMMAND: dict[str, Check] = {
     "imei": _is_str,
     "instruct": _is_str,
     "data": _is_any,
-    "timeout": is_seconds,
+    "timeout": _is_command_timeout,
     "wait": _is_bool,
 }
 _PRESENCE: dict[str, Check] = {"imei": _is_str, "conn": _is_count}

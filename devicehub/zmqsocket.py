@@ -47,6 +47,7 @@ class ZmqSocket(ZmqConnection):
         mandatory: bool = False,
         immediate: bool = False,
         curve=None,
+        maxMessageSize: int = -1,
     ) -> None:
         """
         @param mandatory: (ROUTER) make a send to an unknown peer raise
@@ -54,6 +55,7 @@ class ZmqSocket(ZmqConnection):
         @param immediate: queue messages only to completed connections, so a
             send with no peer raises C{zmq.Again} instead of waiting for one.
         @param curve: L{devicehub.curve.CurveKeys} to authenticate and encrypt with.
+        @param maxMessageSize: bytes; a peer sending a larger frame is disconnected (-1: no limit).
         """
         self.socketType = socketType
         self.handler = handler
@@ -69,6 +71,7 @@ class ZmqSocket(ZmqConnection):
             self.socket.set(zmq.ROUTER_MANDATORY, 1)
         if immediate:
             self.socket.set(zmq.IMMEDIATE, 1)
+        self.socket.set(zmq.MAXMSGSIZE, maxMessageSize)
         if curve is not None:
             curve.apply(self.socket)
         self.addEndpoints(

@@ -4,6 +4,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults
+from twisted.internet.task import deferLater
 
 from devicehub import NO, OK, TIMEOUT, BrokerUnavailable, Demand, Reply
 
@@ -147,7 +148,10 @@ async def test_invalid_arguments_fail_without_reaching_the_broker(hub, demand):
         lambda: demand.send("bad imei", "0x10"),
         lambda: demand.send("abc", 16),
         lambda: demand.send("abc", "0x10", timeout=0),
+        lambda: demand.send("abc", "0x10", timeout=1e300),  # would pin the device's slots (issue 12.16)
+        lambda: demand.find("abc", timeout=301),
         lambda: demand.send("abc", "0x10", data=object()),
+        lambda: demand.send("abc", "0x10", data="x" * (9 << 20)),
         lambda: demand.getlist(-1, 0),
         lambda: demand.find(""),
     ]:
@@ -167,3 +171,28 @@ async def test_close_fails_waiting_calls_and_later_calls(hub):
     with pytest.raises(BrokerUnavailable):
         await demand.gettotal()
     await device.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_broker_bounds_what_any_client_sends(hub, demand):
+    """Issue 12.16: a timeout past 300 s is refused; an oversized message only costs its sender."""
+    import zmq
+
+    from devicehub import frames
+    from devicehub.zmqsocket import ZmqSocket
+
+    answers = []
+    rogue = ZmqSocket(reactor, zmq.DEALER, answers.append, connect=[hub.frontend])
+    try:
+        body = {"imei": "abc", "instruct": "0x10", "data": None, "timeout": 1e300, "wait": True}
+        rogue.sendFrames(frames.encode(b"send", b"1", body))
+        await eventually(lambda: answers)
+        assert frames.decode(answers.pop()).body["code"] == "invalid"
+        rogue.sendFrames(frames.encode(b"find", b"2", {"imei": "abc", "pad": "x" * (9 << 20)}))
+        rogue.sendFrames(frames.encode(b"find", b"3", {"imei": "abc"}))
+        assert await demand.find("abc") == NO  # everyone else is served meanwhile
+        await deferLater(reactor, 0.3, lambda: None)
+        # dropped, its sender disconnected (ZeroMQ reconnects it: what followed may be answered)
+        assert b"2" not in [frames.decode(answer).rid for answer in answers]
+    finally:
+        rogue.shutdown()
