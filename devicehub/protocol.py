@@ -61,13 +61,21 @@ class DeviceSettings:
     secret: bytes | None = None
     """When set, logins must carry a token (see L{device_token})."""
     maxDevices: int = 10_000
-    """Connections a node accepts at once; more are refused with "node full"."""
+    """Devices logged in at once; further logins are refused with "node full"."""
+    maxLogins: int | None = None
+    """Connections not yet logged in at once, on top of C{maxDevices} (default: a tenth of it, at least 16)."""
     maxPending: int = 64
     """Unanswered commands per device; more are refused as busy."""
     maxOutgoing: int = 1 << 20
     """Bytes that may wait for a device that stopped reading before it is cut off."""
     maxBadLines: int = 10
     """Bad lines tolerated within L{BAD_LINE_WINDOW} seconds."""
+
+
+    @property
+    def loginBudget(self) -> int:
+        """Connections that may be waiting to log in at once; more are refused."""
+        return self.maxLogins if self.maxLogins is not None else max(16, self.maxDevices // 10)
 
 
 def device_token(secret: bytes, imei: str) -> str:
@@ -138,10 +146,13 @@ class DeviceProtocol(LineOnlyReceiver, TimeoutMixin):
     # -- connection lifecycle
 
     def connectionMade(self) -> None:
-        if len(self.factory.connections) >= self.settings.maxDevices:
-            self.refuse("node full")
+        # Connections that have not logged in have a budget of their own, so idle or
+        # hostile sockets can never lock real devices out.
+        if len(self.factory.loggingIn) >= self.settings.loginBudget:
+            self.refuse("too many connections logging in", "logins full")
             return
         self.factory.connections.add(self)
+        self.factory.loggingIn.add(self)
         # Small lines in both directions: without this, Nagle plus the device's delayed
         # ACK can hold a command back ~40 ms behind an unacknowledged pong.
         # (tcp: and ssl: transports both have it; a test transport may not.)
@@ -156,6 +167,7 @@ class DeviceProtocol(LineOnlyReceiver, TimeoutMixin):
         if self._nextTurn is not None and self._nextTurn.active():
             self._nextTurn.cancel()
         self.factory.connections.discard(self)
+        self.factory.loggingIn.discard(self)
         pending, self._pending = self._pending, {}
         for waiting in pending.values():
             waiting.callback(Reply(TIMEOUT))
@@ -288,7 +300,11 @@ class DeviceProtocol(LineOnlyReceiver, TimeoutMixin):
             ):
                 self.refuseLogin(401, "invalid token")
                 return
+        if len(self.node.devices) >= self.settings.maxDevices and imei not in self.node.devices:
+            self.refuse("node full")
+            return
         self.imei = imei
+        self.factory.loggingIn.discard(self)
         self.setTimeout(self.settings.idleTimeout)
         self.sendMessage({"type": "login", "status": 200})
         self.node.attach(self)
@@ -354,6 +370,8 @@ class DeviceFactory(Factory):
         self.clock = clock
         self.settings = settings
         self.connections: set[DeviceProtocol] = set()
+        self.loggingIn: set[DeviceProtocol] = set()
+        """The connections that have not logged in yet."""
 
     def closeAll(self, error: str, grace: float) -> "Deferred[None]":
         """

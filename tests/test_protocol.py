@@ -358,15 +358,38 @@ def test_login_needs_the_hmac_token_when_a_secret_is_set():
     assert written(transport) == [{"type": "login", "status": 200}]
 
 
-def test_node_full_refuses_new_connections():
+def test_connections_that_never_log_in_cannot_lock_devices_out():
+    """Issue 12.17: sockets that have not logged in have a budget of their own."""
     node = RecordingNode()
-    first, firstTransport, _, clock = connection(node=node, maxDevices=1)
-    second, secondTransport, _, _ = connection(node=node, factory=first.factory)
-    assert written(secondTransport) == [{"type": "error", "error": "node full"}]
-    assert secondTransport.disconnecting and not firstTransport.disconnecting
-    first.connectionLost(None)
-    third, thirdTransport, _, _ = connection(node=node, factory=first.factory)
-    assert not thirdTransport.disconnecting
+    idle = [connection(node=node, maxDevices=2, maxLogins=3)]
+    factory = idle[0][0].factory
+    idle += [connection(node=node, factory=factory) for _ in range(2)]
+    refused, refusedTransport, _, _ = connection(node=node, factory=factory)
+    assert written(refusedTransport) == [{"type": "error", "error": "too many connections logging in"}]
+    assert refusedTransport.disconnecting and not any(t.disconnecting for _, t, _, _ in idle)
+    # a real device still gets in once a slot is free, and logging in frees its slot
+    idle.pop()[0].connectionLost(None)
+    first, firstTransport, _, _ = connection(node=node, factory=factory)
+    feed(first, {"type": "login", "imei": "d1"})
+    second, secondTransport, _, _ = connection(node=node, factory=factory)
+    feed(second, {"type": "login", "imei": "d2"})
+    assert written(firstTransport) == written(secondTransport) == [{"type": "login", "status": 200}]
+    assert len(factory.loggingIn) == 2
+    # the devices logged in are capped by maxDevices; a device logging in again is not a new one
+    third, thirdTransport, _, _ = connection(node=node, factory=factory)
+    feed(third, {"type": "login", "imei": "d3"})
+    assert written(thirdTransport) == [{"type": "error", "error": "node full"}] and thirdTransport.disconnecting
+    third.connectionLost(None)
+    again, againTransport, _, _ = connection(node=node, factory=factory)
+    feed(again, {"type": "login", "imei": "d1"})
+    assert written(againTransport) == [{"type": "login", "status": 200}]
+    assert node.devices == {"d1": again, "d2": second} and firstTransport.disconnecting
+
+
+def test_the_login_budget_defaults_to_a_tenth_of_the_devices():
+    assert DeviceSettings(maxDevices=200).loginBudget == 20
+    assert DeviceSettings(maxDevices=20).loginBudget == 16
+    assert DeviceSettings(maxDevices=200, maxLogins=5).loginBudget == 5
 
 
 def test_device_that_stops_reading_is_cut_off_at_the_outgoing_cap():
