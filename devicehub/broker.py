@@ -620,12 +620,15 @@ class BrokerService(Service):
         events: str | None = None,
         store: str | None = None,
         deliveryTimeout: float = DELIVERY_TIMEOUT,
+        clock=None,
     ) -> None:
         """
         @param curveKeys: a key directory (see L{devicehub.curve}): admit only authorized clients.
         @param events: the ZeroMQ address to publish events on (PUB), or None.
         @param store: the SQLite file of the queue for offline devices, or None.
+        @param clock: the clock of the periodic sweeps (nodes, expired commands); the reactor by default.
         """
+        self.clock = reactor if clock is None else clock
         self.events = events
         self.storePath = store
         self.deliveryTimeout = deliveryTimeout
@@ -658,11 +661,11 @@ class BrokerService(Service):
             self._bind()
         super().startService()
         self._expiry = LoopingCall(self.broker.expireNodes)
-        self._expiry.clock = self.reactor
+        self._expiry.clock = self.clock
         self._expiry.start(self.nodeTtl / 4, now=False)
         if self.store is not None:
-            self._storeExpiry = LoopingCall(lambda: self.store.expire(self.reactor.seconds()).addErrback(log.failure))
-            self._storeExpiry.clock = self.reactor
+            self._storeExpiry = LoopingCall(lambda: self.store.expire(self.clock.seconds()).addErrback(log.failure))
+            self._storeExpiry.clock = self.clock
             self._storeExpiry.start(STORE_SWEEP, now=False)
 
     def _bind(self) -> None:
