@@ -664,7 +664,7 @@ class BrokerService(Service):
         self._expiry.clock = self.clock
         self._expiry.start(self.nodeTtl / 4, now=False)
         if self.store is not None:
-            self._storeExpiry = LoopingCall(lambda: self.store.expire(self.clock.seconds()).addErrback(log.failure))
+            self._storeExpiry = LoopingCall(lambda: self.store.sweep(self.clock.seconds()))
             self._storeExpiry.clock = self.clock
             self._storeExpiry.start(STORE_SWEEP, now=False)
 
@@ -698,7 +698,9 @@ class BrokerService(Service):
             publish = _publisher(self.eventsSocket)
         if self.storePath is not None:
             self.store = CommandStore(self.storePath, self.reactor)
-            self.store.open(self.reactor.seconds()).addErrback(log.failure, "Cannot open the command store")
+            self.store.open(self.reactor.seconds()).addErrback(
+                lambda failure: log.failure("Cannot open the command store {path}", failure, path=self.storePath)
+            )
         self.broker = Broker(
             self.reactor,
             _sender(self.frontendSocket, self._localClients),

@@ -21,7 +21,10 @@ import uuid
 from typing import Any
 
 from twisted.enterprise import adbapi
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.logger import Logger
+
+log = Logger()
 
 QUEUED, SENT, ACKED, EXPIRED, FAILED, CANCELLED, REPLACED = (
     "queued", "sent", "acked", "expired", "failed", "cancelled", "replaced",
@@ -69,7 +72,7 @@ class CommandStore:
         self.depth = 0
         """Commands queued right now (kept in step with every change)."""
         self.healthy = True
-        """False when the last database call failed."""
+        """False when the last call that writes (or any call since) failed."""
         # Imeis that may have queued commands, so that the login of any other (nearly all
         # logins) costs no query. Updated in the order the database thread ran the changes.
         self._waiting: set[str] = set()
@@ -79,9 +82,10 @@ class CommandStore:
             cp_openfun=_connected, cp_reactor=reactor,
         )
 
-    def _run(self, interaction, *args) -> Deferred:
+    def _run(self, interaction, *args, writes: bool = True) -> Deferred:
         def ok(result):
-            self.healthy = True
+            if writes:  # a read that works on a read-only disk does not make it healthy
+                self.healthy = True
             return result
 
         def failed(failure):
@@ -198,7 +202,7 @@ class CommandStore:
             row = cursor.fetchone()
             return None if row is None else _record(row)
 
-        return self._run(interaction)
+        return self._run(interaction, writes=False)
 
     def waiting(self, imei: str) -> "Deferred[list[dict[str, Any]]]":
         """The commands queued for C{imei}, oldest first."""
@@ -209,7 +213,7 @@ class CommandStore:
             )
             return [_record(row) for row in cursor.fetchall()]
 
-        return self._run(interaction)
+        return self._run(interaction, writes=False)
 
     def cancel(self, id: str, now: float) -> "Deferred[dict[str, Any] | None]":
         """Cancel a queued command; return its record afterwards (None if unknown)."""
@@ -236,6 +240,16 @@ class CommandStore:
             return self._depth(cursor), expired
 
         return self._run(interaction).addCallback(self._keepDepth)
+
+    def sweep(self, now: float) -> "Deferred[None]":
+        """
+        L{expire}, for a periodic caller: it never fails (a failure is logged and the
+        store marked failing), so one disk error does not end the sweeps.
+        """
+        return maybeDeferred(self.expire, now).addCallbacks(
+            lambda expired: None,
+            lambda failure: log.failure("The command store's sweep for expired commands failed", failure),
+        )
 
     def close(self) -> None:
         self._pool.close()
