@@ -25,7 +25,7 @@ from .curve import AUTHORIZED, ZapHandler, serverKeys
 from .drain import DEFAULT_DRAIN_TIMEOUT, drain
 from .frames import FrameError, Message
 from .imei import is_valid_imei
-from .store import DEFAULT_TTL, MAX_TTL, CommandStore
+from .store import DEFAULT_TTL, MAX_TTL, CommandStore, StoreFailed
 from .metrics import Metrics
 from .pipe import Pipe
 from .results import BUSY, NO, OK, QUEUED, RESULTS, TIMEOUT
@@ -669,6 +669,17 @@ class BrokerService(Service):
             self._storeExpiry.start(STORE_SWEEP, now=False)
 
     def _bind(self) -> None:
+        if self.storePath is not None:
+            self._openStore()
+        try:
+            self._bindSockets()
+        except BaseException:
+            if self.store is not None:
+                self.store.close()
+                self.store = None
+            raise
+
+    def _bindSockets(self) -> None:
         keys = None
         if self.curveKeys is not None:
             keys = serverKeys(self.curveKeys)
@@ -694,13 +705,10 @@ class BrokerService(Service):
             except zmq.ZMQError as e:
                 for socket in sockets:
                     socket.shutdown()
+                if self.zap is not None:
+                    self.zap.close()
                 raise RuntimeError(f"cannot bind the event publisher on {self.events!r}: {e}") from None
             publish = _publisher(self.eventsSocket)
-        if self.storePath is not None:
-            self.store = CommandStore(self.storePath, self.reactor)
-            self.store.open(self.reactor.seconds()).addErrback(
-                lambda failure: log.failure("Cannot open the command store {path}", failure, path=self.storePath)
-            )
         self.broker = Broker(
             self.reactor,
             _sender(self.frontendSocket, self._localClients),
@@ -719,6 +727,17 @@ class BrokerService(Service):
             backend=self.backendSocket.lastEndpoint,
             events=self.eventsSocket.lastEndpoint if self.eventsSocket else "(none)",
         )
+
+    def _openStore(self) -> None:
+        # Synchronously, once: at start-up a store that cannot be opened must stop the
+        # start (like a port that is taken), not leave a broker that can queue nothing.
+        store = CommandStore(self.storePath, self.reactor)
+        try:
+            store.openNow(self.reactor.seconds())
+        except StoreFailed as e:
+            store.close()
+            raise RuntimeError(str(e)) from None
+        self.store = store
 
     def _fromClient(self, raw: list[bytes]) -> None:
         self.broker.fromClient(raw)

@@ -59,13 +59,17 @@ def _record(row: tuple) -> dict[str, Any]:
     }
 
 
+class StoreFailed(Exception):
+    """A call to the command store failed; the message names the store and says why."""
+
+
 def _connected(connection: sqlite3.Connection) -> None:
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=NORMAL")
 
 
 class CommandStore:
-    """Queued commands in the SQLite file at C{path} (created on first use)."""
+    """Queued commands in the SQLite file at C{path} (created by L{open} or L{openNow})."""
 
     def __init__(self, path: str, reactor) -> None:
         self.path = path
@@ -90,7 +94,7 @@ class CommandStore:
 
         def failed(failure):
             self.healthy = False
-            return failure
+            raise StoreFailed(f"the command store failed: {failure.getErrorMessage()}") from failure.value
 
         return self._pool.runInteraction(interaction, *args).addCallbacks(ok, failed)
 
@@ -107,22 +111,42 @@ class CommandStore:
         """False when C{imei} surely has no queued command, so L{due} would find none."""
         return not self._loaded or imei in self._waiting
 
+    def _opened(self, cursor, now: float) -> tuple[int, set[str]]:
+        for statement in _SCHEMA:
+            cursor.execute(statement)
+        cursor.execute("UPDATE commands SET state = ?, updated = ? WHERE state = ?", (QUEUED, now, SENT))
+        cursor.execute("SELECT DISTINCT imei FROM commands WHERE state = ?", (QUEUED,))
+        waiting = {imei for (imei,) in cursor.fetchall()}
+        return self._depth(cursor), waiting
+
+    def _loadWaiting(self, waiting: set[str]) -> None:
+        self._waiting |= waiting
+        self._loaded = True
+
     def open(self, now: float) -> Deferred:
         """Create the table if needed; what was "sent" when the broker stopped is queued again."""
+        return self._run(self._opened, now).addCallback(self._keepDepth).addCallback(self._loadWaiting)
 
-        def interaction(cursor):
-            for statement in _SCHEMA:
-                cursor.execute(statement)
-            cursor.execute("UPDATE commands SET state = ?, updated = ? WHERE state = ?", (QUEUED, now, SENT))
-            cursor.execute("SELECT DISTINCT imei FROM commands WHERE state = ?", (QUEUED,))
-            waiting = {imei for (imei,) in cursor.fetchall()}
-            return self._depth(cursor), waiting
+    def openNow(self, now: float) -> None:
+        """
+        L{open}, in the calling thread: for a broker's start-up, before the reactor runs,
+        so that a store that cannot be opened (or written) stops the start.
 
-        def loaded(waiting: set[str]) -> None:
-            self._waiting |= waiting
-            self._loaded = True
-
-        return self._run(interaction).addCallback(self._keepDepth).addCallback(loaded)
+        @raise StoreFailed: naming the file and the reason.
+        """
+        try:
+            connection = sqlite3.connect(self.path)
+            try:
+                _connected(connection)
+                with connection:  # one transaction, committed
+                    depth, waiting = self._opened(connection.cursor(), now)
+            finally:
+                connection.close()
+        except sqlite3.Error as e:
+            self.healthy = False
+            raise StoreFailed(f"cannot open the command store {self.path!r}: {e}") from e
+        self.depth = depth
+        self._loadWaiting(waiting)
 
     def add(self, imei: str, instruct: str, data: Any, ttl: float, coalesce: bool, now: float) -> "Deferred[str]":
         """Queue a command; with C{coalesce}, it replaces queued ones with the same instruct."""
@@ -248,7 +272,7 @@ class CommandStore:
         """
         return maybeDeferred(self.expire, now).addCallbacks(
             lambda expired: None,
-            lambda failure: log.failure("The command store's sweep for expired commands failed", failure),
+            lambda failure: log.failure("Sweeping the expired queued commands failed", failure),
         )
 
     def close(self) -> None:

@@ -8,8 +8,9 @@ from twisted.logger import Logger, formatEvent
 
 from devicehub import store as storeModule
 from devicehub.broker import STORE_SWEEP, BrokerService
+from devicehub.store import CommandStore, StoreFailed
 
-from .support import LOCAL
+from .support import LOCAL, eventually, free_ports, start_twistd
 
 
 @pytest.fixture
@@ -37,7 +38,7 @@ async def test_a_failing_sweep_is_logged_and_the_sweep_goes_on(tmp_path, storeLo
         clock.advance(STORE_SWEEP)
         await store.get(id)  # one database thread: the sweep's call has finished before this one
         assert failures(storeLog) == [
-            "The command store's sweep for expired commands failed: attempt to write a readonly database"
+            "Sweeping the expired queued commands failed: the command store failed: attempt to write a readonly database"
         ]
         assert not store.healthy  # and a read that works does not hide it
         await store._pool.runOperation("PRAGMA query_only = OFF")  # the disk recovers
@@ -46,3 +47,68 @@ async def test_a_failing_sweep_is_logged_and_the_sweep_goes_on(tmp_path, storeLo
         assert store.healthy and (await store.get(id))["state"] == "expired"
     finally:
         await service.stopService()
+
+
+@pytest.mark.parametrize(
+    "make, reason",
+    [
+        (lambda tmp: tmp / "missing" / "q.sqlite3", "unable to open database file"),
+        (lambda tmp: tmp, "unable to open database file"),  # a directory
+        (lambda tmp: (tmp / "q.sqlite3").write_bytes(b"no database\n" * 100) and tmp / "q.sqlite3",
+         "file is not a database"),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_a_store_that_cannot_be_opened_stops_the_broker_start(tmp_path, make, reason):
+    path = str(make(tmp_path))
+    service = BrokerService(reactor, frontend=LOCAL, backend=LOCAL, store=path)
+    try:
+        with pytest.raises(RuntimeError) as raised:
+            service.privilegedStartService()
+    finally:
+        if service.broker is not None:  # started after all (without the fix): stop it
+            await service.stopService()
+    assert str(raised.value) == f"cannot open the command store {path!r}: {reason}"
+    assert service.frontendSocket is None and service.store is None and not service.running
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_store_is_opened_at_start(tmp_path):
+    path = tmp_path / "q.sqlite3"
+    service = BrokerService(reactor, frontend=LOCAL, backend=LOCAL, store=str(path))
+    service.startService()
+    try:
+        assert path.exists()  # at start, not at the first command
+        assert not service.store.mayHaveWaiting("dev")  # and its index is loaded before any login
+    finally:
+        await service.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failing_store_call_says_the_store_failed(tmp_path):
+    store = CommandStore(str(tmp_path / "q.sqlite3"), reactor)
+    await store.open(0.0)
+    try:
+        await store._pool.runOperation("PRAGMA query_only = ON")
+        with pytest.raises(StoreFailed) as raised:
+            await store.add("dev", "0x10", None, 60, False, 1.0)
+        assert str(raised.value) == "the command store failed: attempt to write a readonly database"
+        assert not store.healthy
+    finally:
+        store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_twistd_stops_with_a_message_when_the_store_cannot_be_opened(tmp_path):
+    frontend, backend = free_ports(2)
+    path = str(tmp_path / "missing" / "q.sqlite3")
+    process = start_twistd(
+        ["--roles", "broker", "--frontend", f"tcp://127.0.0.1:{frontend}", "--backend", f"tcp://127.0.0.1:{backend}",
+         "--store", path]
+    )
+    try:
+        await eventually(lambda: process.ended.called, timeout=20)
+    finally:
+        await process.stop()
+    assert process.exitCode not in (0, None)
+    assert f"cannot open the command store {path!r}: unable to open database file" in process.output
