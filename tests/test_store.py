@@ -8,7 +8,7 @@ from twisted.logger import Logger, formatEvent
 
 from devicehub import store as storeModule
 from devicehub.broker import STORE_SWEEP, BrokerService
-from devicehub.store import CommandStore, StoreFailed
+from devicehub.store import MAX_ATTEMPTS, CommandStore, StoreFailed
 
 from .support import LOCAL, eventually, free_ports, start_twistd
 
@@ -112,3 +112,34 @@ async def test_twistd_stops_with_a_message_when_the_store_cannot_be_opened(tmp_p
         await process.stop()
     assert process.exitCode not in (0, None)
     assert f"cannot open the command store {path!r}: unable to open database file" in process.output
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_index_of_waiting_devices_forgets_devices_whose_commands_are_gone(tmp_path):
+    store = CommandStore(str(tmp_path / "q.sqlite3"), reactor)
+    await store.open(0.0)
+    try:
+        acked = await store.add("acked", "0x10", None, 100, False, 1.0)
+        cancelled = await store.add("cancelled", "0x10", None, 100, False, 1.0)
+        failed = await store.add("failed", "0x10", None, 100, False, 1.0)
+        retried = await store.add("retried", "0x10", None, 100, False, 1.0)
+        for n in range(50):
+            await store.add(f"gone-{n}", "0x10", None, 10, False, 1.0)
+        await store.add("kept", "0x10", None, 100, False, 1.0)
+        await store.sending(acked, 2.0)
+        await store.delivered(acked, True, 3.0)
+        await store.cancel(cancelled, 3.0)
+        for attempt in range(MAX_ATTEMPTS):
+            await store.sending(failed, 4.0)
+            await store.delivered(failed, False, 4.0)
+        await store.sending(retried, 4.0)
+        assert store.mayHaveWaiting("retried")  # sent, its ack not in yet: a login must still look
+        await store.delivered(retried, False, 5.0)
+        await store.expire(20.0)  # what the periodic sweep does
+        assert [imei for imei in ("acked", "cancelled", "failed", "retried", "kept") if store.mayHaveWaiting(imei)] == [
+            "retried", "kept"
+        ]
+        assert not any(store.mayHaveWaiting(f"gone-{n}") for n in range(50))
+        assert store.depth == 2
+    finally:
+        store.close()
