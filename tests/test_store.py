@@ -6,8 +6,10 @@ from twisted.internet import reactor
 from twisted.internet.task import Clock
 from twisted.logger import Logger, formatEvent
 
+from devicehub import NO, Demand
 from devicehub import store as storeModule
 from devicehub.broker import STORE_SWEEP, BrokerService
+from devicehub.service import Options, makeService
 from devicehub.store import MAX_ATTEMPTS, CommandStore, StoreFailed
 
 from .support import LOCAL, eventually, free_ports, start_twistd
@@ -143,3 +145,32 @@ async def test_the_index_of_waiting_devices_forgets_devices_whose_commands_are_g
         assert store.depth == 2
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(
+    "argv, environ",
+    [(["--no-store"], {}), (["--store", ""], {}), ([], {"DEVICEHUB_STORE": ""}), (["--no-store"], {"DEVICEHUB_STORE": "q.sqlite3"})],
+)
+def test_the_broker_can_run_without_a_store(argv, environ):
+    options = Options(environ=environ)
+    options.parseOptions(["--roles", "broker", *argv])
+    assert options["store"] is None
+    [broker] = makeService(options)
+    assert broker.storePath is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_broker_without_a_store_says_so():
+    frontend, backend = free_ports(2)
+    options = Options(environ={})
+    options.parseOptions(["--roles", "broker", "--frontend", f"tcp://127.0.0.1:{frontend}",
+                          "--backend", f"tcp://127.0.0.1:{backend}", "--events", LOCAL, "--no-store"])
+    hub = makeService(options, reactor)
+    hub.startService()
+    demand = Demand(f"tcp://127.0.0.1:{frontend}", timeout=5)
+    try:
+        assert (await demand.health())["store"] == "none"
+        assert await demand.send("offline", "0x10", queue=True) == NO  # nothing to queue it in
+    finally:
+        demand.close()
+        await hub.stopService()
