@@ -7,6 +7,7 @@ from twisted.internet.task import Clock
 from twisted.logger import Logger, formatEvent
 
 from devicehub import NO, Demand
+from devicehub.client import RequestRejected
 from devicehub import store as storeModule
 from devicehub.broker import STORE_SWEEP, BrokerService
 from devicehub.service import Options, makeService
@@ -171,6 +172,8 @@ async def test_a_broker_without_a_store_says_so():
     try:
         assert (await demand.health())["store"] == "none"
         assert await demand.send("offline", "0x10", queue=True) == NO  # nothing to queue it in
+        with pytest.raises(RequestRejected, match="keeps no queue"):
+            await demand.status("an-id")
     finally:
         demand.close()
         await hub.stopService()
