@@ -13,7 +13,7 @@ from devicehub.broker import STORE_SWEEP, BrokerService
 from devicehub.service import Options, makeService
 from devicehub.store import MAX_ATTEMPTS, CommandStore, StoreFailed
 
-from .support import LOCAL, eventually, free_ports, start_twistd
+from .support import LOCAL, Hub, eventually, free_ports, start_twistd
 
 
 @pytest.fixture
@@ -162,13 +162,10 @@ def test_the_broker_can_run_without_a_store(argv, environ):
 
 @pytest_twisted.ensureDeferred
 async def test_a_broker_without_a_store_says_so():
-    frontend, backend = free_ports(2)
     options = Options(environ={})
-    options.parseOptions(["--roles", "broker", "--frontend", f"tcp://127.0.0.1:{frontend}",
-                          "--backend", f"tcp://127.0.0.1:{backend}", "--events", LOCAL, "--no-store"])
-    hub = makeService(options, reactor)
-    hub.startService()
-    demand = Demand(f"tcp://127.0.0.1:{frontend}", timeout=5)
+    options.parseOptions(["--no-store"])
+    hub = await Hub(brokerOptions={"store": options["store"]}).start()
+    demand = Demand(hub.frontend, timeout=5)
     try:
         assert (await demand.health())["store"] == "none"
         assert await demand.send("offline", "0x10", queue=True) == NO  # nothing to queue it in
@@ -176,4 +173,4 @@ async def test_a_broker_without_a_store_says_so():
             await demand.status("an-id")
     finally:
         demand.close()
-        await hub.stopService()
+        await hub.stop()
