@@ -26,7 +26,7 @@ from .curve import AUTHORIZED, ZapHandler, serverKeys
 from .drain import DEFAULT_DRAIN_TIMEOUT, drain
 from .frames import FrameError, Message
 from .imei import is_valid_imei
-from .store import DEFAULT_TTL, MAX_TTL, CommandStore
+from .store import DEFAULT_TTL, MAX_TTL, CommandStore, StoreFailed
 from .metrics import Metrics
 from .pipe import Pipe
 from .results import BUSY, NO, OK, QUEUED, RESULTS, TIMEOUT
@@ -656,13 +656,16 @@ class BrokerService(Service):
         store: str | None = None,
         deliveryTimeout: float = DELIVERY_TIMEOUT,
         warmup: float | None = None,
+        clock=None,
     ) -> None:
         """
         @param warmup: see L{Broker}.
         @param curveKeys: a key directory (see L{devicehub.curve}): admit only authorized clients.
         @param events: the ZeroMQ address to publish events on (PUB), or None.
         @param store: the SQLite file of the queue for offline devices, or None.
+        @param clock: the clock of the periodic sweeps (nodes, expired commands); the reactor by default.
         """
+        self.clock = reactor if clock is None else clock
         self.events = events
         self.storePath = store
         self.deliveryTimeout = deliveryTimeout
@@ -698,14 +701,25 @@ class BrokerService(Service):
         super().startService()
         self._warm = self.reactor.callLater(max(0.0, self.broker.warmUntil - self.reactor.seconds()), self._warmed)
         self._expiry = LoopingCall(self.broker.expireNodes)
-        self._expiry.clock = self.reactor
+        self._expiry.clock = self.clock
         self._expiry.start(self.nodeTtl / 4, now=False)
         if self.store is not None:
-            self._storeExpiry = LoopingCall(lambda: self.store.expire(self.reactor.seconds()).addErrback(log.failure))
-            self._storeExpiry.clock = self.reactor
+            self._storeExpiry = LoopingCall(lambda: self.store.sweep(self.clock.seconds()))
+            self._storeExpiry.clock = self.clock
             self._storeExpiry.start(STORE_SWEEP, now=False)
 
     def _bind(self) -> None:
+        if self.storePath is not None:
+            self._openStore()
+        try:
+            self._bindSockets()
+        except BaseException:
+            if self.store is not None:
+                self.store.close()
+                self.store = None
+            raise
+
+    def _bindSockets(self) -> None:
         keys = None
         if self.curveKeys is not None:
             keys = serverKeys(self.curveKeys)
@@ -732,11 +746,10 @@ class BrokerService(Service):
             except zmq.ZMQError as e:
                 for socket in sockets:
                     socket.shutdown()
+                if self.zap is not None:
+                    self.zap.close()
                 raise RuntimeError(f"cannot bind the event publisher on {self.events!r}: {e}") from None
             publish = _publisher(self.eventsSocket)
-        if self.storePath is not None:
-            self.store = CommandStore(self.storePath, self.reactor)
-            self.store.open(self.reactor.seconds()).addErrback(log.failure, "Cannot open the command store")
         self.broker = Broker(
             self.reactor,
             _sender(self.frontendSocket, self._localClients),
@@ -760,6 +773,17 @@ class BrokerService(Service):
     def _warmed(self) -> None:
         log.info("Broker warmed up: {nodes} nodes reported {devices} devices; it answers for every device now",
                  nodes=len(self.broker.nodes), devices=len(self.broker.directory))
+
+    def _openStore(self) -> None:
+        # Synchronously, once: at start-up a store that cannot be opened must stop the
+        # start (like a port that is taken), not leave a broker that can queue nothing.
+        store = CommandStore(self.storePath, self.reactor)
+        try:
+            store.openNow(self.reactor.seconds())
+        except StoreFailed as e:
+            store.close()
+            raise RuntimeError(str(e)) from None
+        self.store = store
 
     def _fromClient(self, raw: list[bytes]) -> None:
         self.broker.fromClient(raw)

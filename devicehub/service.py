@@ -80,10 +80,14 @@ class Options(usage.Options):
         ["api-token", None, None, "Every HTTP route but /health needs 'Authorization: Bearer TOKEN'."],
         ["curve-keys", None, None, "Key directory (devicehub keygen DIR): CURVE-encrypt and authenticate broker links."],
         ["store", None, "devicehub.sqlite3",
-         "(broker) SQLite file of the queue of commands for offline devices, created on first use."],
+         "(broker) SQLite file of the queue of commands for offline devices, opened (created) at start; '' for none."],
         ["metrics", None, None, "Server endpoint string to serve Prometheus metrics on (the api role also has /metrics)."],
         ["access-log", None, None,
          "(api) File to append the HTTP access log to, in Combined Log Format; '-' for the process log [default: none]."],
+    ]
+
+    optFlags = [
+        ["no-store", None, "(broker) Keep no queue of commands for offline devices (the same as --store '')."],
     ]
 
     def __init__(self, environ=None) -> None:
@@ -129,6 +133,8 @@ class Options(usage.Options):
                 raise usage.UsageError(f"--{name} must not be empty")
         if self["curve-keys"] is not None:
             self._checkKeys()
+        if self["no-store"] or not self["store"]:
+            self["store"] = None
 
     def _checkKeys(self) -> None:
         from .curve import MissingKeys, clientKeys, serverKeys

@@ -21,7 +21,10 @@ import uuid
 from typing import Any
 
 from twisted.enterprise import adbapi
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.logger import Logger
+
+log = Logger()
 
 QUEUED, SENT, ACKED, EXPIRED, FAILED, CANCELLED, REPLACED = (
     "queued", "sent", "acked", "expired", "failed", "cancelled", "replaced",
@@ -56,22 +59,29 @@ def _record(row: tuple) -> dict[str, Any]:
     }
 
 
+class StoreFailed(Exception):
+    """A call to the command store failed; the message names the store and says why."""
+
+
 def _connected(connection: sqlite3.Connection) -> None:
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=NORMAL")
 
 
 class CommandStore:
-    """Queued commands in the SQLite file at C{path} (created on first use)."""
+    """Queued commands in the SQLite file at C{path} (created by L{open} or L{openNow})."""
 
     def __init__(self, path: str, reactor) -> None:
         self.path = path
         self.depth = 0
         """Commands queued right now (kept in step with every change)."""
         self.healthy = True
-        """False when the last database call failed."""
-        # Imeis that may have queued commands, so that the login of any other (nearly all
-        # logins) costs no query. Updated in the order the database thread ran the changes.
+        """False when the last call that writes (or any call since) failed."""
+        # Imeis with commands queued or sent (not yet acked), so that the login of any other
+        # (nearly all logins) costs no query. Every change that may add or remove an imei
+        # reports whether that imei still has one, and L{expire} reloads the whole set, so it
+        # holds only devices with commands still waiting. Updated in the order the database
+        # thread ran the changes.
         self._waiting: set[str] = set()
         self._loaded = False
         self._pool = adbapi.ConnectionPool(
@@ -79,14 +89,15 @@ class CommandStore:
             cp_openfun=_connected, cp_reactor=reactor,
         )
 
-    def _run(self, interaction, *args) -> Deferred:
+    def _run(self, interaction, *args, writes: bool = True) -> Deferred:
         def ok(result):
-            self.healthy = True
+            if writes:  # a read that works on a read-only disk does not make it healthy
+                self.healthy = True
             return result
 
         def failed(failure):
             self.healthy = False
-            return failure
+            raise StoreFailed(f"the command store failed: {failure.getErrorMessage()}") from failure.value
 
         return self._pool.runInteraction(interaction, *args).addCallbacks(ok, failed)
 
@@ -95,30 +106,75 @@ class CommandStore:
         cursor.execute("SELECT count(*) FROM commands WHERE state = ?", (QUEUED,))
         return cursor.fetchone()[0]
 
-    def _keepDepth(self, result: tuple) -> Any:
-        self.depth, value = result
+    @staticmethod
+    def _stillWaiting(cursor, imei: str | None) -> dict[str, bool]:
+        """Whether C{imei} has a command queued or sent, for L{_keep}."""
+        if imei is None:
+            return {}
+        cursor.execute("SELECT 1 FROM commands WHERE imei = ? AND state IN (?, ?) LIMIT 1", (imei, QUEUED, SENT))
+        return {imei: cursor.fetchone() is not None}
+
+    @staticmethod
+    def _imei(cursor, id: str) -> str | None:
+        cursor.execute("SELECT imei FROM commands WHERE id = ?", (id,))
+        row = cursor.fetchone()
+        return None if row is None else row[0]
+
+    @staticmethod
+    def _allWaiting(cursor) -> set[str]:
+        cursor.execute("SELECT DISTINCT imei FROM commands WHERE state IN (?, ?)", (QUEUED, SENT))
+        return {imei for (imei,) in cursor.fetchall()}
+
+    def _keep(self, result: tuple) -> Any:
+        """
+        Keep what an interaction returned as C{(depth, value, waiting)}: C{waiting} is
+        C{{imei: still waiting}} for the imeis it touched, or the set of all waiting imeis.
+        """
+        self.depth, value, waiting = result
+        if isinstance(waiting, set):
+            self._waiting = waiting
+            self._loaded = True
+        else:
+            for imei, still in waiting.items():
+                if still:
+                    self._waiting.add(imei)
+                else:
+                    self._waiting.discard(imei)
         return value
 
     def mayHaveWaiting(self, imei: str) -> bool:
-        """False when C{imei} surely has no queued command, so L{due} would find none."""
+        """False when C{imei} surely has no queued (or sent) command, so L{due} would find none."""
         return not self._loaded or imei in self._waiting
+
+    def _opened(self, cursor, now: float) -> tuple[int, None, set[str]]:
+        for statement in _SCHEMA:
+            cursor.execute(statement)
+        cursor.execute("UPDATE commands SET state = ?, updated = ? WHERE state = ?", (QUEUED, now, SENT))
+        return self._depth(cursor), None, self._allWaiting(cursor)
 
     def open(self, now: float) -> Deferred:
         """Create the table if needed; what was "sent" when the broker stopped is queued again."""
+        return self._run(self._opened, now).addCallback(self._keep)
 
-        def interaction(cursor):
-            for statement in _SCHEMA:
-                cursor.execute(statement)
-            cursor.execute("UPDATE commands SET state = ?, updated = ? WHERE state = ?", (QUEUED, now, SENT))
-            cursor.execute("SELECT DISTINCT imei FROM commands WHERE state = ?", (QUEUED,))
-            waiting = {imei for (imei,) in cursor.fetchall()}
-            return self._depth(cursor), waiting
+    def openNow(self, now: float) -> None:
+        """
+        L{open}, in the calling thread: for a broker's start-up, before the reactor runs,
+        so that a store that cannot be opened (or written) stops the start.
 
-        def loaded(waiting: set[str]) -> None:
-            self._waiting |= waiting
-            self._loaded = True
-
-        return self._run(interaction).addCallback(self._keepDepth).addCallback(loaded)
+        @raise StoreFailed: naming the file and the reason.
+        """
+        try:
+            connection = sqlite3.connect(self.path)
+            try:
+                _connected(connection)
+                with connection:  # one transaction, committed
+                    opened = self._opened(connection.cursor(), now)
+            finally:
+                connection.close()
+        except sqlite3.Error as e:
+            self.healthy = False
+            raise StoreFailed(f"cannot open the command store {self.path!r}: {e}") from e
+        self._keep(opened)
 
     def add(self, imei: str, instruct: str, data: Any, ttl: float, coalesce: bool, now: float) -> "Deferred[str]":
         """Queue a command; with C{coalesce}, it replaces queued ones with the same instruct."""
@@ -134,13 +190,9 @@ class CommandStore:
                 f"INSERT INTO commands ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0)",
                 (id, imei, instruct, json.dumps(data), QUEUED, now, now + ttl, now),
             )
-            return self._depth(cursor), id
+            return self._depth(cursor), id, {imei: True}
 
-        def added(id: str) -> str:
-            self._waiting.add(imei)
-            return id
-
-        return self._run(interaction).addCallback(self._keepDepth).addCallback(added)
+        return self._run(interaction).addCallback(self._keep)
 
     def due(self, imei: str, now: float) -> "Deferred[list[dict[str, Any]]]":
         """The commands to deliver to C{imei}, oldest first (expired ones are marked so first)."""
@@ -154,14 +206,9 @@ class CommandStore:
                 f"SELECT {_COLUMNS} FROM commands WHERE imei = ? AND state = ? ORDER BY seq", (imei, QUEUED)
             )
             commands = [_record(row) for row in cursor.fetchall()]  # before the cursor runs the count
-            return self._depth(cursor), commands
+            return self._depth(cursor), commands, self._stillWaiting(cursor, imei)
 
-        def found(commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
-            if not commands:
-                self._waiting.discard(imei)
-            return commands
-
-        return self._run(interaction).addCallback(self._keepDepth).addCallback(found)
+        return self._run(interaction).addCallback(self._keep)
 
     def sending(self, id: str, now: float) -> Deferred:
         """Mark a command sent (one more attempt)."""
@@ -178,17 +225,17 @@ class CommandStore:
                 "WHERE id = ? AND state = ?",
                 (MAX_ATTEMPTS, FAILED, QUEUED, now, id, SENT),
             )
-            return self._depth(cursor), None
+            return self._depth(cursor), None, self._stillWaiting(cursor, self._imei(cursor, id))
 
-        return self._run(interaction).addCallback(self._keepDepth)
+        return self._run(interaction).addCallback(self._keep)
 
     def _set(self, id: str, state: str, now: float, extra: str = "") -> Deferred:
         def interaction(cursor):
             assignments = f"state = ?, updated = ?{', ' + extra if extra else ''}"
             cursor.execute(f"UPDATE commands SET {assignments} WHERE id = ?", (state, now, id))
-            return self._depth(cursor), None
+            return self._depth(cursor), None, self._stillWaiting(cursor, self._imei(cursor, id))
 
-        return self._run(interaction).addCallback(self._keepDepth)
+        return self._run(interaction).addCallback(self._keep)
 
     def get(self, id: str) -> "Deferred[dict[str, Any] | None]":
         """One command's record, or None."""
@@ -198,7 +245,7 @@ class CommandStore:
             row = cursor.fetchone()
             return None if row is None else _record(row)
 
-        return self._run(interaction)
+        return self._run(interaction, writes=False)
 
     def waiting(self, imei: str) -> "Deferred[list[dict[str, Any]]]":
         """The commands queued for C{imei}, oldest first."""
@@ -209,7 +256,7 @@ class CommandStore:
             )
             return [_record(row) for row in cursor.fetchall()]
 
-        return self._run(interaction)
+        return self._run(interaction, writes=False)
 
     def cancel(self, id: str, now: float) -> "Deferred[dict[str, Any] | None]":
         """Cancel a queued command; return its record afterwards (None if unknown)."""
@@ -220,12 +267,13 @@ class CommandStore:
             )
             cursor.execute(f"SELECT {_COLUMNS} FROM commands WHERE id = ?", (id,))
             row = cursor.fetchone()
-            return self._depth(cursor), None if row is None else _record(row)
+            command = None if row is None else _record(row)
+            return self._depth(cursor), command, self._stillWaiting(cursor, command and command["imei"])
 
-        return self._run(interaction).addCallback(self._keepDepth)
+        return self._run(interaction).addCallback(self._keep)
 
-    def expire(self, now: float) -> Deferred:
-        """Mark every queued command whose ttl passed."""
+    def expire(self, now: float) -> "Deferred[int]":
+        """Mark every queued command whose ttl passed; reload which devices have commands waiting."""
 
         def interaction(cursor):
             cursor.execute(
@@ -233,9 +281,19 @@ class CommandStore:
                 (EXPIRED, now, QUEUED, now),
             )
             expired = cursor.rowcount
-            return self._depth(cursor), expired
+            return self._depth(cursor), expired, self._allWaiting(cursor)
 
-        return self._run(interaction).addCallback(self._keepDepth)
+        return self._run(interaction).addCallback(self._keep)
+
+    def sweep(self, now: float) -> "Deferred[None]":
+        """
+        L{expire}, for a periodic caller: it never fails (a failure is logged and the
+        store marked failing), so one disk error does not end the sweeps.
+        """
+        return maybeDeferred(self.expire, now).addCallbacks(
+            lambda expired: None,
+            lambda failure: log.failure("Sweeping the expired queued commands failed", failure),
+        )
 
     def close(self) -> None:
         self._pool.close()
