@@ -142,6 +142,7 @@ class DeviceProtocol(LineOnlyReceiver, TimeoutMixin):
         self._badLines = 0
         self._badWindowStart = 0.0
         self._nextTurn = None
+        self._refused = False
 
     # -- connection lifecycle
 
@@ -166,6 +167,8 @@ class DeviceProtocol(LineOnlyReceiver, TimeoutMixin):
         self.setTimeout(None)
         if self._nextTurn is not None and self._nextTurn.active():
             self._nextTurn.cancel()
+        if self.imei is not None and not self._refused:
+            self._handleReceived()
         self.factory.connections.discard(self)
         self.factory.loggingIn.discard(self)
         pending, self._pending = self._pending, {}
@@ -214,6 +217,7 @@ class DeviceProtocol(LineOnlyReceiver, TimeoutMixin):
 
     def refuse(self, error: str, kind: str | None = None) -> None:
         """Close for a protocol error, counting it under C{kind} (default: the error)."""
+        self._refused = True
         self.node.protocolError(kind or error)
         self.close(error)
 
@@ -243,6 +247,17 @@ class DeviceProtocol(LineOnlyReceiver, TimeoutMixin):
             self._nextTurn = self.clock.callLater(0, self._nextLines)
         elif len(self._buffer) > self.MAX_LENGTH:
             self.lineLengthExceeded(self._buffer)
+
+    def _handleReceived(self) -> None:
+        """
+        Handle the whole lines still buffered (beyond a turn's budget) when the connection
+        closed: they were received, and an ack among them is an answer, not a timeout.
+        """
+        *lines, self._buffer = self._buffer.split(self.delimiter)
+        for line in lines:
+            if self._refused or len(line) > self.MAX_LENGTH:
+                return
+            self.lineReceived(line)
 
     def _nextLines(self) -> None:
         self.transport.resumeProducing()

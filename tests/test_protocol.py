@@ -230,6 +230,23 @@ def test_a_burst_is_handled_a_bounded_number_of_lines_per_turn():
     assert [call.getTime() for call in clock.getDelayedCalls()] == [IDLE_TIMEOUT]
 
 
+def test_lines_received_before_a_close_are_handled_even_past_the_turns_budget():
+    """Issue 12.20: an ack still buffered when the connection closes is an answer, not a timeout."""
+    from devicehub.protocol import LINES_PER_TURN
+
+    protocol, transport, node, clock = loggedIn()
+    commands = [protocol.sendCommand("0x10", None, 5.0) for _ in range(2)]
+    idents = [line["ident"] for line in written(transport)]
+    burst = b'{"type":"ping"}\n' * LINES_PER_TURN + b'{"type":"location","n":1}\n'
+    acks = b"".join(b'{"type":"ack","ident":%d,"data":%d}\n' % (ident, ident) for ident in idents)
+    protocol.dataReceived(burst + acks + b'{"type":"ack","ident":')  # the last one cut off by the close
+    assert not any(command.called for command in commands)
+    protocol.connectionLost(None)
+    assert [command.result for command in commands] == [Reply(OK, ident) for ident in idents]
+    assert node.uplinks == [("861234567890123", {"type": "location", "n": 1})]
+    assert node.devices == {} and clock.getDelayedCalls() == []
+
+
 def test_line_too_long_closes_with_error():
     protocol, transport, node, clock = loggedIn(maxLine=100)
     protocol.dataReceived(b'{"type":"x","pad":"' + b"a" * 200)
