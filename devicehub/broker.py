@@ -56,6 +56,8 @@ class NodeRecord:
     identity: bytes
     name: str
     lastSeen: float
+    instance: str = ""
+    """The node process's own random id: the same name from another process is another node."""
     devices: set[str] = field(default_factory=set)
     inflight: set[bytes] = field(default_factory=set)
     leaving: bool = False
@@ -182,6 +184,7 @@ class Broker:
         self.grace = grace
         self.directory = Directory()
         self.nodes: dict[bytes, NodeRecord] = {}
+        self._refusedNodes: dict[bytes, str] = {}
         self.routed: dict[bytes, Routed] = {}
         self.draining = False
         """Shutting down: new requests are refused, routed ones still answered."""
@@ -479,19 +482,27 @@ class Broker:
         handler(node, message)
 
     def _hello(self, identity: bytes, body: dict[str, Any]) -> None:
-        name = body["node"]
+        name, instance, now = body["node"], body["instance"], self.clock.seconds()
         node = self.nodes.get(identity)
         if node is None:
             for other in list(self.nodes.values()):
-                if other.name == name:
-                    self._nodeLost(other, "registered again from a new connection")
-            node = self.nodes[identity] = NodeRecord(identity, name, self.clock.seconds())
+                if other.name != name:
+                    continue
+                if other.instance != instance and not other.leaving and now - other.lastSeen <= self.heartbeat + self.grace:
+                    # Another live process with the same --node-id: taking its devices would
+                    # start a tug of war between the two.
+                    self._refuseNode(identity, name, f"node id {name!r} is in use by another live node")
+                    return
+                self._nodeLost(other, "registered again from a new connection")
+            node = self.nodes[identity] = NodeRecord(identity, name, now, instance)
+            self._refusedNodes.pop(identity, None)
             log.info("Node {node} registered with {count} devices", node=name, count=len(body["devices"]))
-        node.lastSeen = self.clock.seconds()
-        snapshot = {imei: (conn, since) for imei, conn, since in body["devices"] if is_valid_imei(imei)}
+        node.lastSeen = now
+        # A node's clock may run ahead: a login is never later than the broker's own time.
+        snapshot = {imei: (conn, min(since, now)) for imei, conn, since in body["devices"] if is_valid_imei(imei)}
         for imei in node.devices - snapshot.keys():
             if self.directory.release(imei, node):
-                self._event(imei, node, "offline", {"reason": "logout"})
+                self._event(imei, node, "offline", {"reason": "closed"})
         for imei, (conn, since) in snapshot.items():
             self._own(node, imei, conn, since, "registered")
         self.toNode(identity, Message(b"welcome", b"", {"heartbeat": self.heartbeat}))
@@ -518,14 +529,23 @@ class Broker:
             drop = Message(b"drop", b"", {"imei": imei, "conn": previous.conn})
             self.toNode(previous.node.identity, drop)
 
+    def _refuseNode(self, identity: bytes, name: str, error: str) -> None:
+        if self._refusedNodes.get(identity) != error:  # once per connection, not per hello
+            if len(self._refusedNodes) >= 1000:
+                self._refusedNodes.clear()
+            self._refusedNodes[identity] = error
+            log.error("Refused a node calling itself {node}: {error}", node=name, error=error)
+        self.toNode(identity, Message(b"refused", b"", {"error": error}))
+
     def _online(self, node: NodeRecord, message: Message) -> None:
         imei = message.body["imei"]
         if is_valid_imei(imei) and not node.leaving:
-            self._own(node, imei, message.body["conn"], message.body["since"])
+            self._own(node, imei, message.body["conn"], min(message.body["since"], self.clock.seconds()))
 
     def _offline(self, node: NodeRecord, message: Message) -> None:
         if self.directory.release(message.body["imei"], node, message.body["conn"]):
-            self._event(message.body["imei"], node, "offline", {"reason": "logout"})
+            reason = message.body.get("reason")
+            self._event(message.body["imei"], node, "offline", {"reason": reason if isinstance(reason, str) else "closed"})
 
     def _uplink(self, node: NodeRecord, message: Message) -> None:
         body = message.body

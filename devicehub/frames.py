@@ -17,12 +17,13 @@ Frontend (Demand or API -> broker, answered by C{reply} or C{error}):
   - C{find} imei / C{list} num, page / C{total} / C{health}: directory queries
   - C{status} id / C{queue} imei / C{cancel} id: the queue of commands for offline devices
 Backend (node -> broker):
-  - C{hello} node, devices: (re)registration with a full snapshot [[imei, conn, since], ...]
-  - C{online} imei, conn, since / C{offline} imei, conn: presence changes (since: login time)
+  - C{hello} node, instance, devices: (re)registration with a full snapshot [[imei, conn, since], ...]
+  - C{online} imei, conn, since / C{offline} imei, conn, reason: presence changes (since: login time)
   - C{uplink} imei, message, ts: a device's own message, for the event stream
   - C{ping}: heartbeat / C{bye}: clean shutdown / C{result} imei, result, data: a command's outcome
 Backend (broker -> node):
   - C{welcome} heartbeat: registered / C{pong}: heartbeat answer / C{reset}: say hello again
+  - C{refused} error: not registered (another live node has its name)
   - C{command}: the C{send} body, forwarded / C{drop} imei, conn: the device logged in elsewhere
 """
 
@@ -126,7 +127,7 @@ SCHEMAS: dict[bytes, dict[str, Check]] = {
     b"reply": {},
     b"error": {"error": _is_str, "code": _is_str},
     # node -> broker
-    b"hello": {"node": _is_str, "devices": _is_snapshot},
+    b"hello": {"node": _is_str, "instance": _is_str, "devices": _is_snapshot},
     b"online": _LOGIN,
     b"offline": _PRESENCE,
     b"uplink": {"imei": _is_str, "message": lambda value: isinstance(value, dict), "ts": _is_time},
@@ -137,6 +138,7 @@ SCHEMAS: dict[bytes, dict[str, Check]] = {
     b"welcome": {"heartbeat": is_seconds},
     b"pong": {},
     b"reset": {},
+    b"refused": {"error": _is_str},
     b"command": _COMMAND,
     b"drop": _PRESENCE,
 }

@@ -8,6 +8,7 @@ C{command} messages into L{Node.execute} calls. L{NodeService} runs both with a
 device listener.
 """
 
+import secrets
 from typing import TYPE_CHECKING, Any, Callable
 
 import zmq
@@ -74,13 +75,13 @@ class Node:
         if self.upstream is not None:
             self.upstream.online(imei, device.conn, device.since)
 
-    def detach(self, device: DeviceProtocol) -> None:
-        """A logged-in connection closed."""
+    def detach(self, device: DeviceProtocol, reason: str = "closed") -> None:
+        """A logged-in connection closed, for C{reason} ("closed" when the device closed it)."""
         if self.devices.get(device.imei) is device:
             del self.devices[device.imei]
             self._logouts.inc()
             if self.upstream is not None:
-                self.upstream.offline(device.imei, device.conn)
+                self.upstream.offline(device.imei, device.conn, reason)
 
     def drop(self, imei: str, conn: int) -> None:
         """The device logged in on another node: close connection C{conn}."""
@@ -146,6 +147,10 @@ class BrokerLink(Service):
         self.reactor = reactor
         self.heartbeat = heartbeat
         self.registered = False
+        self.refused: str | None = None
+        """Why the broker refused to register this node, while it does."""
+        self.instance = secrets.token_hex(8)
+        """This process's own id: tells a node from another that has the same name."""
         self.leaving = False
         self._transmit: Callable[[Message], None] | None = None
         self._close: Callable[[], None] | None = None
@@ -193,8 +198,8 @@ class BrokerLink(Service):
     def online(self, imei: str, conn: int, since: float) -> None:
         self._send(b"online", {"imei": imei, "conn": conn, "since": since})
 
-    def offline(self, imei: str, conn: int) -> None:
-        self._send(b"offline", {"imei": imei, "conn": conn})
+    def offline(self, imei: str, conn: int, reason: str = "closed") -> None:
+        self._send(b"offline", {"imei": imei, "conn": conn, "reason": reason})
 
     def uplink(self, imei: str, message: dict[str, Any], ts: float) -> None:
         self._send(b"uplink", {"imei": imei, "message": message, "ts": ts})
@@ -218,7 +223,7 @@ class BrokerLink(Service):
             self._send(b"ping", {})
             delay = self.heartbeat
         else:
-            self._send(b"hello", {"node": self.node.name, "devices": self.node.snapshot()})
+            self._send(b"hello", {"node": self.node.name, "instance": self.instance, "devices": self.node.snapshot()})
             delay = self._retry
             self._retry = min(self._retry * 2, self.heartbeat)
         self._timer = self.reactor.callLater(delay, self._tick)
@@ -260,12 +265,19 @@ class BrokerLink(Service):
             if not self.registered:
                 log.info("Registered with the broker at {backend}", backend=self.backend)
             self.registered = True
+            self.refused = None
             self.heartbeat = body["heartbeat"]
             self._retry = self.firstRetry
         elif kind == b"reset":
             if not self.leaving:  # a leaving node does not come back
                 log.info("The broker does not know this node; registering again")
                 self._registerAgain()
+        elif kind == b"refused":
+            if self.refused != body["error"]:
+                log.error("The broker at {backend} refused this node: {error}", backend=self.backend, error=body["error"])
+            self.refused = body["error"]
+            self.registered = False
+            self._retry = self.heartbeat  # it may be taken once the other node is gone
         else:
             log.warn("Dropped an unexpected {kind} from the broker", kind=kind)
 

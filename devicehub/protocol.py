@@ -127,6 +127,8 @@ class DeviceProtocol(LineOnlyReceiver, TimeoutMixin):
     """The node's number for this connection, set at login."""
     since: float | None = None
     """When the device logged in (the node's clock), set at login."""
+    closeReason: str | None = None
+    """Why the hub closed the connection (its error line), if it did."""
 
     def __init__(self, node: "Node", clock, settings: DeviceSettings):
         self.node = node
@@ -175,7 +177,7 @@ class DeviceProtocol(LineOnlyReceiver, TimeoutMixin):
         for waiting in pending.values():
             waiting.callback(Reply(TIMEOUT))
         if self.imei is not None:
-            self.node.detach(self)
+            self.node.detach(self, self.closeReason or "closed")
         waiters, self._closeWaiters = self._closeWaiters, []
         for waiter in waiters:
             waiter.callback(None)
@@ -212,6 +214,7 @@ class DeviceProtocol(LineOnlyReceiver, TimeoutMixin):
     def close(self, error: str) -> None:
         """Send an C{error} line, then close the connection."""
         if not self.transport.disconnecting:
+            self.closeReason = error
             self.sendMessage({"type": "error", "error": error})
             self.transport.loseConnection()
 
@@ -372,6 +375,7 @@ class DeviceProtocol(LineOnlyReceiver, TimeoutMixin):
             if self._backlog > self.settings.maxOutgoing:
                 log.warn("{imei} stopped reading; closing its connection", imei=self.imei)
                 self.node.protocolError("stopped reading")
+                self.closeReason = self.closeReason or "stopped reading"
                 self.transport.abortConnection()
                 return
         self.sendLine(line)

@@ -37,10 +37,11 @@ def make(**kwargs):
     return broker, clock, clients, nodes
 
 
-def hello(broker, identity, name, devices=(), since=0.0):
+def hello(broker, identity, name, devices=(), since=0.0, instance=None):
     """Register a node; C{devices} are (imei, conn) or (imei, conn, since)."""
     snapshot = [[*device, since][:3] for device in devices]
-    broker.fromNode([identity, *frames.encode(b"hello", b"", {"node": name, "devices": snapshot})])
+    body = {"node": name, "instance": instance or identity.decode(), "devices": snapshot}
+    broker.fromNode([identity, *frames.encode(b"hello", b"", body)])
 
 
 def online(broker, identity, imei, conn, since=0.0):
@@ -188,6 +189,7 @@ def test_leaving_node_still_delivers_results_of_commands_in_flight():
 
 def test_stale_claim_does_not_take_a_device_from_a_newer_login():
     broker, clock, clients, nodes = make()
+    clock.advance(1000)
     hello(broker, b"N2", "node-2", [("a", 4, 200.0)])
     hello(broker, b"N1", "node-1", [("a", 9, 100.0)])  # e.g. after a broker restart
     assert broker.directory.owner("a").node.name == "node-2"
@@ -404,3 +406,35 @@ def test_queued_delivery_follows_a_device_that_logged_in_again_meanwhile():
     assert again.body["instruct"] == "0x10" and store.commands["q1"]["state"] == "sent"
     broker.fromNode([b"N1", *frames.encode(b"result", again.rid, {"imei": "a", "result": "ok", "data": None})])
     assert store.commands["q1"]["state"] == "acked"
+
+
+def test_a_second_live_node_with_the_same_name_is_refused():
+    """Issue 12.18: two processes with one --node-id must not take devices from each other."""
+    broker, clock, clients, nodes = make(nodeTtl=3.0, grace=0.5)
+    hello(broker, b"N1", "node-1", [("a", 1)], instance="first")
+    hello(broker, b"N2", "node-1", [("a", 7)], instance="second")
+    hello(broker, b"N2", "node-1", [("a", 7)], instance="second")
+    assert [(m.kind, m.body) for m in nodes.take(b"N2")] == [
+        (b"refused", {"error": "node id 'node-1' is in use by another live node"})] * 2
+    assert broker.directory.owner("a").conn == 1 and list(broker.nodes) == [b"N1"]
+    # the same process on a new connection (e.g. after a network blip) takes over at once
+    hello(broker, b"N3", "node-1", [("a", 1)], instance="first")
+    assert list(broker.nodes) == [b"N3"] and broker.directory.owner("a").node.identity == b"N3"
+    # a node silent for more than a heartbeat and the grace is taken for dead (e.g. killed, restarted)
+    clock.advance(1.6)
+    hello(broker, b"N2", "node-1", [("a", 7)], instance="second")
+    assert list(broker.nodes) == [b"N2"] and broker.directory.owner("a").conn == 7
+
+
+def test_a_login_time_ahead_of_the_brokers_clock_is_taken_as_now():
+    """Issue 12.19: a node whose clock runs fast does not win every ownership race."""
+    broker, clock, clients, nodes = make()
+    clock.advance(100)
+    hello(broker, b"N1", "fast", [("a", 1, 10_000.0)])
+    clock.advance(1)
+    online(broker, b"N2", "b", 1)  # unknown node: told to register
+    hello(broker, b"N2", "honest", [("a", 2, 100.5)])
+    assert broker.directory.owner("a").node.name == "honest"
+    clock.advance(1)
+    online(broker, b"N1", "a", 3, since=10_000.0)
+    assert broker.directory.owner("a") == (broker.nodes[b"N1"], 3, 102.0)

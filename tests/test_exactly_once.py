@@ -48,7 +48,7 @@ class BrokerMachine(RuleBasedStateMachine):
     @rule(node=st.sampled_from(NODES))
     def node_starts(self, node):
         self.alive.add(node)
-        self._fromNode(node, b"hello", {"node": node.decode(), "devices": []})
+        self._fromNode(node, b"hello", {"node": node.decode(), "instance": "i", "devices": []})
 
     @rule(node=st.sampled_from(NODES), imei=st.sampled_from(IMEIS))
     def login(self, node, imei):

@@ -196,3 +196,26 @@ async def test_broker_bounds_what_any_client_sends(hub, demand):
         assert b"2" not in [frames.decode(answer).rid for answer in answers]
     finally:
         rogue.shutdown()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_second_node_with_a_taken_name_is_refused_and_steals_nothing(hub, demand):
+    """Issue 12.18: before, two live nodes with one --node-id took devices from each other."""
+    from devicehub.node import NodeService
+
+    device = await online(hub, "steady")
+    twin = NodeService(reactor, devices="tcp:0:interface=127.0.0.1", backend=hub.backend, name="node-1",
+                       commandTimeout=5.0, settings=hub.settings)
+    twin.startService()
+    try:
+        await eventually(lambda: twin.link.refused is not None)
+        assert twin.link.refused == "node id 'node-1' is in use by another live node"
+        twinDevice = await connect(twin.listener.port.getHost().port, "steady")
+        await deferLater(reactor, 1.0, lambda: None)  # several heartbeats and hellos
+        assert len(hub.broker.broker.nodes) == 1
+        assert hub.directory.owner("steady").node.name == "node-1" and not twin.link.registered
+        assert not device.closed.called  # never replaced by the twin's device
+        await twinDevice.close()
+    finally:
+        await twin.stopService()
+    await device.close()
