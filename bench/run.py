@@ -15,6 +15,7 @@ charts (PNG, matplotlib) to --charts. docs/performance.md says what each figure 
 """
 
 import argparse
+import atexit
 import json
 import os
 import platform
@@ -100,7 +101,8 @@ class Bench:
         self.reactor = reactor
         self.options = options
         self.processes: list[Process] = []
-        self.tmp = tempfile.mkdtemp(prefix="devicehub-bench-")
+        self.tmp = tempfile.mkdtemp(prefix="devicehub-bench-")  # the hubs' stores
+        atexit.register(shutil.rmtree, self.tmp, ignore_errors=True)  # however the run ends
 
     def spawn(self, args: list[str]) -> Process:
         process = Process(self.reactor, args)

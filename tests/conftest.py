@@ -1,4 +1,7 @@
 import gc
+import os
+import shutil
+import tempfile
 
 import pytest
 import pytest_twisted
@@ -6,6 +9,47 @@ import treq
 from twisted.internet import reactor
 from twisted.logger import globalLogPublisher
 from twisted.web.client import Agent, HTTPConnectionPool
+
+_scratch = pytest.StashKey[tuple[str, str | None]]()
+_left = pytest.StashKey[list[str]]()
+
+
+def pytest_configure(config):
+    """
+    Give the session a temporary directory of its own, removed at the end: TMPDIR for this
+    process and the processes it starts, and the root of pytest's C{tmp_path} directories
+    (unless C{--basetemp} is given, which keeps them for a look after the run).
+    """
+    scratch = tempfile.mkdtemp(prefix="devicehub-pytest-")
+    config.stash[_scratch] = scratch, os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = scratch
+    tempfile.tempdir = None  # gettempdir() reads TMPDIR again
+
+
+def pytest_sessionfinish(session):
+    """Fail a passing run whose tests left anything but C{tmp_path} directories behind."""
+    scratch, _ = session.config.stash[_scratch]
+    left = sorted(name for name in os.listdir(scratch) if not name.startswith("pytest-of-"))
+    session.config.stash[_left] = left
+    if left and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    left = config.stash.get(_left, [])
+    if left:
+        terminalreporter.section("temporary files left behind", red=True)
+        terminalreporter.line(f"in {config.stash[_scratch][0]}: {', '.join(left)}")
+
+
+def pytest_unconfigure(config):
+    scratch, previous = config.stash[_scratch]
+    shutil.rmtree(scratch, ignore_errors=True)
+    if previous is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = previous
+    tempfile.tempdir = None
 
 
 @pytest.fixture(autouse=True)

@@ -3,6 +3,7 @@
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import sys
@@ -278,13 +279,21 @@ class Twistd(ProcessProtocol):
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _removing(result, path: str):
+    """Remove the directory C{path}, passing C{result} on (a callback for both outcomes)."""
+    shutil.rmtree(path, ignore_errors=True)
+    return result
+
+
 def start_twistd(args: list[str], environ: dict | None = None) -> Twistd:
     """Run C{twistd -n devicehub ARGS} on this work tree's code (on a free --events port unless given)."""
     process = Twistd()
     env = {**os.environ, "PYTHONPATH": str(ROOT), **(environ or {})}
     if "--events" not in args and "DEVICEHUB_EVENTS" not in env:
         args = [*args, "--events", f"tcp://127.0.0.1:{free_ports(1)[0]}"]
-    if "--store" not in args:  # never the work tree's default file
-        args = [*args, "--store", os.path.join(tempfile.mkdtemp(prefix="devicehub-test-"), "queue.sqlite3")]
+    if "--store" not in args:  # never the work tree's default file; removed once the process has ended
+        scratch = tempfile.mkdtemp(prefix="devicehub-test-")
+        args = [*args, "--store", os.path.join(scratch, "queue.sqlite3")]
+        process.ended.addBoth(_removing, scratch)
     reactor.spawnProcess(process, TWISTD, [TWISTD, "-n", "--pidfile=", "devicehub", *args], env=env, path=str(ROOT))
     return process

@@ -1,6 +1,7 @@
 """A smoke run of the benchmark with tiny numbers, so that it never rots (full runs stay out of CI)."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,12 +10,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_benchmark_quick_run_produces_every_figure_and_chart(tmp_path):
+    scratch = tmp_path / "tmp"  # the run's TMPDIR, to see what it leaves there
+    scratch.mkdir()
     run = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--out", str(tmp_path / "results.json"),
          "--charts", str(tmp_path / "charts")],
-        capture_output=True, text=True, timeout=240,
+        capture_output=True, text=True, timeout=240, env={**os.environ, "TMPDIR": str(scratch)},
     )
     assert run.returncode == 0, run.stderr[-3000:]
+    assert list(scratch.iterdir()) == []
     assert "wrote" in run.stderr  # the progress display
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["machine"]["cpus"] >= 1

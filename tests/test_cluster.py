@@ -344,7 +344,7 @@ async def test_api_sigterm_finishes_requests_in_flight(cluster, demand):
 
 
 @pytest_twisted.ensureDeferred
-async def test_example_cluster_script_runs_three_nodes_and_two_apis():
+async def test_example_cluster_script_runs_three_nodes_and_two_apis(tmp_path):
     frontend, backend, events, *ports = free_ports(8)
     script = Twistd()
     env = {
@@ -356,6 +356,7 @@ async def test_example_cluster_script_runs_three_nodes_and_two_apis():
         "EVENTS": str(events),
         "NODE_PORTS": " ".join(map(str, ports[:3])),
         "API_PORTS": " ".join(map(str, ports[3:5])),
+        "LOGS": str(tmp_path),  # else a directory of its own, kept for the user to read
     }
     reactor.spawnProcess(script, "/bin/bash", ["bash", str(ROOT / "examples" / "cluster.sh")], env=env, path=str(ROOT))
     pool = HTTPConnectionPool(reactor, persistent=False)
