@@ -22,7 +22,7 @@ from .drain import DEFAULT_DRAIN_TIMEOUT, drain
 from .frames import FrameError, Message
 from .listening import ListeningService
 from .metrics import Metrics
-from .protocol import DeviceFactory, DeviceProtocol, DeviceSettings
+from .protocol import ERROR_KINDS, DeviceFactory, DeviceProtocol, DeviceSettings
 from .results import BUSY, NO, OK, Reply
 from .zmqsocket import ZmqSocket
 
@@ -56,6 +56,7 @@ class Node:
         self.metrics = metrics or Metrics()
         self._logins = self.metrics.logins.labels(name)
         self._logouts = self.metrics.logouts.labels(name)
+        self._errors = {kind: self.metrics.protocolErrors.labels(kind) for kind in ERROR_KINDS}  # 0 from the start
         self.devices: dict[str, DeviceProtocol] = {}
         self.upstream: "BrokerLink | None" = None
         """Told of every device coming online or going offline, and of their uplink messages."""
@@ -106,8 +107,8 @@ class Node:
         return acked if wait else succeed(Reply(OK))
 
     def protocolError(self, kind: str) -> None:
-        """A device line or connection was refused (counted by kind)."""
-        self.metrics.protocolErrors.labels(kind).inc()
+        """A device line or connection was refused (counted by kind, one of L{ERROR_KINDS})."""
+        self._errors[kind].inc()
 
     def uplink(self, imei: str, message: dict[str, Any]) -> None:
         """A device sent a message of its own (any type but login/ping/ack): pass it on as an event."""

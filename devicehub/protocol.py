@@ -46,6 +46,12 @@ log = Logger()
 
 MAX_IDENT = 2_147_483_647
 BAD_LINE_WINDOW = 60.0
+# Every kind of refused line or connection, as counted in devicehub_protocol_errors_total.
+ERROR_KINDS = (
+    "json", "object", "type", "invalid ident", "already logged in", "login first", "invalid imei",
+    "invalid token", "login timeout", "idle timeout", "line too long", "too many errors", "node full",
+    "logins full", "stopped reading",
+)
 # Lines handled per reactor turn for one connection; the rest wait a turn (reading paused),
 # so a flooding device cannot hold the reactor for long (64 KiB of pings is ~4 000 lines).
 LINES_PER_TURN = 100
