@@ -26,6 +26,7 @@ from .curve import AUTHORIZED, ZapHandler, serverKeys
 from .drain import DEFAULT_DRAIN_TIMEOUT, drain
 from .frames import FrameError, Message
 from .imei import is_valid_imei
+from .logs import Throttled
 from .store import DEFAULT_TTL, MAX_TTL, CommandStore, StoreFailed
 from .metrics import Metrics
 from .pipe import Pipe
@@ -33,6 +34,7 @@ from .results import BUSY, NO, OK, QUEUED, RESULTS, TIMEOUT
 from .zmqsocket import ZmqSocket
 
 log = Logger()
+throttled = Throttled(log)
 
 # Seconds without a message from a node after which it is declared dead.
 DEFAULT_NODE_TTL = 5.0
@@ -236,7 +238,7 @@ class Broker:
             handler(client, message)
 
     def _malformed(self, client: bytes, rid: bytes | None, error: FrameError) -> None:
-        log.warn("Rejected a malformed request: {error}", error=error)
+        throttled.warn("Rejected a malformed request: {error}", error=error)
         if rid is not None and len(rid) <= frames.MAX_REQUEST_ID:
             self._error(client, rid, "invalid", str(error))
 
@@ -460,7 +462,7 @@ class Broker:
         try:
             message = frames.decode(raw[1:])
         except FrameError as e:
-            log.warn("Dropped a malformed message from a node: {error}", error=e)
+            throttled.warn("Dropped a malformed message from a node: {error}", error=e)
             return
         self.nodeMessage(identity, message)
 
@@ -477,7 +479,7 @@ class Broker:
         node.lastSeen = self.clock.seconds()
         handler = self._nodeHandlers.get(message.kind)
         if handler is None:
-            log.warn("Dropped an unexpected {kind} from node {node}", kind=message.kind, node=node.name)
+            throttled.warn("Dropped an unexpected {kind} from node {node}", kind=message.kind, node=node.name)
             return
         handler(node, message)
 
@@ -595,7 +597,7 @@ class Broker:
         elif result == BUSY:
             self._answer(routed, {"error": "the device has too many unanswered commands", "code": "busy"}, b"error")
         else:
-            log.warn("Node {node} sent an invalid result {result!r}", node=node.name, result=result)
+            throttled.warn("Node {node} sent an invalid result {result!r}", node=node.name, result=result)
             self._answer(routed, {"error": "invalid result from node", "code": "unavailable"}, b"error")
 
     def expireNodes(self) -> None:

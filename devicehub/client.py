@@ -20,6 +20,7 @@ from . import frames
 from .curve import clientKeys
 from .frames import FrameError, Message
 from .imei import is_valid_imei
+from .logs import Throttled
 from .results import QUEUED, RESULTS, Reply
 from .zmqsocket import ZmqSocket
 
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from .broker import BrokerService
 
 log = Logger()
+throttled = Throttled(log)
 
 DEFAULT_TIMEOUT = 10.0
 # Seconds between attempts to hand calls to ZeroMQ while the broker is not connected.
@@ -282,7 +284,7 @@ class Demand:
         try:
             message = frames.decode(raw)
         except FrameError as e:
-            log.warn("Dropped a malformed answer from the broker: {error}", error=e)
+            throttled.warn("Dropped a malformed answer from the broker: {error}", error=e)
             return
         self._answered(message)
 

@@ -22,9 +22,11 @@ import zmq.auth
 from zmq.utils import z85
 from twisted.logger import Logger
 
+from .logs import Throttled
 from .zmqsocket import ZmqSocket
 
 log = Logger()
+throttled = Throttled(log)
 
 BROKER = "broker"
 CLIENT = "client"
@@ -117,7 +119,8 @@ class ZapHandler:
             and z85.encode(raw[6]) in zmq.auth.load_certificates(self.authorized)
         )
         if not allowed:
-            log.warn("Refused a ZeroMQ peer without an authorized key")
+            address = raw[3].decode(errors="replace") if len(raw) > 3 else "?"
+            throttled.warn("Refused the ZeroMQ peer at {address}: no authorized CURVE key", address=address)
         status = (b"200", b"OK") if allowed else (b"400", b"not authorized")
         self.socket.sendFrames([b"1.0", rid, *status, b"", b""])
 

@@ -19,9 +19,11 @@ from twisted.logger import Logger
 
 from .curve import clientKeys
 from .frames import ENVELOPE_DEPTH, FrameError, loads
+from .logs import Throttled
 from .zmqsocket import ZmqSocket
 
 log = Logger()
+throttled = Throttled(log)
 
 DEFAULT_EVENTS = "tcp://127.0.0.1:5557"
 _CLOSED = object()
@@ -68,7 +70,7 @@ class Events:
             if not isinstance(event, dict) or not isinstance(event.get("imei"), str):
                 raise FrameError("not an event")
         except FrameError as e:
-            log.warn("Dropped a malformed event: {error}", error=e)
+            throttled.warn("Dropped a malformed event: {error}", error=e)
             return
         if self.imei is not None and event["imei"] != self.imei:
             return  # ZeroMQ topics match by prefix

@@ -18,6 +18,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 from twisted.web.resource import Resource
+from twisted.web.server import Site
 
 if TYPE_CHECKING:
     from .broker import Broker
@@ -116,3 +117,15 @@ class MetricsPage(Resource):
     def render_GET(self, request) -> bytes:
         request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode())
         return self.metrics.exposition()
+
+
+class MetricsSite(Site):
+    """Serves L{MetricsPage} (C{--metrics}); a scrape every few seconds writes nothing to the process log."""
+
+    noisy = False
+
+    def __init__(self, metrics: Metrics) -> None:
+        super().__init__(MetricsPage(metrics))
+
+    def log(self, request) -> None:
+        pass

@@ -21,6 +21,7 @@ from .curve import clientKeys
 from .drain import DEFAULT_DRAIN_TIMEOUT, drain
 from .frames import FrameError, Message
 from .listening import ListeningService
+from .logs import Throttled
 from .metrics import Metrics
 from .protocol import ERROR_KINDS, DeviceFactory, DeviceProtocol, DeviceSettings
 from .results import BUSY, NO, OK, Reply
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from .broker import BrokerService
 
 log = Logger()
+throttled = Throttled(log)
 
 # Seconds a clean shutdown waits for devices to take their error line and close.
 CLOSE_GRACE = 2.0
@@ -212,7 +214,7 @@ class BrokerLink(Service):
             # Not connected (or the broker is not reading): the next hello carries the state.
             self.registered = False
         except zmq.ZMQError as e:
-            log.warn("Cannot send {kind} to the broker: {error}", kind=kind, error=e)
+            throttled.warn("Cannot send {kind} to the broker: {error}", kind=kind, error=e)
             self.registered = False
 
     def _tick(self) -> None:
@@ -243,7 +245,7 @@ class BrokerLink(Service):
         try:
             message = frames.decode(raw)
         except FrameError as e:
-            log.warn("Dropped a malformed message from the broker: {error}", error=e)
+            throttled.warn("Dropped a malformed message from the broker: {error}", error=e)
             return
         self.handle(message)
 
@@ -280,7 +282,7 @@ class BrokerLink(Service):
             self.registered = False
             self._retry = self.heartbeat  # it may be taken once the other node is gone
         else:
-            log.warn("Dropped an unexpected {kind} from the broker", kind=kind)
+            throttled.warn("Dropped an unexpected {kind} from the broker", kind=kind)
 
     def _answer(self, reply: Reply, rid: bytes, imei: str) -> None:
         if self._transmit is not None:

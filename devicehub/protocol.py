@@ -37,12 +37,14 @@ from zope.interface import implementer
 
 from .frames import FrameError, dumps, loads
 from .imei import is_valid_imei
+from .logs import Throttled, peerName
 from .results import OK, TIMEOUT, Reply
 
 if TYPE_CHECKING:
     from .node import Node
 
 log = Logger()
+deviceLog = Throttled(log)
 
 MAX_IDENT = 2_147_483_647
 BAD_LINE_WINDOW = 60.0
@@ -133,6 +135,8 @@ class DeviceProtocol(LineOnlyReceiver, TimeoutMixin):
     """The node's number for this connection, set at login."""
     since: float | None = None
     """When the device logged in (the node's clock), set at login."""
+    peer: str = "?"
+    """The device's address, C{host:port}."""
     closeReason: str | None = None
     """Why the hub closed the connection (its error line), if it did."""
 
@@ -155,6 +159,7 @@ class DeviceProtocol(LineOnlyReceiver, TimeoutMixin):
     # -- connection lifecycle
 
     def connectionMade(self) -> None:
+        self.peer = peerName(self.transport)
         # Connections that have not logged in have a budget of their own, so idle or
         # hostile sockets can never lock real devices out.
         if len(self.factory.loggingIn) >= self.settings.loginBudget:
@@ -162,6 +167,7 @@ class DeviceProtocol(LineOnlyReceiver, TimeoutMixin):
             return
         self.factory.connections.add(self)
         self.factory.loggingIn.add(self)
+        deviceLog.info("Device connection from {peer}", peer=self.peer)
         # Small lines in both directions: without this, Nagle plus the device's delayed
         # ACK can hold a command back ~40 ms behind an unacknowledged pong.
         # (tcp: and ssl: transports both have it; a test transport may not.)
@@ -183,7 +189,11 @@ class DeviceProtocol(LineOnlyReceiver, TimeoutMixin):
         for waiting in pending.values():
             waiting.callback(Reply(TIMEOUT))
         if self.imei is not None:
-            self.node.detach(self, self.closeReason or "closed")
+            reason = self.closeReason or "closed"
+            deviceLog.info("{imei} at {peer} is offline: {reason}", imei=self.imei, peer=self.peer, reason=reason)
+            self.node.detach(self, reason)
+        elif not self._refused:
+            deviceLog.info("Connection from {peer} closed before a login", peer=self.peer)
         waiters, self._closeWaiters = self._closeWaiters, []
         for waiter in waiters:
             waiter.callback(None)
@@ -226,6 +236,10 @@ class DeviceProtocol(LineOnlyReceiver, TimeoutMixin):
 
     def refuse(self, error: str, kind: str | None = None) -> None:
         """Close for a protocol error, counting it under C{kind} (default: the error)."""
+        if self.imei is None:
+            deviceLog.info("Refused the connection from {peer}: {error}", peer=self.peer, error=error)
+        else:
+            deviceLog.info("Refused {imei} at {peer}: {error}", imei=self.imei, peer=self.peer, error=error)
         self._refused = True
         self.node.protocolError(kind or error)
         self.close(error)
@@ -314,7 +328,7 @@ class DeviceProtocol(LineOnlyReceiver, TimeoutMixin):
     def login(self, message: dict[str, Any]) -> None:
         imei = message.get("imei")
         if not is_valid_imei(imei):
-            self.refuseLogin(400, "invalid imei")
+            self.refuseLogin(400, "invalid imei", imei)
             return
         secret = self.settings.secret
         if secret is not None:
@@ -322,7 +336,7 @@ class DeviceProtocol(LineOnlyReceiver, TimeoutMixin):
             if not isinstance(token, str) or not hmac.compare_digest(
                 token.encode(errors="surrogatepass"), device_token(secret, imei).encode()
             ):
-                self.refuseLogin(401, "invalid token")
+                self.refuseLogin(401, "invalid token", imei)
                 return
         if len(self.node.devices) >= self.settings.maxDevices and imei not in self.node.devices:
             self.refuse("node full")
@@ -331,9 +345,12 @@ class DeviceProtocol(LineOnlyReceiver, TimeoutMixin):
         self.factory.loggingIn.discard(self)
         self.setTimeout(self.settings.idleTimeout)
         self.sendMessage({"type": "login", "status": 200})
+        deviceLog.info("{imei} logged in from {peer}", imei=imei, peer=self.peer)
         self.node.attach(self)
 
-    def refuseLogin(self, status: int, error: str) -> None:
+    def refuseLogin(self, status: int, error: str, imei: object = None) -> None:
+        if isinstance(imei, str):
+            deviceLog.info("Login as {imei!r} from {peer} refused: {error}", imei=imei[:80], peer=self.peer, error=error)
         self.sendMessage({"type": "login", "status": status, "error": error})
         self.refuse(error)
 
@@ -357,12 +374,15 @@ class DeviceProtocol(LineOnlyReceiver, TimeoutMixin):
         waiting: Deferred[Reply] = Deferred()
         self._pending[ident] = waiting
         waiting.addTimeout(timeout, self.clock, onTimeoutCancel=_timed_out)
-        waiting.addBoth(self._forget, ident)
+        waiting.addBoth(self._forget, ident, instruct)
         self.sendMessage({"type": "command", "ident": ident, "instruct": instruct, "data": data})
         return waiting
 
-    def _forget(self, result: Reply, ident: int) -> Reply:
+    def _forget(self, result: Reply, ident: int, instruct: str) -> Reply:
         self._pending.pop(ident, None)
+        if result.result != OK:  # an ack is the common case, and counted in the metrics
+            deviceLog.info("{imei} at {peer}: command {ident} ({instruct!r}) not acked: {result}",
+                           imei=self.imei, peer=self.peer, ident=ident, instruct=instruct[:80], result=result.result)
         return result
 
     def _nextIdent(self) -> int:
@@ -379,7 +399,7 @@ class DeviceProtocol(LineOnlyReceiver, TimeoutMixin):
         if self._paused:
             self._backlog += len(line) + 1
             if self._backlog > self.settings.maxOutgoing:
-                log.warn("{imei} stopped reading; closing its connection", imei=self.imei)
+                deviceLog.warn("{imei} at {peer} stopped reading; closing its connection", imei=self.imei, peer=self.peer)
                 self.node.protocolError("stopped reading")
                 self.closeReason = self.closeReason or "stopped reading"
                 self.transport.abortConnection()

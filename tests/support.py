@@ -65,8 +65,15 @@ async def eventually(condition, timeout: float = 5.0, interval: float = 0.01):
 
 async def until_online(demand, imei: str, timeout: float = 10.0) -> None:
     """Wait until the broker lists C{imei} as online."""
+    from devicehub import BrokerUnavailable
+
     deadline = reactor.seconds() + timeout
-    while await demand.find(imei) != "ok":
+    while True:
+        try:
+            if await demand.find(imei) == "ok":
+                return
+        except BrokerUnavailable:  # a broker warming up
+            pass
         assert reactor.seconds() < deadline, f"{imei} never came online"
         await pause(0.02)
 
@@ -178,8 +185,9 @@ class Device(LineOnlyReceiver):
 
     delimiter = b"\n"
 
-    def __init__(self, imei: str | None, *, silent: bool = False, reply=None, delay: float = 0) -> None:
+    def __init__(self, imei: str | None, *, silent: bool = False, reply=None, delay: float = 0, token=None) -> None:
         self.imei = imei
+        self.token = token
         self.silent = silent
         self.reply = reply
         self.delay = delay
@@ -193,7 +201,7 @@ class Device(LineOnlyReceiver):
         if hasattr(self.transport, "setTcpNoDelay"):
             self.transport.setTcpNoDelay(True)  # a device that answers at once, as firmware should
         if self.imei is not None:
-            self.send({"type": "login", "imei": self.imei})
+            self.send({"type": "login", "imei": self.imei, **({"token": self.token} if self.token else {})})
 
     def send(self, message: dict) -> None:
         self.sendLine(json.dumps(message).encode())
