@@ -1,0 +1,1 @@
+"""The built-in device protocols, one module each (see L{devicehub.devices.codec})."""
