@@ -86,9 +86,10 @@ class DeviceSettings:
         return self.maxLogins if self.maxLogins is not None else max(16, self.maxDevices // 10)
 
 
-def device_token(secret: bytes, imei: str) -> str:
-    """The login token of C{imei}: hex HMAC-SHA256 keyed with the node's device secret."""
-    return hmac.new(secret, imei.encode(), hashlib.sha256).hexdigest()
+def device_token(secret: bytes | str, imei: str) -> str:
+    """The login token of C{imei}: hex HMAC-SHA256 keyed with the node's device secret (UTF-8 if a str)."""
+    key = secret.encode() if isinstance(secret, str) else secret
+    return hmac.new(key, imei.encode(), hashlib.sha256).hexdigest()
 
 
 class LineError(ValueError):

@@ -362,6 +362,7 @@ def test_login_needs_the_hmac_token_when_a_secret_is_set():
 
     token = device_token(SECRET, "dev1")
     assert token == __import__("hmac").new(SECRET, b"dev1", "sha256").hexdigest()
+    assert device_token(SECRET.decode(), "dev1") == token  # the secret as given on the command line
     # "\ud800": a lone surrogate, legal as a JSON escape, with no UTF-8 form (issue 12.5)
     for bad in [None, "", "00" * 32, token.upper(), device_token(SECRET, "dev2"), 42, "\ud800", "\udcff" * 64]:
         protocol, transport, node, clock = connection(secret=SECRET)
