@@ -20,6 +20,7 @@ from twisted.web.http import HTTPChannel
 from twisted.web.server import NOT_DONE_YET, Site
 from werkzeug.exceptions import HTTPException
 
+from .backlog import withBacklog
 from .client import BrokerUnavailable, Busy, Demand, RequestRejected
 from .drain import DEFAULT_DRAIN_TIMEOUT, drain
 from .events import Events
@@ -396,7 +397,7 @@ class ApiService(MultiService):
         self.streams = EventStreams(self.api.metrics.eventsDropped.labels("sse"))
         self.root = ApiRoot(self.api.resource(), token, self.streams)
         self.site = ApiSite(self.root, accessLog, reactor)
-        self.listener = ListeningService(reactor, http, self.site, "HTTP")
+        self.listener = ListeningService(reactor, withBacklog(http), self.site, "HTTP")
         self.listener.setServiceParent(self)
 
     def startService(self) -> None:
