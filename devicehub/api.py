@@ -183,12 +183,16 @@ class DeviceAPI:
 
     @app.route("/commands/<id>", methods=["DELETE"])
     async def cancelCommand(self, request, id: str) -> bytes:
-        command = await self.demand.cancel(id, timeout=self.queryTimeout)
+        # The broker answers a command's record after the attempt, "cancelled" whether this
+        # call cancelled it or an earlier one did: only its state before tells them apart.
+        command = await self.demand.status(id, timeout=self.queryTimeout)
+        if command is not None and command["state"] == "queued":
+            command = await self.demand.cancel(id, timeout=self.queryTimeout)
+            if command is not None and command["state"] == "cancelled":
+                return _respond(request, 200, command)
         if command is None:
             return _respond(request, 404, {"error": "no such command"})
-        if command["state"] != "cancelled":
-            return _respond(request, 409, {"error": f"the command is {command['state']}, not queued", "command": command})
-        return _respond(request, 200, command)
+        return _respond(request, 409, {"error": f"the command is {command['state']}, not queued", "command": command})
 
     @app.route("/health", methods=["GET"])
     async def health(self, request) -> bytes:

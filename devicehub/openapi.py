@@ -143,7 +143,7 @@ def openapi() -> dict[str, Any]:
                     },
                 },
                 "delete": {
-                    "summary": "Cancel a command that is still queued.",
+                    "summary": "Cancel a command that is still queued (409 when it is not, cancelled already included).",
                     "parameters": [_ID_PARAMETER],
                     "responses": {
                         "200": _json(_ref("QueuedCommand"), "Cancelled (state cancelled)."),
@@ -156,7 +156,7 @@ def openapi() -> dict[str, Any]:
                                 "required": ["error", "command"],
                                 "properties": {"error": {"type": "string"}, "command": _ref("QueuedCommand")},
                             },
-                            "The command is no longer queued (sent, acked, expired, …).",
+                            "The command is no longer queued (sent, acked, expired, cancelled already, …).",
                         ),
                         "405": _METHOD,
                         "503": _UNAVAILABLE,

@@ -232,6 +232,22 @@ async def test_openapi_document_lists_every_route(hub, http):
 
 
 @pytest_twisted.ensureDeferred
+async def test_cancelling_a_command_twice_is_200_then_409(tmp_path, http):
+    hub = await Hub(brokerOptions={"store": str(tmp_path / "q.sqlite3")}).start()
+    try:
+        code, queued = await call(http, hub, "POST", "/devices/away/commands", {"instruct": "0x10", "queue": True})
+        assert code == 202 and queued["result"] == "queued"
+        path = f"/commands/{queued['id']}"
+        code, cancelled = await call(http, hub, "DELETE", path)
+        assert code == 200 and cancelled["state"] == "cancelled"
+        code, again = await call(http, hub, "DELETE", path)
+        assert code == 409 and again == {"error": "the command is cancelled, not queued", "command": cancelled}
+        assert await call(http, hub, "DELETE", "/commands/nonexistent") == (404, {"error": "no such command"})
+    finally:
+        await hub.stop()
+
+
+@pytest_twisted.ensureDeferred
 async def test_body_over_a_mebibyte_is_413(hub, http):
     big = json.dumps({"instruct": "x", "data": "a" * (1 << 20)}).encode()
     code, body = await call(http, hub, "POST", "/devices/abc/commands", raw=big)
