@@ -42,6 +42,8 @@ log = Logger()
 MAX_NUM = 1000
 MAX_TIMEOUT = 300
 MAX_BODY = 1 << 20
+# The fields of a command's body: any other is refused (a typo must not go unnoticed).
+COMMAND_FIELDS = frozenset({"instruct", "data", "wait", "timeout", "queue", "ttl", "coalesce"})
 # Seconds a directory query (list, presence, health) waits for the broker.
 QUERY_TIMEOUT = 2.0
 
@@ -71,8 +73,8 @@ def _intArg(request, name: str, default: int, maximum: int | None) -> int:
     except (UnicodeDecodeError, ValueError):
         raise BadInput(f"{name} must be a whole number") from None
     if value < 0 or (maximum is not None and value > maximum):
-        limit = f"0..{maximum}" if maximum is not None else ">= 0"
-        raise BadInput(f"{name} must be in {limit}")
+        limit = f"in 0..{maximum}" if maximum is not None else ">= 0"
+        raise BadInput(f"{name} must be {limit}")
     return value
 
 
@@ -145,9 +147,12 @@ class DeviceAPI:
     async def sendCommand(self, request, imei: str) -> bytes:
         _checkedImei(imei)
         body = _jsonBody(request)
+        unknown = body.keys() - COMMAND_FIELDS
+        if unknown:
+            raise BadInput(f"unknown field {min(unknown)!r} (known: {', '.join(sorted(COMMAND_FIELDS))})")
         instruct = body.get("instruct")
-        if not isinstance(instruct, str):
-            raise BadInput("instruct must be a string")
+        if not isinstance(instruct, str) or not instruct:
+            raise BadInput("instruct must be a non-empty string")
         wait = _boolField(body, "wait", True)
         timeout = _secondsField(body, "timeout", MAX_TIMEOUT)
         queueing = {

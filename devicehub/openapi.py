@@ -100,7 +100,8 @@ def openapi() -> dict[str, Any]:
                         "400": _BAD,
                         "401": _UNAUTHORIZED,
                         "405": _METHOD,
-                        "413": _error("Body too large."),
+                        "408": _error("The request took too long to arrive (headers 10 s, all of it 60 s); the connection is closed."),
+                        "413": _error("Body larger than 1 MiB; refused as soon as that is known, and the connection is closed."),
                         "429": _error("Too many unanswered commands for this device (--max-pending)."),
                         "503": _UNAVAILABLE,
                     },
@@ -244,8 +245,9 @@ def openapi() -> dict[str, Any]:
                 "Command": {
                     "type": "object",
                     "required": ["instruct"],
+                    "additionalProperties": False,
                     "properties": {
-                        "instruct": {"type": "string"},
+                        "instruct": {"type": "string", "minLength": 1},
                         "data": {"description": "Any JSON value, sent to the device as is."},
                         "wait": {"type": "boolean", "default": True},
                         "queue": {

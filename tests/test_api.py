@@ -122,12 +122,25 @@ async def test_default_timeout_is_the_hubs_command_timeout(hub, http):
         b'{"instruct": "x", "timeout": NaN}',
         b"\xff\xfe",
         b"[" * 50000,
+        b'{"instruct": ""}',
+        b'{"instruct": "x", "queu": true}',
+        b'{"instruct": "x", "Wait": false}',
+        b'{"instruct": "x", "data": 1, "extra": null}',
     ],
 )
 @pytest_twisted.ensureDeferred
 async def test_bad_command_bodies_are_400(hub, http, raw):
+    device = await online(hub, "abc")
     code, body = await call(http, hub, "POST", "/devices/abc/commands", raw=raw)
     assert code == 400 and isinstance(body["error"], str)
+    await device.close()
+    assert device.commands == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_unknown_field_is_named_in_the_error(hub, http):
+    code, body = await call(http, hub, "POST", "/devices/abc/commands", {"instruct": "x", "queu": True})
+    assert code == 400 and body["error"].startswith("unknown field 'queu' (known: coalesce, data, instruct,")
 
 
 @pytest_twisted.ensureDeferred
@@ -228,7 +241,10 @@ async def test_openapi_document_lists_every_route(hub, http):
         "/openapi.json",
     }
     responses = document["paths"]["/devices/{imei}/commands"]["post"]["responses"]
-    assert {"200", "202", "400", "404", "503", "504"} <= responses.keys()
+    assert {"200", "202", "400", "404", "408", "413", "503", "504"} <= responses.keys()
+    command = document["components"]["schemas"]["Command"]
+    assert command["additionalProperties"] is False and command["properties"]["instruct"]["minLength"] == 1
+    assert {"200", "404", "409"} <= document["paths"]["/commands/{id}"]["delete"]["responses"].keys()
 
 
 @pytest_twisted.ensureDeferred
