@@ -298,16 +298,15 @@ class ApiRoot(Resource):
         self.inner = inner
         self.streams = streams
         self.inflight = 0
-        self._expected = None if token is None else b"Bearer " + token.encode()
+        self._token = None if token is None else token.encode()
 
     def render(self, request):
         try:
             unquote_to_bytes(request.path).decode("utf-8")
         except UnicodeDecodeError:
             return _respond(request, 400, {"error": "the URL is not UTF-8"})
-        if self._expected is not None and request.path not in self.OPEN_PATHS:
-            given = request.getHeader(b"authorization") or b""
-            if not hmac.compare_digest(given, self._expected):
+        if self._token is not None and request.path not in self.OPEN_PATHS:
+            if not self._authorized(request.getHeader(b"authorization") or b""):
                 request.setHeader(b"WWW-Authenticate", b'Bearer realm="devicehub"')
                 return _respond(request, 401, {"error": "missing or wrong bearer token"})
         if request.path == b"/events" and self.streams is not None:
@@ -319,6 +318,13 @@ class ApiRoot(Resource):
         self.inflight += 1
         request.notifyFinish().addBoth(self._finished)
         return self.inner.render(request)
+
+    def _authorized(self, header: bytes) -> bool:
+        """Whether C{header} is C{Bearer TOKEN}, the scheme in any case (RFC 7235)."""
+        scheme, _, credentials = header.partition(b" ")
+        # compared even for a wrong scheme: the time taken does not tell which part was wrong
+        matches = hmac.compare_digest(credentials.lstrip(b" "), self._token)
+        return scheme.lower() == b"bearer" and matches
 
     def _finished(self, result: object) -> None:
         self.inflight -= 1

@@ -264,6 +264,28 @@ async def test_cancelling_a_command_twice_is_200_then_409(tmp_path, http):
 
 
 @pytest_twisted.ensureDeferred
+async def test_the_bearer_scheme_is_case_insensitive(http):
+    hub = await Hub(apiToken="s3cr3t").start()
+    try:
+        for authorization, code in [
+            ("Bearer s3cr3t", 200),
+            ("bearer s3cr3t", 200),
+            ("BEARER s3cr3t", 200),
+            ("bEaReR  s3cr3t", 200),  # RFC 7235: 1*SP
+            ("bearer S3CR3T", 401),  # the token itself is not
+            ("bearer wrong", 401),
+            ("bearers3cr3t", 401),
+            ("Basic s3cr3t", 401),
+            ("s3cr3t", 401),
+        ]:
+            response = await http.get(hub.url + "/devices", headers={"Authorization": authorization})
+            assert response.code == code, authorization
+            await response.content()
+    finally:
+        await hub.stop()
+
+
+@pytest_twisted.ensureDeferred
 async def test_body_over_a_mebibyte_is_413(hub, http):
     big = json.dumps({"instruct": "x", "data": "a" * (1 << 20)}).encode()
     code, body = await call(http, hub, "POST", "/devices/abc/commands", raw=big)
