@@ -14,12 +14,14 @@ from urllib.parse import unquote_to_bytes
 from klein import Klein
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IHalfCloseableDescriptor
 from twisted.logger import Logger
 from twisted.web.resource import Resource
-from twisted.web.http import HTTPChannel
-from twisted.web.server import NOT_DONE_YET, Site
+from twisted.web.http import RESPONSES, HTTPChannel
+from twisted.web.server import NOT_DONE_YET, Request, Site
 from werkzeug.exceptions import HTTPException
 
+from .backlog import withBacklog
 from .client import BrokerUnavailable, Busy, Demand, RequestRejected
 from .drain import DEFAULT_DRAIN_TIMEOUT, drain
 from .events import Events
@@ -40,6 +42,8 @@ log = Logger()
 MAX_NUM = 1000
 MAX_TIMEOUT = 300
 MAX_BODY = 1 << 20
+# The fields of a command's body: any other is refused (a typo must not go unnoticed).
+COMMAND_FIELDS = frozenset({"instruct", "data", "wait", "timeout", "queue", "ttl", "coalesce"})
 # Seconds a directory query (list, presence, health) waits for the broker.
 QUERY_TIMEOUT = 2.0
 
@@ -69,8 +73,8 @@ def _intArg(request, name: str, default: int, maximum: int | None) -> int:
     except (UnicodeDecodeError, ValueError):
         raise BadInput(f"{name} must be a whole number") from None
     if value < 0 or (maximum is not None and value > maximum):
-        limit = f"0..{maximum}" if maximum is not None else ">= 0"
-        raise BadInput(f"{name} must be in {limit}")
+        limit = f"in 0..{maximum}" if maximum is not None else ">= 0"
+        raise BadInput(f"{name} must be {limit}")
     return value
 
 
@@ -143,9 +147,12 @@ class DeviceAPI:
     async def sendCommand(self, request, imei: str) -> bytes:
         _checkedImei(imei)
         body = _jsonBody(request)
+        unknown = body.keys() - COMMAND_FIELDS
+        if unknown:
+            raise BadInput(f"unknown field {min(unknown)!r} (known: {', '.join(sorted(COMMAND_FIELDS))})")
         instruct = body.get("instruct")
-        if not isinstance(instruct, str):
-            raise BadInput("instruct must be a string")
+        if not isinstance(instruct, str) or not instruct:
+            raise BadInput("instruct must be a non-empty string")
         wait = _boolField(body, "wait", True)
         timeout = _secondsField(body, "timeout", MAX_TIMEOUT)
         queueing = {
@@ -181,12 +188,16 @@ class DeviceAPI:
 
     @app.route("/commands/<id>", methods=["DELETE"])
     async def cancelCommand(self, request, id: str) -> bytes:
-        command = await self.demand.cancel(id, timeout=self.queryTimeout)
+        # The broker answers a command's record after the attempt, "cancelled" whether this
+        # call cancelled it or an earlier one did: only its state before tells them apart.
+        command = await self.demand.status(id, timeout=self.queryTimeout)
+        if command is not None and command["state"] == "queued":
+            command = await self.demand.cancel(id, timeout=self.queryTimeout)
+            if command is not None and command["state"] == "cancelled":
+                return _respond(request, 200, command)
         if command is None:
             return _respond(request, 404, {"error": "no such command"})
-        if command["state"] != "cancelled":
-            return _respond(request, 409, {"error": f"the command is {command['state']}, not queued", "command": command})
-        return _respond(request, 200, command)
+        return _respond(request, 409, {"error": f"the command is {command['state']}, not queued", "command": command})
 
     @app.route("/health", methods=["GET"])
     async def health(self, request) -> bytes:
@@ -287,16 +298,15 @@ class ApiRoot(Resource):
         self.inner = inner
         self.streams = streams
         self.inflight = 0
-        self._expected = None if token is None else b"Bearer " + token.encode()
+        self._token = None if token is None else token.encode()
 
     def render(self, request):
         try:
             unquote_to_bytes(request.path).decode("utf-8")
         except UnicodeDecodeError:
             return _respond(request, 400, {"error": "the URL is not UTF-8"})
-        if self._expected is not None and request.path not in self.OPEN_PATHS:
-            given = request.getHeader(b"authorization") or b""
-            if not hmac.compare_digest(given, self._expected):
+        if self._token is not None and request.path not in self.OPEN_PATHS:
+            if not self._authorized(request.getHeader(b"authorization") or b""):
                 request.setHeader(b"WWW-Authenticate", b'Bearer realm="devicehub"')
                 return _respond(request, 401, {"error": "missing or wrong bearer token"})
         if request.path == b"/events" and self.streams is not None:
@@ -309,6 +319,13 @@ class ApiRoot(Resource):
         request.notifyFinish().addBoth(self._finished)
         return self.inner.render(request)
 
+    def _authorized(self, header: bytes) -> bool:
+        """Whether C{header} is C{Bearer TOKEN}, the scheme in any case (RFC 7235)."""
+        scheme, _, credentials = header.partition(b" ")
+        # compared even for a wrong scheme: the time taken does not tell which part was wrong
+        matches = hmac.compare_digest(credentials.lstrip(b" "), self._token)
+        return scheme.lower() == b"bearer" and matches
+
     def _finished(self, result: object) -> None:
         self.inflight -= 1
 
@@ -317,9 +334,116 @@ class ApiRoot(Resource):
 CLOSE_GRACE = 2.0
 
 
+# Seconds a request has, from its first byte, to send all its headers, and to send all
+# of itself (its body included). Unlike the idle timeout (Twisted's, which every byte
+# resets and which is off while a request is answered), these hold against a client
+# that trickles its request a byte at a time.
+HEADERS_TIMEOUT = 10.0
+REQUEST_TIMEOUT = 60.0
+# Seconds a connection may stay silent between requests (Twisted's idle timeout).
+IDLE_TIMEOUT = 60.0
+# Seconds a refused connection may go on sending (read and dropped) before it is cut:
+# closing on unread data resets the connection, and the client may lose the answer.
+LINGER = 2.0
+
+
+class _Request(Request):
+    """A request that refuses its body (413) as soon as it passes L{MAX_BODY}, chunked too."""
+
+    received = 0
+
+    def handleContentChunk(self, data: bytes) -> None:
+        channel = self.channel
+        if channel is None or channel.refused:
+            return
+        self.received += len(data)
+        if self.received > channel.maxBody:
+            channel.refuse(413, f"body larger than {channel.maxBody} bytes")
+        else:
+            super().handleContentChunk(data)
+
+
 class _Channel(HTTPChannel):
+    """
+    Twisted's HTTP channel with deadlines for receiving a request (L{HEADERS_TIMEOUT},
+    L{REQUEST_TIMEOUT}: 408 when missed) and a body limit enforced as the body arrives
+    (L{MAX_BODY}: 413 from the C{Content-Length} alone, or once a chunked body passes it).
+    Neither deadline runs while a request is answered, so event streams and commands
+    that wait for their device are not cut.
+    """
+
+    headersTimeout = HEADERS_TIMEOUT
+    requestTimeout = REQUEST_TIMEOUT
+    maxBody = MAX_BODY
+    refused = False
+    _headersDue: IDelayedCall | None = None
+    _requestDue: IDelayedCall | None = None
+    _lingering: IDelayedCall | None = None
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.refused:
+            return  # dropped: the answer is written, the connection closing
+        if data and self._requestDue is None and not self._handlingRequest:  # a request's first bytes
+            self._requestDue = self.callLater(self.requestTimeout, self._late, "request", self.requestTimeout)
+            self._headersDue = self.callLater(self.headersTimeout, self._late, "request headers", self.headersTimeout)
+        super().dataReceived(data)
+
+    def allHeadersReceived(self) -> None:
+        self._cancel("_headersDue")
+        if self.length is not None and self.length > self.maxBody:
+            self.refuse(413, f"body larger than {self.maxBody} bytes")  # before any 100 Continue
+        else:
+            super().allHeadersReceived()
+
+    def rawDataReceived(self, data: bytes) -> None:
+        if not self.refused:
+            super().rawDataReceived(data)
+
+    def allContentReceived(self) -> None:
+        if not self.refused:
+            self._cancel("_headersDue")
+            self._cancel("_requestDue")
+            super().allContentReceived()
+
+    def _late(self, what: str, seconds: float) -> None:
+        self.refuse(408, f"{what} not received within {seconds:g} s")
+
+    def _cancel(self, name: str) -> None:
+        call = getattr(self, name)
+        setattr(self, name, None)
+        if call is not None and call.active():
+            call.cancel()
+
+    def refuse(self, status: int, message: str) -> None:
+        """
+        Answer the request being received with C{status} and a JSON error, and close:
+        nothing more of it is read into memory or answered.
+        """
+        self.refused = True
+        if self.requests and self.requests[-1].content is not None:
+            self.requests[-1].content.close()  # what the body left on disk or in memory
+        self._cancel("_headersDue")
+        self._cancel("_requestDue")
+        self.setTimeout(None)
+        body = dumps({"error": message})
+        self.transport.writeSequence(
+            [
+                b"HTTP/1.1 %d %s\r\n" % (status, RESPONSES[status]),
+                b"Content-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body),
+                body,
+            ]
+        )
+        # Stop writing (a FIN after the answer) but go on reading, dropping what comes,
+        # until the client closes or LINGER passes. TLS has no half-close: the answer
+        # says Connection: close.
+        if not self.isSecure() and IHalfCloseableDescriptor.providedBy(self.transport):
+            self.transport.loseWriteConnection()
+        self._lingering = self.callLater(LINGER, self.transport.abortConnection)
+
     def connectionLost(self, reason) -> None:
         self.factory.channels.discard(self)
+        for name in ("_headersDue", "_requestDue", "_lingering"):
+            self._cancel(name)
         super().connectionLost(reason)
 
 
@@ -331,6 +455,7 @@ class ApiSite(Site):
     """
 
     protocol = _Channel
+    requestFactory = _Request
 
     def __init__(self, resource, accessLog: str | None = None, reactor=None) -> None:
         """
@@ -343,6 +468,7 @@ class ApiSite(Site):
             logPath=None if accessLog in (None, "-") else accessLog,
             parsePOSTFormSubmission=False,
             reactor=reactor,
+            timeout=IDLE_TIMEOUT,
         )
         self.accessLog = accessLog
         self.channels: set[HTTPChannel] = set()
@@ -396,7 +522,7 @@ class ApiService(MultiService):
         self.streams = EventStreams(self.api.metrics.eventsDropped.labels("sse"))
         self.root = ApiRoot(self.api.resource(), token, self.streams)
         self.site = ApiSite(self.root, accessLog, reactor)
-        self.listener = ListeningService(reactor, http, self.site, "HTTP")
+        self.listener = ListeningService(reactor, withBacklog(http), self.site, "HTTP")
         self.listener.setServiceParent(self)
 
     def startService(self) -> None:

@@ -100,7 +100,8 @@ def openapi() -> dict[str, Any]:
                         "400": _BAD,
                         "401": _UNAUTHORIZED,
                         "405": _METHOD,
-                        "413": _error("Body too large."),
+                        "408": _error("The request took too long to arrive (headers 10 s, all of it 60 s); the connection is closed."),
+                        "413": _error("Body larger than 1 MiB; refused as soon as that is known, and the connection is closed."),
                         "429": _error("Too many unanswered commands for this device (--max-pending)."),
                         "503": _UNAVAILABLE,
                     },
@@ -143,7 +144,7 @@ def openapi() -> dict[str, Any]:
                     },
                 },
                 "delete": {
-                    "summary": "Cancel a command that is still queued.",
+                    "summary": "Cancel a command that is still queued (409 when it is not, cancelled already included).",
                     "parameters": [_ID_PARAMETER],
                     "responses": {
                         "200": _json(_ref("QueuedCommand"), "Cancelled (state cancelled)."),
@@ -156,7 +157,7 @@ def openapi() -> dict[str, Any]:
                                 "required": ["error", "command"],
                                 "properties": {"error": {"type": "string"}, "command": _ref("QueuedCommand")},
                             },
-                            "The command is no longer queued (sent, acked, expired, …).",
+                            "The command is no longer queued (sent, acked, expired, cancelled already, …).",
                         ),
                         "405": _METHOD,
                         "503": _UNAVAILABLE,
@@ -244,8 +245,9 @@ def openapi() -> dict[str, Any]:
                 "Command": {
                     "type": "object",
                     "required": ["instruct"],
+                    "additionalProperties": False,
                     "properties": {
-                        "instruct": {"type": "string"},
+                        "instruct": {"type": "string", "minLength": 1},
                         "data": {"description": "Any JSON value, sent to the device as is."},
                         "wait": {"type": "boolean", "default": True},
                         "queue": {

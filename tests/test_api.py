@@ -122,12 +122,25 @@ async def test_default_timeout_is_the_hubs_command_timeout(hub, http):
         b'{"instruct": "x", "timeout": NaN}',
         b"\xff\xfe",
         b"[" * 50000,
+        b'{"instruct": ""}',
+        b'{"instruct": "x", "queu": true}',
+        b'{"instruct": "x", "Wait": false}',
+        b'{"instruct": "x", "data": 1, "extra": null}',
     ],
 )
 @pytest_twisted.ensureDeferred
 async def test_bad_command_bodies_are_400(hub, http, raw):
+    device = await online(hub, "abc")
     code, body = await call(http, hub, "POST", "/devices/abc/commands", raw=raw)
     assert code == 400 and isinstance(body["error"], str)
+    await device.close()
+    assert device.commands == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_unknown_field_is_named_in_the_error(hub, http):
+    code, body = await call(http, hub, "POST", "/devices/abc/commands", {"instruct": "x", "queu": True})
+    assert code == 400 and body["error"].startswith("unknown field 'queu' (known: coalesce, data, instruct,")
 
 
 @pytest_twisted.ensureDeferred
@@ -228,7 +241,48 @@ async def test_openapi_document_lists_every_route(hub, http):
         "/openapi.json",
     }
     responses = document["paths"]["/devices/{imei}/commands"]["post"]["responses"]
-    assert {"200", "202", "400", "404", "503", "504"} <= responses.keys()
+    assert {"200", "202", "400", "404", "408", "413", "503", "504"} <= responses.keys()
+    command = document["components"]["schemas"]["Command"]
+    assert command["additionalProperties"] is False and command["properties"]["instruct"]["minLength"] == 1
+    assert {"200", "404", "409"} <= document["paths"]["/commands/{id}"]["delete"]["responses"].keys()
+
+
+@pytest_twisted.ensureDeferred
+async def test_cancelling_a_command_twice_is_200_then_409(tmp_path, http):
+    hub = await Hub(brokerOptions={"store": str(tmp_path / "q.sqlite3")}).start()
+    try:
+        code, queued = await call(http, hub, "POST", "/devices/away/commands", {"instruct": "0x10", "queue": True})
+        assert code == 202 and queued["result"] == "queued"
+        path = f"/commands/{queued['id']}"
+        code, cancelled = await call(http, hub, "DELETE", path)
+        assert code == 200 and cancelled["state"] == "cancelled"
+        code, again = await call(http, hub, "DELETE", path)
+        assert code == 409 and again == {"error": "the command is cancelled, not queued", "command": cancelled}
+        assert await call(http, hub, "DELETE", "/commands/nonexistent") == (404, {"error": "no such command"})
+    finally:
+        await hub.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_bearer_scheme_is_case_insensitive(http):
+    hub = await Hub(apiToken="s3cr3t").start()
+    try:
+        for authorization, code in [
+            ("Bearer s3cr3t", 200),
+            ("bearer s3cr3t", 200),
+            ("BEARER s3cr3t", 200),
+            ("bEaReR  s3cr3t", 200),  # RFC 7235: 1*SP
+            ("bearer S3CR3T", 401),  # the token itself is not
+            ("bearer wrong", 401),
+            ("bearers3cr3t", 401),
+            ("Basic s3cr3t", 401),
+            ("s3cr3t", 401),
+        ]:
+            response = await http.get(hub.url + "/devices", headers={"Authorization": authorization})
+            assert response.code == code, authorization
+            await response.content()
+    finally:
+        await hub.stop()
 
 
 @pytest_twisted.ensureDeferred

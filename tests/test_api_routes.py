@@ -133,6 +133,7 @@ command_fields = st.fixed_dictionaries(
         "queue": st.booleans() | json_values,
         "ttl": st.sampled_from([1, 60.5, 0, 1e9]) | json_values,
         "coalesce": st.booleans() | json_values,
+        "queu": json_values,  # not a field: refused
     },
 )
 bodies = command_fields.map(lambda fields: json.dumps(fields).encode()) | st.binary(max_size=20)
