@@ -1,6 +1,6 @@
 """devicehub: send commands to always-connected devices through a ZeroMQ broker."""
 
-from .client import BrokerUnavailable, Busy, Demand, DevicehubError, RequestRejected
+from .client import BrokerUnavailable, Busy, CommandStoreFailed, Demand, DevicehubError, RequestRejected
 from .events import Events
 from .results import NO, OK, QUEUED, TIMEOUT, Reply
 
@@ -14,6 +14,7 @@ __all__ = [
     "QUEUED",
     "BrokerUnavailable",
     "Busy",
+    "CommandStoreFailed",
     "DevicehubError",
     "RequestRejected",
 ]

@@ -22,7 +22,7 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 from werkzeug.exceptions import HTTPException
 
 from .backlog import withBacklog
-from .client import BrokerUnavailable, Busy, Demand, RequestRejected
+from .client import BrokerUnavailable, Busy, CommandStoreFailed, Demand, RequestRejected
 from .drain import DEFAULT_DRAIN_TIMEOUT, drain
 from .events import Events
 from .frames import FrameError, dumps, loads
@@ -202,6 +202,8 @@ class DeviceAPI:
     @app.route("/health", methods=["GET"])
     async def health(self, request) -> bytes:
         state = await self.demand.health(timeout=self.queryTimeout)
+        if state["store"] == "failing":
+            return _respond(request, 503, {"status": "store failing", "error": "the command store failed", **state})
         return _respond(request, 200, {"status": "ok", **state})
 
     @app.route("/metrics", methods=["GET"])
@@ -219,6 +221,8 @@ class DeviceAPI:
         error = failure.value
         if isinstance(error, BadInput):
             return _respond(request, error.status, {"error": str(error)})
+        if isinstance(error, CommandStoreFailed):
+            return _respond(request, 503, {"error": str(error)})
         if isinstance(error, BrokerUnavailable):
             return _respond(request, 503, {"error": f"broker unavailable: {error}"})
         if isinstance(error, RequestRejected):

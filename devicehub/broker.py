@@ -381,7 +381,8 @@ class Broker:
 
     def _storeFailed(self, failure, client: bytes, rid: bytes) -> None:
         log.failure("The command store failed", failure)
-        self._error(client, rid, "unavailable", "the command store failed")
+        error = str(failure.value) if failure.check(StoreFailed) else "the command store failed"
+        self._error(client, rid, "store", error)
 
     def _storeQuery(self, client: bytes, rid: bytes, query: Deferred, answer) -> None:
         query.addCallbacks(lambda value: self._reply(client, rid, answer(value)), self._storeFailed,

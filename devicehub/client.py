@@ -43,6 +43,10 @@ class BrokerUnavailable(DevicehubError):
     """The broker did not answer in time (down, unreachable or overloaded)."""
 
 
+class CommandStoreFailed(BrokerUnavailable):
+    """The broker's queue of commands for offline devices failed (its database)."""
+
+
 class RequestRejected(DevicehubError, ValueError):
     """The broker refused a request as malformed."""
 
@@ -298,6 +302,8 @@ class Demand:
             waiting.errback(RequestRejected(message.body["error"]))
         elif message.kind == b"error" and message.body["code"] == "busy":
             waiting.errback(Busy(message.body["error"]))
+        elif message.kind == b"error" and message.body["code"] == "store":
+            waiting.errback(CommandStoreFailed(message.body["error"]))
         elif message.kind == b"error":
             waiting.errback(BrokerUnavailable(message.body["error"]))
         else:

@@ -17,6 +17,7 @@ from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.logger import Logger
 
 from . import frames
+from .backlog import withBacklog
 from .curve import clientKeys
 from .drain import DEFAULT_DRAIN_TIMEOUT, drain
 from .frames import FrameError, Message
@@ -35,19 +36,6 @@ throttled = Throttled(log)
 
 # Seconds a clean shutdown waits for devices to take their error line and close.
 CLOSE_GRACE = 2.0
-# Pending connections the kernel keeps for the device listener (Twisted's default is 50,
-# so a burst of logins would see SYNs dropped and retried a second later).
-DEVICE_BACKLOG = 1024
-
-
-def withBacklog(description: str) -> str:
-    """C{description} with a listen backlog of L{DEVICE_BACKLOG}, unless it sets one."""
-    kind = description.split(":", 1)[0]
-    if "backlog=" in description or kind not in ("tcp", "tcp6", "ssl", "unix"):
-        return description
-    return f"{description}:backlog={DEVICE_BACKLOG}"
-
-
 class Node:
     """The devices connected to this node and the commands sent to them."""
 

@@ -170,7 +170,10 @@ def openapi() -> dict[str, Any]:
                     "responses": {
                         "200": _json(_ref("Health"), "The broker answers."),
                         "405": _METHOD,
-                        "503": _UNAVAILABLE,
+                        "503": _error(
+                            "The broker did not answer, or its command store failed"
+                            ' (then also {"status":"store failing","nodes","devices","store":"failing"}).'
+                        ),
                     },
                 }
             },

@@ -174,3 +174,35 @@ async def test_a_broker_without_a_store_says_so():
     finally:
         demand.close()
         await hub.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_store_failing_later_is_reported_by_queued_sends_and_health(tmp_path, monkeypatch, http):
+    """Issue 12.7: not 'broker unavailable' and not a healthy hub, but the store, in words."""
+    import json
+
+    import devicehub.broker as brokerModule
+
+    from devicehub import CommandStoreFailed, Demand
+
+    from .support import Hub
+
+    logged: list[dict] = []
+    monkeypatch.setattr(brokerModule, "log", Logger(namespace="devicehub.broker", observer=logged.append))
+    hub = await Hub(brokerOptions={"store": str(tmp_path / "q.sqlite3")}).start()
+    demand = Demand(hub.frontend)
+    try:
+        await hub.broker.store._pool.runOperation("PRAGMA query_only = ON")  # the disk turns read-only
+        response = await http.post(hub.url + "/devices/away/commands", data=b'{"instruct":"0x10","queue":true}')
+        assert (response.code, json.loads(await response.content())) == (
+            503, {"error": "the command store failed: attempt to write a readonly database"})
+        with pytest.raises(CommandStoreFailed, match="attempt to write a readonly database"):
+            await demand.send("away", "0x10", queue=True)
+        response = await http.get(hub.url + "/health")
+        assert (response.code, json.loads(await response.content())) == (503, {
+            "status": "store failing", "error": "the command store failed", "nodes": 1, "devices": 0,
+            "store": "failing"})
+        assert len(failures(logged)) == 2
+    finally:
+        demand.close()
+        await hub.stop()
