@@ -30,7 +30,7 @@ from .logs import Throttled
 from .store import DEFAULT_TTL, MAX_TTL, CommandStore, StoreFailed
 from .metrics import Metrics
 from .pipe import Pipe
-from .results import BUSY, NO, OK, QUEUED, RESULTS, TIMEOUT
+from .results import BUSY, NO, OK, QUEUED, REJECTED, RESULTS, TIMEOUT
 from .zmqsocket import ZmqSocket
 
 log = Logger()
@@ -592,11 +592,13 @@ class Broker:
             log.debug("Dropped a late result from node {node}", node=node.name)
             return
         result = message.body["result"]
-        self._finish(message.rid, result if result in RESULTS or result == BUSY else "invalid")
+        self._finish(message.rid, result if result in RESULTS or result in (BUSY, REJECTED) else "invalid")
         if result in RESULTS:
             self._answer(routed, {"result": result, "data": message.body["data"]})
         elif result == BUSY:
             self._answer(routed, {"error": "the device has too many unanswered commands", "code": "busy"}, b"error")
+        elif result == REJECTED:
+            self._answer(routed, {"error": str(message.body["data"]), "code": "invalid"}, b"error")
         else:
             throttled.warn("Node {node} sent an invalid result {result!r}", node=node.name, result=result)
             self._answer(routed, {"error": "invalid result from node", "code": "unavailable"}, b"error")

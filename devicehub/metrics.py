@@ -39,8 +39,8 @@ class Metrics:
         )
         self.protocolErrors = Counter(
             "devicehub_protocol_errors",
-            "Device lines or connections refused, by kind.",
-            ["kind"],
+            "Device frames or connections refused, by protocol and kind.",
+            ["protocol", "kind"],
             registry=self.registry,
         )
         self.commands = Counter(

@@ -24,8 +24,9 @@ from .frames import FrameError, Message
 from .listening import ListeningService
 from .logs import Throttled
 from .metrics import Metrics
-from .protocol import ERROR_KINDS, DeviceFactory, DeviceProtocol, DeviceSettings
-from .results import BUSY, NO, OK, Reply
+from .devices.codec import Codec, UnsupportedCommand
+from .devices.session import SESSION_ERROR_KINDS, DeviceFactory, DeviceSession, DeviceSettings
+from .results import BUSY, NO, OK, REJECTED, Reply
 from .zmqsocket import ZmqSocket
 
 if TYPE_CHECKING:
@@ -46,13 +47,19 @@ class Node:
         self.metrics = metrics or Metrics()
         self._logins = self.metrics.logins.labels(name)
         self._logouts = self.metrics.logouts.labels(name)
-        self._errors = {kind: self.metrics.protocolErrors.labels(kind) for kind in ERROR_KINDS}  # 0 from the start
-        self.devices: dict[str, DeviceProtocol] = {}
+        self._errors: dict[tuple[str, str], Any] = {}
+        self.devices: dict[str, DeviceSession] = {}
         self.upstream: "BrokerLink | None" = None
         """Told of every device coming online or going offline, and of their uplink messages."""
         self._lastConn = 0
 
-    def attach(self, device: DeviceProtocol) -> None:
+    def admit(self, device: DeviceSession, imei: str) -> str | None:
+        """Why C{imei} may not log in now (None: it may): the node is full, unless it is here already."""
+        if imei not in self.devices and len(self.devices) >= device.settings.maxDevices:
+            return "node full"
+        return None
+
+    def attach(self, device: DeviceSession) -> None:
         """A device logged in; an older connection with its imei is replaced."""
         imei = device.imei
         older = self.devices.get(imei)
@@ -66,7 +73,7 @@ class Node:
         if self.upstream is not None:
             self.upstream.online(imei, device.conn, device.since)
 
-    def detach(self, device: DeviceProtocol, reason: str = "closed") -> None:
+    def detach(self, device: DeviceSession, reason: str = "closed") -> None:
         """A logged-in connection closed, for C{reason} ("closed" when the device closed it)."""
         if self.devices.get(device.imei) is device:
             del self.devices[device.imei]
@@ -85,20 +92,35 @@ class Node:
     ) -> "Deferred[Reply]":
         """
         Send a command to a device of this node. Fires NO when it is not here,
-        BUSY when it has too many unanswered commands; with C{wait}, the device's
-        ack or TIMEOUT; without, OK once written.
+        BUSY when it has too many unanswered commands, REJECTED (with the reason)
+        when its protocol cannot carry the command; with C{wait}, the device's
+        ack or TIMEOUT; without, OK once written (or queued behind its predecessor).
         """
         device = self.devices.get(imei)
         if device is None:
             return succeed(Reply(NO))
         if device.unanswered >= device.settings.maxPending:
             return succeed(Reply(BUSY))
-        acked = device.sendCommand(instruct, data, timeout or self.commandTimeout)
+        try:
+            acked = device.sendCommand(instruct, data, timeout or self.commandTimeout)
+        except UnsupportedCommand as e:
+            return succeed(Reply(REJECTED, str(e)))
         return acked if wait else succeed(Reply(OK))
 
-    def protocolError(self, kind: str) -> None:
-        """A device line or connection was refused (counted by kind, one of L{ERROR_KINDS})."""
-        self._errors[kind].inc()
+    def speaks(self, codec: type[Codec]) -> None:
+        """Devices of C{codec}'s protocol connect to this node: count its errors from 0."""
+        for kind in (*SESSION_ERROR_KINDS, *getattr(codec, "errorKinds", ())):
+            self._errorCounter(codec.name, kind)
+
+    def protocolError(self, protocol: str, kind: str) -> None:
+        """A frame or connection of C{protocol} was refused (counted by kind)."""
+        self._errorCounter(protocol, kind).inc()
+
+    def _errorCounter(self, protocol: str, kind: str):
+        counter = self._errors.get((protocol, kind))
+        if counter is None:  # labels() is a locked lookup: once per kind
+            counter = self._errors[protocol, kind] = self.metrics.protocolErrors.labels(protocol, kind)
+        return counter
 
     def uplink(self, imei: str, message: dict[str, Any]) -> None:
         """A device sent a message of its own (any type but login/ping/ack): pass it on as an event."""
@@ -299,6 +321,7 @@ class NodeService(MultiService):
         self.drainTimeout = drainTimeout
         self.node = Node(name, commandTimeout, reactor, metrics)
         self.factory = DeviceFactory(self.node, reactor, settings)
+        self.node.speaks(self.factory.codec)
         self.listener = ListeningService(reactor, withBacklog(devices), self.factory, "devices")
         self.listener.setServiceParent(self)
         curve = None if curveKeys is None else clientKeys(curveKeys)

@@ -18,6 +18,9 @@ RESULTS = frozenset((OK, NO, TIMEOUT))
 BUSY = "busy"
 """Internal: the device has too many unanswered commands. Callers see L{devicehub.Busy}."""
 
+REJECTED = "rejected"
+"""Internal: the device's protocol cannot carry the command (its reply data says why). Callers see L{devicehub.RequestRejected}."""
+
 
 @dataclass(frozen=True)
 class Reply:

@@ -196,7 +196,7 @@ def makeService(options: Options, reactor=None) -> Roles:
     from .listening import ListeningService
     from .metrics import Metrics, MetricsPage
     from .node import NodeService
-    from .protocol import DeviceSettings
+    from .devices.session import DeviceSettings
 
     hub = Roles()
     roles = options["roles"]

@@ -21,7 +21,7 @@ from devicehub.api import ApiService
 from devicehub.broker import BrokerService
 from devicehub.metrics import Metrics
 from devicehub.node import NodeService
-from devicehub.protocol import DeviceSettings
+from devicehub.devices.session import DeviceSettings
 
 LOCAL = "tcp://127.0.0.1:*"
 ROOT = Path(__file__).resolve().parent.parent

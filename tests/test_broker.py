@@ -438,3 +438,14 @@ def test_a_login_time_ahead_of_the_brokers_clock_is_taken_as_now():
     clock.advance(1)
     online(broker, b"N1", "a", 3, since=10_000.0)
     assert broker.directory.owner("a") == (broker.nodes[b"N1"], 3, 102.0)
+
+
+def test_a_command_the_devices_protocol_cannot_carry_is_rejected_as_invalid():
+    broker, clock, clients, nodes = make()
+    hello(broker, b"N1", "node-1", [("a", 1)])
+    request(broker, b"C", b"send", b"r1", command("a"))
+    [routed] = [m for m in nodes.take(b"N1") if m.kind == b"command"]
+    body = {"imei": "a", "result": "rejected", "data": "gt06 commands carry no data"}
+    broker.fromNode([b"N1", *frames.encode(b"result", routed.rid, body)])
+    [answer] = clients.take(b"C")
+    assert (answer.kind, answer.body) == (b"error", {"error": "gt06 commands carry no data", "code": "invalid"})

@@ -11,7 +11,7 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import globalLogPublisher
 
 from devicehub import OK, Busy, Demand
-from devicehub.protocol import device_token
+from devicehub.devices.session import device_token
 
 from .support import Hub, connect, eventually, online, pause
 

@@ -59,7 +59,7 @@ async def test_each_device_is_logged_with_its_imei_and_address():
     hub = await Hub(commandTimeout=0.2, secret=b"s3cret").start()
     demand = Demand(hub.frontend)
     try:
-        from devicehub.protocol import device_token
+        from devicehub.devices.session import device_token
 
         with Lines() as lines:
             device = await online(hub, "dev1", silent=True, token=device_token(b"s3cret", "dev1"))

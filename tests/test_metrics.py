@@ -51,12 +51,14 @@ async def test_metrics_count_what_happened():
         assert samples[("devicehub_commands_total", (("result", "no"),))] == 1
         assert samples[("devicehub_commands_total", (("result", "timeout"),))] == 1
         assert samples[("devicehub_command_seconds_count", ())] == 2  # the two routed to a node
-        assert samples[("devicehub_protocol_errors_total", (("kind", "json"),))] == 1
+        assert samples[("devicehub_protocol_errors_total", (("kind", "json"), ("protocol", "jsonl")))] == 1
         # every other kind is there at 0, so rate() over it gives 0, not nothing (issue 12.27)
-        from devicehub.protocol import ERROR_KINDS
+        from devicehub.devices.codecs.jsonl import JsonLinesCodec
+        from devicehub.devices.session import SESSION_ERROR_KINDS
 
-        assert {kind: samples[("devicehub_protocol_errors_total", (("kind", kind),))] for kind in ERROR_KINDS} == {
-            kind: 1 if kind == "json" else 0 for kind in ERROR_KINDS}
+        kinds = (*SESSION_ERROR_KINDS, *JsonLinesCodec.errorKinds)
+        assert {kind: samples[("devicehub_protocol_errors_total", (("kind", kind), ("protocol", "jsonl")))]
+                for kind in kinds} == {kind: 1 if kind == "json" else 0 for kind in kinds}
         assert samples[("devicehub_nodes_alive", ())] == 1
         assert samples[("devicehub_directory_devices", ())] == 1
         assert samples[("devicehub_broker_inflight", ())] == 0

@@ -8,7 +8,8 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 from devicehub.node import Node
-from devicehub.protocol import MAX_IDENT, DeviceFactory, DeviceSettings, LineError, parse_line
+from devicehub.devices.codecs.jsonl import LineError, parse_line
+from devicehub.devices.session import MAX_IDENT, DeviceFactory, DeviceSettings
 from devicehub.results import NO, OK, TIMEOUT, Reply
 
 LOGIN_TIMEOUT = 30.0
@@ -214,7 +215,7 @@ def test_second_login_with_same_imei_replaces_older_connection():
 
 
 def test_a_burst_is_handled_a_bounded_number_of_lines_per_turn():
-    from devicehub.protocol import LINES_PER_TURN
+    from devicehub.devices.session import LINES_PER_TURN
 
     protocol, transport, node, clock = loggedIn()
     protocol.dataReceived(b'{"type":"ping"}\n' * (2 * LINES_PER_TURN + 10))
@@ -232,7 +233,7 @@ def test_a_burst_is_handled_a_bounded_number_of_lines_per_turn():
 
 def test_lines_received_before_a_close_are_handled_even_past_the_turns_budget():
     """Issue 12.20: an ack still buffered when the connection closes is an answer, not a timeout."""
-    from devicehub.protocol import LINES_PER_TURN
+    from devicehub.devices.session import LINES_PER_TURN
 
     protocol, transport, node, clock = loggedIn()
     commands = [protocol.sendCommand("0x10", None, 5.0) for _ in range(2)]
@@ -358,7 +359,7 @@ SECRET = b"factory-secret"
 
 
 def test_login_needs_the_hmac_token_when_a_secret_is_set():
-    from devicehub.protocol import device_token
+    from devicehub.devices.session import device_token
 
     token = device_token(SECRET, "dev1")
     assert token == __import__("hmac").new(SECRET, b"dev1", "sha256").hexdigest()

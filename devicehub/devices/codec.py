@@ -56,6 +56,8 @@ class Answer:
     reply: bytes = b""
     fallback: bool = False
     """When C{key} matches nothing, take the only unanswered command, if there is exactly one."""
+    unmatched: "Uplink | None" = None
+    """The event to publish instead when the frame answers no command (None: drop it)."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,15 @@ class Codec(Protocol):
     True: the device cannot tell commands apart, so at most one command per L{lane} waits
     for an answer at a time and the others wait their turn (every protocol but JSON Lines).
     """
+
+    errorKinds: ClassVar[tuple[str, ...]]
+    """The C{kind}s of its L{BadFrame}s, counted from the start (at 0) in the metrics."""
+
+    tokens: ClassVar[bool]
+    """Optional (default False): logins carry a token checked against C{--device-secret}."""
+
+    strict: ClassVar[bool]
+    """Optional (default False): a bad frame before the login closes the connection."""
 
     def __init__(self, maxFrame: int) -> None:
         """@param maxFrame: the longest frame in bytes (C{--max-line}); longer ones are fatal."""

@@ -1,0 +1,504 @@
+"""
+The session every device connection runs, whatever protocol its codec speaks.
+
+A L{DeviceSession} owns what is common to every protocol: the login and idle
+timeouts, who may log in (through its L{SessionController}, the node), the
+bad-frame budget, the commands waiting for an answer and their timeouts,
+backpressure from a device that stops reading, and how much of a flood one
+connection may handle per reactor turn. Its L{Codec} only turns bytes into
+messages and commands into bytes (see L{devicehub.devices.codec}).
+
+Limits (L{DeviceSettings}): more than C{maxBadLines} bad frames within
+L{BAD_LINE_WINDOW} seconds close the connection ("too many errors"); a device that
+stops reading is cut off once C{maxOutgoing} bytes wait for it beyond the transport's
+own buffer; with a C{secret}, a login of a protocol that carries tokens must carry
+C{token} = hex HMAC-SHA256(secret, imei).
+"""
+
+import hashlib
+import hmac
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Hashable, Protocol
+
+from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Protocol as TwistedProtocol
+from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
+from zope.interface import implementer
+
+from ..imei import is_valid_imei
+from ..logs import Throttled, peerName
+from ..results import OK, TIMEOUT, Reply
+from .codec import Answer, BadFrame, Codec, Heartbeat, Identify, Message, Uplink
+from .codec import Reply as ReplyBytes
+
+log = Logger()
+deviceLog = Throttled(log)
+
+MAX_IDENT = 2_147_483_647
+BAD_LINE_WINDOW = 60.0
+# The kinds of refused frames or connections the session counts for every protocol
+# (devicehub_protocol_errors_total), besides its codec's own L{Codec.errorKinds}.
+SESSION_ERROR_KINDS = (
+    "already logged in", "login first", "invalid imei", "invalid token", "login timeout", "idle timeout",
+    "too many errors", "node full", "logins full", "stopped reading",
+)
+# Messages handled per reactor turn for one connection; the rest wait a turn (reading paused),
+# so a flooding device cannot hold the reactor for long (64 KiB of pings is ~4 000 lines).
+LINES_PER_TURN = 100
+# Bytes handed to the codec at a time, so that decoding too is spread over turns.
+FEED_BYTES = 8192
+
+
+@dataclass(frozen=True)
+class DeviceSettings:
+    """How a node treats device connections (the device options of twistd devicehub)."""
+
+    loginTimeout: float = 30.0
+    idleTimeout: float = 300.0
+    maxLine: int = 65536
+    """The longest frame in bytes, for every protocol."""
+    secret: bytes | None = None
+    """When set, logins of protocols that carry a token must carry one (see L{device_token})."""
+    maxDevices: int = 10_000
+    """Devices logged in at once; further logins are refused with "node full"."""
+    maxLogins: int | None = None
+    """Connections not yet logged in at once, on top of C{maxDevices} (default: a tenth of it, at least 16)."""
+    maxPending: int = 64
+    """Unanswered commands per device; more are refused as busy."""
+    maxOutgoing: int = 1 << 20
+    """Bytes that may wait for a device that stopped reading before it is cut off."""
+    maxBadLines: int = 10
+    """Bad frames tolerated within L{BAD_LINE_WINDOW} seconds."""
+
+    @property
+    def loginBudget(self) -> int:
+        """Connections that may be waiting to log in at once; more are refused."""
+        return self.maxLogins if self.maxLogins is not None else max(16, self.maxDevices // 10)
+
+
+def device_token(secret: bytes | str, imei: str) -> str:
+    """The login token of C{imei}: hex HMAC-SHA256 keyed with the node's device secret (UTF-8 if a str)."""
+    key = secret.encode() if isinstance(secret, str) else secret
+    return hmac.new(key, imei.encode(), hashlib.sha256).hexdigest()
+
+
+class SessionController(Protocol):
+    """What a session reports to (the node), as twisted.names' DNSProtocol reports to its controller."""
+
+    def admit(self, session: "DeviceSession", imei: str) -> str | None:
+        """None when C{imei} may log in now, else why not ("node full", ...)."""
+
+    def attach(self, session: "DeviceSession") -> None:
+        """The device logged in."""
+
+    def detach(self, session: "DeviceSession", reason: str) -> None:
+        """A logged-in connection closed, for C{reason} ("closed" when the device closed it)."""
+
+    def uplink(self, imei: str, message: dict[str, Any]) -> None:
+        """The device said something on its own: C{message} has its C{type} and data."""
+
+    def protocolError(self, protocol: str, kind: str) -> None:
+        """A frame or connection of C{protocol} was refused, counted by C{kind}."""
+
+
+@dataclass(eq=False)
+class _Command:
+    number: int
+    lane: Hashable
+    frame: bytes
+    key: Hashable
+    instruct: str
+    result: "Deferred[Reply]" = field(default_factory=Deferred)
+    written: bool = False
+
+
+def _timedOut(result: object, timeout: float) -> Reply:
+    return Reply(TIMEOUT)
+
+
+@implementer(IPushProducer)
+class DeviceSession(TwistedProtocol, TimeoutMixin):
+    """One device connection: login, heartbeats, commands and their answers."""
+
+    imei: str | None = None
+    conn: int | None = None
+    """The node's number for this connection, set at login."""
+    since: float | None = None
+    """When the device logged in (the node's clock), set at login."""
+    peer: str = "?"
+    """The device's address, C{host:port}."""
+    closeReason: str | None = None
+    """Why the hub closed the connection (its error), if it did."""
+
+    def __init__(self, controller: SessionController, codec: Codec, clock, settings: DeviceSettings) -> None:
+        self.node = controller
+        self.codec = codec
+        self.protocol = codec.name
+        self.clock = clock
+        self.callLater = clock.callLater  # TimeoutMixin's timer
+        self.settings = settings
+        self._tokens = getattr(codec, "tokens", False)
+        self._strict = getattr(codec, "strict", False)
+        self._unfed = b""
+        self._inbox: deque[Message] = deque()
+        self._commands: dict[int, _Command] = {}
+        """Every unanswered command, written or waiting its turn, by number."""
+        self._written: dict[Hashable, deque[_Command]] = {}
+        """The written unanswered commands by the key their answer carries, oldest first."""
+        self._writtenCount = 0
+        self._waiting: dict[Hashable, deque[_Command]] = {}
+        """A serial codec's commands waiting for their lane, by lane."""
+        self._lastIdent = 0
+        self._closeWaiters: list[Deferred[None]] = []
+        self._paused = False
+        self._backlog = 0
+        self._badLines = 0
+        self._badWindowStart = 0.0
+        self._nextTurn = None
+        self._refused = False
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            Identify: self._identify, Heartbeat: self._heartbeat, Answer: self._answer,
+            Uplink: self._uplink, ReplyBytes: self._reply, BadFrame: self._badFrame,
+        }
+
+    # -- connection lifecycle
+
+    def connectionMade(self) -> None:
+        self.peer = peerName(self.transport)
+        # Connections that have not logged in have a budget of their own, so idle or
+        # hostile sockets can never lock real devices out.
+        if len(self.factory.loggingIn) >= self.settings.loginBudget:
+            self.refuse("too many connections logging in", "logins full")
+            return
+        self.factory.connections.add(self)
+        self.factory.loggingIn.add(self)
+        deviceLog.info("Device connection from {peer} ({protocol})", peer=self.peer, protocol=self.protocol)
+        # Small frames in both directions: without this, Nagle plus the device's delayed
+        # ACK can hold a command back ~40 ms behind an unacknowledged answer.
+        # (tcp: and ssl: transports both have it; a test transport may not.)
+        noDelay = getattr(self.transport, "setTcpNoDelay", None)
+        if noDelay is not None:
+            noDelay(True)
+        self.transport.registerProducer(self, True)
+        self.setTimeout(self.settings.loginTimeout)
+
+    def connectionLost(self, reason=None) -> None:
+        self.setTimeout(None)
+        if self._nextTurn is not None and self._nextTurn.active():
+            self._nextTurn.cancel()
+        if self.imei is not None and not self._refused:
+            # What was received before the close still counts: an ack among it is an answer.
+            self._handle(limit=None)
+        self.factory.connections.discard(self)
+        self.factory.loggingIn.discard(self)
+        commands, self._commands = self._commands, {}
+        for command in commands.values():
+            command.result.callback(Reply(TIMEOUT))
+        if self.imei is not None:
+            reason = self.closeReason or "closed"
+            deviceLog.info("{imei} at {peer} is offline: {reason}", imei=self.imei, peer=self.peer, reason=reason)
+            self.node.detach(self, reason)
+        elif not self._refused:
+            deviceLog.info("Connection from {peer} closed before a login", peer=self.peer)
+        waiters, self._closeWaiters = self._closeWaiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    @property
+    def unanswered(self) -> int:
+        """How many commands wait for this device's answer (written or waiting their turn)."""
+        return len(self._commands)
+
+    def whenClosed(self) -> "Deferred[None]":
+        """Fires once the connection has closed."""
+        waiter: Deferred[None] = Deferred()
+        self._closeWaiters.append(waiter)
+        return waiter
+
+    def timeoutConnection(self) -> None:
+        self.refuse("login timeout" if self.imei is None else "idle timeout")
+
+    # -- the transport tells when the device stops reading (IPushProducer)
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._backlog = 0
+
+    def stopProducing(self) -> None:
+        pass
+
+    def close(self, error: str) -> None:
+        """Tell the device why (if its protocol can), then close the connection."""
+        if not self.transport.disconnecting:
+            self.closeReason = error
+            self.write(self.codec.error(error))
+            self.transport.loseConnection()
+
+    def refuse(self, error: str, kind: str | None = None) -> None:
+        """Close for a protocol error, counting it under C{kind} (default: the error)."""
+        if self.imei is None:
+            deviceLog.info("Refused the connection from {peer}: {error}", peer=self.peer, error=error)
+        else:
+            deviceLog.info("Refused {imei} at {peer}: {error}", imei=self.imei, peer=self.peer, error=error)
+        self._refused = True
+        self.node.protocolError(self.protocol, kind or error)
+        self.close(error)
+
+    # -- frames from the device
+
+    def dataReceived(self, data: bytes) -> None:
+        self._unfed += data
+        if self._nextTurn is None:
+            self._turn()
+
+    def _turn(self) -> None:
+        """Handle up to L{LINES_PER_TURN} messages; leave the rest for the next turn, not reading meanwhile."""
+        self._nextTurn = None
+        self._handle(LINES_PER_TURN)
+        if not self.transport.disconnecting and (self._inbox or self._unfed):
+            self.transport.pauseProducing()  # stop reading this socket meanwhile
+            self._nextTurn = self.clock.callLater(0, self._nextMessages)
+
+    def _nextMessages(self) -> None:
+        self.transport.resumeProducing()
+        self._turn()
+
+    def _handle(self, limit: int | None) -> None:
+        handled = 0
+        while limit is None or handled < limit:
+            if not self._inbox:
+                if not self._unfed:
+                    break
+                data, self._unfed = self._unfed[:FEED_BYTES], self._unfed[FEED_BYTES:]
+                self._inbox.extend(self.codec.feed(data))
+                continue
+            if self._refused or (limit is not None and self.transport.disconnecting):
+                self._inbox.clear()
+                self._unfed = b""
+                return
+            message = self._inbox.popleft()
+            self.resetTimeout()
+            self._handlers[type(message)](message)
+            handled += 1
+        if self._waiting and self.codec.ready:
+            self._pump()
+
+    def _loggedIn(self) -> bool:
+        if self.imei is None:
+            self.refuse("login first")
+        return self.imei is not None
+
+    def _identify(self, message: Identify) -> None:
+        if self.imei is not None:
+            self.rejectFrame("already logged in")
+            return
+        imei = message.imei
+        if not is_valid_imei(imei):
+            self.refuseLogin(400, "invalid imei", imei)
+            return
+        secret = self.settings.secret
+        if secret is not None and self._tokens:
+            token = message.token
+            if not isinstance(token, str) or not hmac.compare_digest(
+                token.encode(errors="surrogatepass"), device_token(secret, imei).encode()
+            ):
+                self.refuseLogin(401, "invalid token", imei)
+                return
+        refusal = self.node.admit(self, imei)
+        if refusal is not None:
+            self.refuse(refusal)
+            return
+        self.imei = imei
+        self.factory.loggingIn.discard(self)
+        self.setTimeout(self.settings.idleTimeout)
+        self.write(message.reply)
+        deviceLog.info("{imei} logged in from {peer} ({protocol})", imei=imei, peer=self.peer, protocol=self.protocol)
+        self.node.attach(self)
+
+    def refuseLogin(self, status: int, error: str, imei: object = None) -> None:
+        """Refuse a login the way the protocol does, then close."""
+        if isinstance(imei, str):
+            deviceLog.info("Login as {imei!r} from {peer} refused: {error}", imei=imei[:80], peer=self.peer, error=error)
+        self.write(self.codec.refused(status, error))
+        self.refuse(error)
+
+    def _heartbeat(self, message: Heartbeat) -> None:
+        if self._loggedIn():
+            self.write(message.reply)
+            if message.status is not None:
+                self.node.uplink(self.imei, {"type": "status", **message.status})
+
+    def _uplink(self, message: Uplink) -> None:
+        if self._loggedIn():
+            self.write(message.reply)
+            self.node.uplink(self.imei, {"type": message.type, **message.data})
+
+    def _reply(self, message: ReplyBytes) -> None:
+        if self._loggedIn():
+            self.write(message.reply)
+
+    def _answer(self, message: Answer) -> None:
+        if not self._loggedIn():
+            return
+        self.write(message.reply)
+        matching = self._written.get(message.key)
+        if matching:
+            command = matching[0]
+        elif message.fallback and self._writtenCount == 1:
+            command = next(iter(self._written.values()))[0]
+        else:
+            if message.unmatched is not None:  # a frame of the device's own after all
+                self._uplink(message.unmatched)
+            return
+        command.result.callback(Reply(OK, message.data))
+
+    def _badFrame(self, message: BadFrame) -> None:
+        if message.fatal or (self.imei is None and self._strict):
+            self.refuse(message.error, message.kind)
+        else:
+            self.rejectFrame(message.error, message.kind)
+
+    def rejectFrame(self, error: str, kind: str | None = None) -> None:
+        """Count a bad frame (and answer it, if the protocol can); past the budget, close."""
+        now = self.clock.seconds()
+        if now - self._badWindowStart > BAD_LINE_WINDOW:
+            self._badWindowStart, self._badLines = now, 0
+        self._badLines += 1
+        if self._badLines > self.settings.maxBadLines:
+            self.refuse("too many errors")
+        else:
+            self.node.protocolError(self.protocol, kind or error)
+            self.write(self.codec.error(error))
+
+    # -- commands to the device
+
+    def sendCommand(self, instruct: str, data: Any, timeout: float) -> "Deferred[Reply]":
+        """
+        Write a command (or, for a protocol that cannot tell commands apart, queue it behind
+        the one waiting for its answer); the result fires with the device's answer, or
+        TIMEOUT after C{timeout} seconds from now or as soon as the connection closes.
+
+        @raise UnsupportedCommand: the protocol cannot carry this command.
+        """
+        number = self._nextNumber()
+        frame, key = self.codec.encodeCommand(instruct, data, number)
+        lane = self.codec.lane(instruct) if self.codec.serial else None
+        command = _Command(number, lane, frame, key, instruct)
+        self._commands[number] = command
+        command.result.addTimeout(timeout, self.clock, onTimeoutCancel=_timedOut)
+        command.result.addBoth(self._forget, command)
+        if self._mayWrite(lane):
+            self._write(command)
+        else:
+            self._waiting.setdefault(lane, deque()).append(command)
+        return command.result
+
+    def _mayWrite(self, lane: Hashable) -> bool:
+        if not self.codec.serial:
+            return True
+        return self.codec.ready and not any(c.lane == lane for queue in self._written.values() for c in queue)
+
+    def _write(self, command: _Command) -> None:
+        command.written = True
+        self._written.setdefault(command.key, deque()).append(command)
+        self._writtenCount += 1
+        self.write(command.frame)
+
+    def _forget(self, result: Reply, command: _Command) -> Reply:
+        self._commands.pop(command.number, None)
+        if command.written:
+            queue = self._written[command.key]
+            queue.remove(command)
+            if not queue:
+                del self._written[command.key]
+            self._writtenCount -= 1
+        elif command.lane in self._waiting:
+            queue = self._waiting[command.lane]
+            queue.remove(command)
+            if not queue:
+                del self._waiting[command.lane]
+        if result.result != OK:  # an ack is the common case, and counted in the metrics
+            deviceLog.info("{imei} at {peer}: command {ident} ({instruct!r}) not acked: {result}",
+                           imei=self.imei, peer=self.peer, ident=command.number, instruct=command.instruct[:80],
+                           result=result.result)
+        if self._waiting and not self.transport.disconnecting:
+            self._pump()
+        return result
+
+    def _pump(self) -> None:
+        """Write each lane's next waiting command once its lane is free."""
+        for lane in list(self._waiting):
+            if self._mayWrite(lane):
+                queue = self._waiting[lane]
+                command = queue.popleft()
+                if not queue:
+                    del self._waiting[lane]
+                self._write(command)
+
+    def _nextNumber(self) -> int:
+        number = self._lastIdent
+        while True:
+            number = number % MAX_IDENT + 1
+            if number not in self._commands:
+                self._lastIdent = number
+                return number
+
+    def write(self, data: bytes) -> None:
+        """Write to the device, or cut off a device that stopped reading."""
+        if not data:
+            return
+        if self._paused:
+            self._backlog += len(data)
+            if self._backlog > self.settings.maxOutgoing:
+                deviceLog.warn("{imei} at {peer} stopped reading; closing its connection", imei=self.imei, peer=self.peer)
+                self.node.protocolError(self.protocol, "stopped reading")
+                self.closeReason = self.closeReason or "stopped reading"
+                self.transport.abortConnection()
+                return
+        self.transport.write(data)
+
+
+class DeviceFactory(Factory):
+    """Builds a L{DeviceSession} speaking C{codec} for each device connection to a node."""
+
+    def __init__(self, node: SessionController, clock, settings: DeviceSettings, codec: type[Codec] | None = None):
+        if codec is None:
+            from .codecs.jsonl import JsonLinesCodec as codec
+        self.node = node
+        self.clock = clock
+        self.settings = settings
+        self.codec = codec
+        self.connections: set[DeviceSession] = set()
+        self.loggingIn: set[DeviceSession] = set()
+        """The connections that have not logged in yet."""
+
+    def closeAll(self, error: str, grace: float) -> "Deferred[None]":
+        """
+        Tell every connection C{error} and close it; fires when all are closed,
+        aborting any still open after C{grace} seconds.
+        """
+        if not self.connections:
+            return succeed(None)
+        connections = list(self.connections)
+        closed = gatherResults([device.whenClosed() for device in connections])
+        for device in connections:
+            device.close(error)
+
+        def abort(result: object, timeout: float) -> None:
+            for device in list(self.connections):
+                device.transport.abortConnection()
+
+        closed.addTimeout(grace, self.clock, onTimeoutCancel=abort)
+        return closed
+
+    def buildProtocol(self, addr) -> DeviceSession:
+        session = DeviceSession(self.node, self.codec(self.settings.maxLine), self.clock, self.settings)
+        session.factory = self
+        return session
