@@ -72,6 +72,7 @@ class Owner(NamedTuple):
     node: NodeRecord
     conn: int
     since: float
+    protocol: str = "jsonl"
 
 
 class Directory:
@@ -87,14 +88,14 @@ class Directory:
     def owner(self, imei: str) -> Owner | None:
         return self._owners.get(imei)
 
-    def own(self, imei: str, node: NodeRecord, conn: int, since: float) -> Owner | None:
+    def own(self, imei: str, node: NodeRecord, conn: int, since: float, protocol: str = "jsonl") -> Owner | None:
         """Record that C{node} holds C{imei}; return the previous owner."""
         previous = self._owners.get(imei)
         if previous is None:
             insort(self._sorted, imei)
         else:
             previous.node.devices.discard(imei)
-        self._owners[imei] = Owner(node, conn, since)
+        self._owners[imei] = Owner(node, conn, since, protocol)
         node.devices.add(imei)
         return previous
 
@@ -502,25 +503,30 @@ class Broker:
             log.info("Node {node} registered with {count} devices", node=name, count=len(body["devices"]))
         node.lastSeen = now
         # A node's clock may run ahead: a login is never later than the broker's own time.
-        snapshot = {imei: (conn, min(since, now)) for imei, conn, since in body["devices"] if is_valid_imei(imei)}
+        snapshot = {
+            imei: (conn, min(since, now), protocol[0] if protocol else "jsonl")
+            for imei, conn, since, *protocol in body["devices"] if is_valid_imei(imei)
+        }
         for imei in node.devices - snapshot.keys():
-            if self.directory.release(imei, node):
-                self._event(imei, node, "offline", {"reason": "closed"})
-        for imei, (conn, since) in snapshot.items():
-            self._own(node, imei, conn, since, "registered")
+            self._release(imei, node, None, "closed")
+        for imei, (conn, since, protocol) in snapshot.items():
+            self._own(node, imei, conn, since, "registered", protocol)
         self.toNode(identity, Message(b"welcome", b"", {"heartbeat": self.heartbeat}))
 
-    def _own(self, node: NodeRecord, imei: str, conn: int, since: float, reason: str = "login") -> None:
+    def _own(
+        self, node: NodeRecord, imei: str, conn: int, since: float, reason: str = "login", protocol: str = "jsonl"
+    ) -> None:
         """Give C{imei} to C{node}, unless another node holds a newer login of it."""
         current = self.directory.owner(imei)
         if current is not None and current.node is not node and current.since > since:
             # A stale claim (e.g. a snapshot sent after a broker restart): the newer login stays.
             self.toNode(node.identity, Message(b"drop", b"", {"imei": imei, "conn": conn}))
             return
-        previous = self.directory.own(imei, node, conn, since)
+        previous = self.directory.own(imei, node, conn, since, protocol)
         if previous is None or previous.conn != conn or previous.node is not node:
             moved = previous is not None and previous.node is not node
-            self._event(imei, node, "online", {"reason": "moved", "from": previous.node.name} if moved else {"reason": reason})
+            data = {"reason": "moved", "from": previous.node.name} if moved else {"reason": reason}
+            self._event(imei, node, "online", data, protocol=protocol)
             self._startDelivery(imei)
         if previous is not None and previous.node is not node:
             log.info(
@@ -543,20 +549,30 @@ class Broker:
     def _online(self, node: NodeRecord, message: Message) -> None:
         imei = message.body["imei"]
         if is_valid_imei(imei) and not node.leaving:
-            self._own(node, imei, message.body["conn"], min(message.body["since"], self.clock.seconds()))
+            protocol = message.body.get("protocol")
+            since = min(message.body["since"], self.clock.seconds())
+            self._own(node, imei, message.body["conn"], since, protocol=protocol if isinstance(protocol, str) else "jsonl")
 
     def _offline(self, node: NodeRecord, message: Message) -> None:
-        if self.directory.release(message.body["imei"], node, message.body["conn"]):
-            reason = message.body.get("reason")
-            self._event(message.body["imei"], node, "offline", {"reason": reason if isinstance(reason, str) else "closed"})
+        reason = message.body.get("reason")
+        self._release(message.body["imei"], node, message.body["conn"], reason if isinstance(reason, str) else "closed")
+
+    def _release(self, imei: str, node: NodeRecord, conn: int | None, reason: str) -> None:
+        owner = self.directory.owner(imei)
+        if self.directory.release(imei, node, conn):
+            self._event(imei, node, "offline", {"reason": reason}, protocol=owner.protocol)
 
     def _uplink(self, node: NodeRecord, message: Message) -> None:
         body = message.body
         if is_valid_imei(body["imei"]):
             data = {key: value for key, value in body["message"].items() if key != "type"}
-            self._event(body["imei"], node, str(body["message"].get("type")), data, body["ts"])
+            protocol = body.get("protocol")
+            self._event(body["imei"], node, str(body["message"].get("type")), data, body["ts"],
+                        protocol if isinstance(protocol, str) else None)
 
-    def _event(self, imei: str, node: NodeRecord, kind: str, data: Any, ts: float | None = None) -> None:
+    def _event(
+        self, imei: str, node: NodeRecord, kind: str, data: Any, ts: float | None = None, protocol: str | None = None
+    ) -> None:
         """Publish one event; C{n} numbers each device's events while it is online."""
         if self.publish is None:
             return
@@ -567,6 +583,8 @@ class Broker:
             self._eventNumbers[imei] = number
         body = {"imei": imei, "node": node.name, "type": kind, "data": data,
                 "ts": self.clock.seconds() if ts is None else ts, "n": number}
+        if protocol is not None:
+            body["protocol"] = protocol
         self.publish(imei.encode(), frames.dumps(body))
         self.metrics.eventsPublished.inc()
 

@@ -2,7 +2,7 @@
 L{Events}: a subscriber to the broker's event stream.
 
 The broker publishes on its C{--events} address (ZeroMQ PUB): topic = the imei,
-body = JSON C{{"imei","node","type","data","ts","n"}}. C{type} is C{online} or
+body = JSON C{{"imei","node","type","data","ts","n","protocol"}}. C{type} is C{online} or
 C{offline} (presence; C{data} says why) or the C{type} of a device's own message
 (C{data}: its other fields). C{n} numbers one device's events while it is online.
 

@@ -17,9 +17,9 @@ Frontend (Demand or API -> broker, answered by C{reply} or C{error}):
   - C{find} imei / C{list} num, page / C{total} / C{health}: directory queries
   - C{status} id / C{queue} imei / C{cancel} id: the queue of commands for offline devices
 Backend (node -> broker):
-  - C{hello} node, instance, devices: (re)registration with a full snapshot [[imei, conn, since], ...]
-  - C{online} imei, conn, since / C{offline} imei, conn, reason: presence changes (since: login time)
-  - C{uplink} imei, message, ts: a device's own message, for the event stream
+  - C{hello} node, instance, devices: (re)registration with a full snapshot [[imei, conn, since, protocol], ...]
+  - C{online} imei, conn, since, protocol / C{offline} imei, conn, reason: presence changes (since: login time)
+  - C{uplink} imei, message, ts, protocol: a device's own message, for the event stream
   - C{ping}: heartbeat / C{bye}: clean shutdown / C{result} imei, result, data: a command's outcome
 Backend (broker -> node):
   - C{welcome} heartbeat: registered / C{pong}: heartbeat answer / C{reset}: say hello again
@@ -85,10 +85,11 @@ def _is_time(value: object) -> bool:
 def _is_snapshot(value: object) -> bool:
     return isinstance(value, list) and all(
         isinstance(entry, list)
-        and len(entry) == 3
+        and len(entry) in (3, 4)
         and _is_str(entry[0])
         and _is_count(entry[1])
         and _is_time(entry[2])
+        and (len(entry) == 3 or _is_str(entry[3]))
         for entry in value
     )
 

@@ -71,7 +71,7 @@ class Node:
             older.close("replaced")
         self._logins.inc()
         if self.upstream is not None:
-            self.upstream.online(imei, device.conn, device.since)
+            self.upstream.online(imei, device.conn, device.since, device.protocol)
 
     def detach(self, device: DeviceSession, reason: str = "closed") -> None:
         """A logged-in connection closed, for C{reason} ("closed" when the device closed it)."""
@@ -125,11 +125,12 @@ class Node:
     def uplink(self, imei: str, message: dict[str, Any]) -> None:
         """A device sent a message of its own (any type but login/ping/ack): pass it on as an event."""
         if self.upstream is not None:
-            self.upstream.uplink(imei, message, self.clock.seconds())
+            device = self.devices.get(imei)
+            self.upstream.uplink(imei, message, self.clock.seconds(), device.protocol if device else None)
 
     def snapshot(self) -> list[list]:
-        """Every online device as C{[imei, conn, since]}."""
-        return [[imei, device.conn, device.since] for imei, device in self.devices.items()]
+        """Every online device as C{[imei, conn, since, protocol]}."""
+        return [[imei, device.conn, device.since, device.protocol] for imei, device in self.devices.items()]
 
     @property
     def unanswered(self) -> int:
@@ -208,14 +209,17 @@ class BrokerLink(Service):
 
     # -- to the broker
 
-    def online(self, imei: str, conn: int, since: float) -> None:
-        self._send(b"online", {"imei": imei, "conn": conn, "since": since})
+    def online(self, imei: str, conn: int, since: float, protocol: str = "jsonl") -> None:
+        self._send(b"online", {"imei": imei, "conn": conn, "since": since, "protocol": protocol})
 
     def offline(self, imei: str, conn: int, reason: str = "closed") -> None:
         self._send(b"offline", {"imei": imei, "conn": conn, "reason": reason})
 
-    def uplink(self, imei: str, message: dict[str, Any], ts: float) -> None:
-        self._send(b"uplink", {"imei": imei, "message": message, "ts": ts})
+    def uplink(self, imei: str, message: dict[str, Any], ts: float, protocol: str | None = None) -> None:
+        body = {"imei": imei, "message": message, "ts": ts}
+        if protocol is not None:
+            body["protocol"] = protocol
+        self._send(b"uplink", body)
 
     def _send(self, kind: bytes, body: dict[str, Any], rid: bytes = b"") -> None:
         try:

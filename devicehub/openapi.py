@@ -190,7 +190,7 @@ def openapi() -> dict[str, Any]:
                     ],
                     "responses": {
                         "200": {
-                            "description": 'A stream of "data: {imei,node,type,data,ts,n}" events.',
+                            "description": 'A stream of "data: {imei,node,type,data,ts,n,protocol}" events.',
                             "content": {"text/event-stream": {"schema": {"type": "string"}}},
                         },
                         "400": _BAD,

@@ -437,7 +437,7 @@ def test_a_login_time_ahead_of_the_brokers_clock_is_taken_as_now():
     assert broker.directory.owner("a").node.name == "honest"
     clock.advance(1)
     online(broker, b"N1", "a", 3, since=10_000.0)
-    assert broker.directory.owner("a") == (broker.nodes[b"N1"], 3, 102.0)
+    assert broker.directory.owner("a")[:3] == (broker.nodes[b"N1"], 3, 102.0)
 
 
 def test_a_command_the_devices_protocol_cannot_carry_is_rejected_as_invalid():

@@ -43,9 +43,9 @@ async def test_uplinks_and_presence_reach_subscribers(hub):
         await device.close()
         await eventually(lambda: len(only) == 3)
         assert [without_ts(event) for event in only] == [
-            {"imei": "dev1", "node": "node-1", "type": "online", "data": {"reason": "login"}, "n": 1},
-            {"imei": "dev1", "node": "node-1", "type": "location", "data": {"lat": 52.1, "lon": 4.3}, "n": 2},
-            {"imei": "dev1", "node": "node-1", "type": "offline", "data": {"reason": "closed"}, "n": 3},
+            {"imei": "dev1", "node": "node-1", "type": "online", "data": {"reason": "login"}, "n": 1, "protocol": "jsonl"},
+            {"imei": "dev1", "node": "node-1", "type": "location", "data": {"lat": 52.1, "lon": 4.3}, "n": 2, "protocol": "jsonl"},
+            {"imei": "dev1", "node": "node-1", "type": "offline", "data": {"reason": "closed"}, "n": 3, "protocol": "jsonl"},
         ]
         await eventually(lambda: len(seen) == 4)
         assert [(e["imei"], e["type"]) for e in seen] == [
