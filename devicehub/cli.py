@@ -156,7 +156,8 @@ def parser() -> argparse.ArgumentParser:
     send.add_argument("--nowait", action="store_true", help="do not wait for the ack")
     send.add_argument("--queue", action="store_true", help="queue it if the device is offline (exit 0, result queued)")
     send.add_argument(
-        "--ttl", type=_ttl, metavar="S", help=f"seconds a queued command stays deliverable (default 86400, at most {MAX_TTL:g})"
+        "--ttl", type=_ttl, metavar="S",
+        help=f"seconds a queued command stays deliverable (default 86400, at most {MAX_TTL:g})",
     )
     send.add_argument("--coalesce", action="store_true", help="replace queued commands with the same instruct")
     find = verbs.add_parser("find", help="is a device online? exit 0 yes, 1 no")
@@ -169,7 +170,9 @@ def parser() -> argparse.ArgumentParser:
     events.add_argument("imei", nargs="?", type=_imei, help="only this device's events")
     keys = verbs.add_parser("keygen", help="make CURVE keys for the broker and a client in DIR")
     keys.add_argument("directory", metavar="DIR")
-    keys.add_argument("--client", type=_keyName, default="client", help="name of the client key pair to make and authorize")
+    keys.add_argument(
+        "--client", type=_keyName, default="client", help="name of the client key pair to make and authorize"
+    )
     for verb in (send, find, listing, total, events, keys):
         _commonOptions(verb, top=False)
     return top

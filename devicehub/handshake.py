@@ -89,7 +89,9 @@ class HandshakeWatch:
         elif self._connected:
             self.silent(f"connected to {self.address} but no handshake completed in {self.patience:g} s; still waiting")
         else:
-            self.silent(f"nothing answers at {self.address} after {self.patience:g} s (is the broker running?); still waiting")
+            self.silent(
+                f"nothing answers at {self.address} after {self.patience:g} s (is the broker running?); still waiting"
+            )
 
     def stop(self) -> None:
         """Stop watching (and stop reading the socket's monitor)."""
