@@ -193,6 +193,8 @@ class Options(usage.Options):
                 raise usage.UsageError(f"{self.label(name)} must not be empty")
         if self["curve-keys"] is not None:
             self._checkKeys()
+        if "api" in self["roles"] and self["access-log"] not in (None, "-"):
+            self._checkAccessLog()
 
     def _checkKeys(self) -> None:
         from .curve import MissingKeys, clientKeys, serverKeys
@@ -204,6 +206,14 @@ class Options(usage.Options):
                 clientKeys(self["curve-keys"])
         except (MissingKeys, ValueError, OSError) as e:
             raise usage.UsageError(f"{self.label('curve-keys')}: {e}") from None
+
+    def _checkAccessLog(self) -> None:
+        try:
+            with open(self["access-log"], "a"):
+                pass  # the api role appends to it
+        except OSError as e:
+            problem = f"cannot append to {self['access-log']!r}: {e.strerror}"
+            raise usage.UsageError(f"{self.label('access-log')}: {problem}") from None
 
     def _checkEndpoint(self, name: str) -> None:
         from twisted.internet import reactor

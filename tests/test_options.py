@@ -108,6 +108,7 @@ def test_roles_in_one_process_reach_the_broker_in_process():
         ([], {"DEVICEHUB_HTTP": "tcp:notaport"}, "DEVICEHUB_HTTP: 'tcp:notaport' is not a usable endpoint"),
         ([], {"DEVICEHUB_API_TOKEN": ""}, "DEVICEHUB_API_TOKEN must not be empty"),
         ([], {"DEVICEHUB_CURVE_KEYS": "/nonexistent"}, "DEVICEHUB_CURVE_KEYS: /nonexistent/broker.key_secret is missing"),
+        (["--access-log", "/nonexistent/access.log"], {}, "--access-log: cannot append to '/nonexistent/access.log'"),
     ],
 )
 def test_an_error_names_the_option_or_the_environment_variable_at_fault(argv, environ, says):
