@@ -250,10 +250,10 @@ def tune_garbage_collector() -> None:
 
 class Roles(MultiService):
     """
-    The roles of one twistd process. A role that cannot start (L{devicehub.startup.StartupError}, a
-    broker that cannot bind) ends twistd with one line on stderr and exit status 1
-    (L{devicehub.startup}); its stop reports a failing child instead of swallowing it;
-    once started, it tunes the garbage collector for the process.
+    The roles of one twistd process. A role that cannot start (it raises
+    L{devicehub.startup.StartupError}; a broker that cannot bind) ends twistd with one
+    line on stderr and exit status 1; its stop reports a failing child instead of
+    swallowing it; once started, it tunes the garbage collector for the process.
 
     @param environment: the C{DEVICEHUB_*} variables that set options, named in a
         start-up failure they caused.
