@@ -1,5 +1,8 @@
 """devicehub: send commands to always-connected devices through a ZeroMQ broker."""
 
+__version__ = "0.1.0"
+"""The version of devicehub: the one place it is written (setup.cfg reads it from here)."""
+
 from .client import BrokerUnavailable, Busy, CommandStoreFailed, Demand, DevicehubError, RequestRejected
 from .events import Events
 from .results import NO, OK, QUEUED, TIMEOUT, Reply

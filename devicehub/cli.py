@@ -2,23 +2,29 @@
 C{devicehub}: the operators' command-line client of the broker frontend.
 
 Prints one JSON line and exits with a code scripts can branch on:
-0 ok, 1 no (not online), 2 timeout, 3 broker unavailable, 4 busy, 64 usage.
+0 ok, 1 no (not online), 2 timeout, 3 broker unavailable, 4 busy, 64 a usage or
+configuration mistake (then nothing on stdout and one line on stderr).
 """
 
 import argparse
-import json
 import os
+import re
 import sys
-from typing import Any, NoReturn
+from typing import Any, Mapping, NoReturn
 
+import zmq
 from twisted.internet import task
 from twisted.internet.defer import Deferred
 
-from .client import BrokerUnavailable, Busy, Demand
+from . import __version__
+from .addresses import address_problem
+from .client import BrokerUnavailable, Busy, Demand, RequestRejected
+from .curve import BROKER, MissingKeys, clientKeys, keygen
 from .events import DEFAULT_EVENTS, Events
-from .curve import MissingKeys, keygen
-from .frames import dumps
+from .frames import FrameError, dumps, loads
+from .handshake import HandshakeWatch
 from .imei import is_valid_imei
+from .limits import DEFAULT_NUM, MAX_NUM, MAX_TIMEOUT, MAX_TTL
 from .results import NO, OK, QUEUED, TIMEOUT
 
 EXIT = {OK: 0, NO: 1, TIMEOUT: 2}
@@ -28,12 +34,23 @@ EXIT_USAGE = 64
 DEFAULT_FRONTEND = "tcp://127.0.0.1:5555"
 COMMAND_TIMEOUT = 10.0
 QUERY_TIMEOUT = 2.0
+_KEY_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
+
+
+class UsageError(Exception):
+    """A usage or configuration mistake: C{devicehub} prints it as one line on stderr and exits 64."""
+
+    def __init__(self, message: str, prog: str = "devicehub") -> None:
+        super().__init__(message)
+        self.prog = prog
+
+    def __str__(self) -> str:
+        return f"{self.prog}: {self.args[0]}"
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+        raise UsageError(f"{message} (see: {self.prog} --help)", self.prog)
 
 
 def _imei(value: str) -> str:
@@ -42,85 +59,178 @@ def _imei(value: str) -> str:
     return value
 
 
+def _instruct(value: str) -> str:
+    if not value:
+        raise argparse.ArgumentTypeError("INSTRUCT must not be empty")
+    return value
+
+
 def _json(value: str) -> Any:
     try:
-        return json.loads(value)
+        # The strict JSON of every devicehub wire: no NaN, no Infinity, no 1e400.
+        return loads(value.encode("utf-8", "surrogatepass"))
+    except FrameError as e:
+        shown = value if len(value) <= 40 else value[:37] + "..."
+        raise argparse.ArgumentTypeError(f"invalid DATA {shown!r}: {e}") from None
+
+
+def _number(value: str) -> float:
+    try:
+        return float(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"DATA is not JSON: {value!r}") from None
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
 
 
-def _seconds(value: str) -> float:
-    seconds = float(value)
-    if not 0 < seconds < float("inf"):
-        raise argparse.ArgumentTypeError("timeout must be a positive number of seconds")
+def _timeout(value: str) -> float:
+    seconds = _number(value)
+    if not 0 < seconds <= MAX_TIMEOUT:
+        raise argparse.ArgumentTypeError(f"timeout must be in 0 < S <= {MAX_TIMEOUT:g} seconds, not {value!r}")
     return seconds
 
 
-def _count(value: str) -> int:
-    number = int(value)
-    if number < 0:
-        raise argparse.ArgumentTypeError("must be a whole number >= 0")
+def _ttl(value: str) -> float:
+    seconds = _number(value)
+    if not 0 < seconds <= MAX_TTL:
+        raise argparse.ArgumentTypeError(f"ttl must be in 0 < S <= {MAX_TTL:g} seconds, not {value!r}")
+    return seconds
+
+
+def _whole(value: str, maximum: int | None) -> int:
+    try:
+        number = int(value, 10)
+    except ValueError:
+        number = -1
+    if number < 0 or (maximum is not None and number > maximum):
+        bounds = f"in 0..{maximum}" if maximum is not None else ">= 0"
+        raise argparse.ArgumentTypeError(f"must be a whole number {bounds}, not {value!r}")
     return number
+
+
+def _num(value: str) -> int:
+    return _whole(value, MAX_NUM)
+
+
+def _page(value: str) -> int:
+    return _whole(value, None)
+
+
+def _keyName(value: str) -> str:
+    if not _KEY_NAME.fullmatch(value) or value == BROKER:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a key name (letters, digits, . _ -; not {BROKER!r})")
+    return value
+
+
+def _commonOptions(parser: argparse.ArgumentParser, top: bool) -> None:
+    """The options every command takes, before or after its name (given after, they win)."""
+    # Only the top parser sets defaults: a command's parser must not overwrite a value given before it.
+    default = None if top else argparse.SUPPRESS
+    parser.add_argument(
+        "--frontend", default=default, metavar="ADDRESS",
+        help=f"the broker frontend (default: $DEVICEHUB_FRONTEND or {DEFAULT_FRONTEND})",
+    )
+    parser.add_argument(
+        "--events", default=default, metavar="ADDRESS",
+        help=f"the broker's event publisher, for 'events' (default: $DEVICEHUB_EVENTS or {DEFAULT_EVENTS})",
+    )
+    parser.add_argument(
+        "--curve-keys", default=default, metavar="DIR",
+        help="key directory when the broker requires CURVE (default: $DEVICEHUB_CURVE_KEYS)",
+    )
+    parser.add_argument(
+        "--timeout", type=_timeout, default=default, metavar="S",
+        help=f"seconds to wait, 0 < S <= {MAX_TIMEOUT:g}: for an ack (default {COMMAND_TIMEOUT:g}) "
+        f"or for the broker (default {QUERY_TIMEOUT:g})",
+    )
 
 
 def parser() -> argparse.ArgumentParser:
     """The command line of C{devicehub}."""
     top = _Parser(prog="devicehub", description="Send commands to devices through a devicehub broker.")
-    top.add_argument(
-        "--frontend",
-        default=os.environ.get("DEVICEHUB_FRONTEND", DEFAULT_FRONTEND),
-        help="the broker frontend (default: $DEVICEHUB_FRONTEND or %(default)s)",
-    )
-    top.add_argument(
-        "--events",
-        default=os.environ.get("DEVICEHUB_EVENTS", DEFAULT_EVENTS),
-        help="the broker's event publisher, for 'events' (default: $DEVICEHUB_EVENTS or %(default)s)",
-    )
-    top.add_argument(
-        "--curve-keys",
-        default=os.environ.get("DEVICEHUB_CURVE_KEYS"),
-        help="key directory when the broker requires CURVE (default: $DEVICEHUB_CURVE_KEYS)",
-    )
-    top.add_argument(
-        "--timeout",
-        type=_seconds,
-        help=f"seconds to wait: for an ack (default {COMMAND_TIMEOUT:g}) or the broker (default {QUERY_TIMEOUT:g})",
-    )
-    verbs = top.add_subparsers(dest="verb", required=True, parser_class=_Parser)
+    top.add_argument("--version", action="version", version=f"devicehub {__version__}")
+    _commonOptions(top, top=True)
+    verbs = top.add_subparsers(dest="verb", required=True, metavar="COMMAND", parser_class=_Parser)
     send = verbs.add_parser("send", help="send a command; exit 0 acked, 1 offline, 2 not acked in time")
     send.add_argument("imei", type=_imei)
-    send.add_argument("instruct")
+    send.add_argument("instruct", type=_instruct)
     send.add_argument("data", nargs="?", type=_json, default=None, help="JSON value sent as the command's data")
     send.add_argument("--nowait", action="store_true", help="do not wait for the ack")
     send.add_argument("--queue", action="store_true", help="queue it if the device is offline (exit 0, result queued)")
-    send.add_argument("--ttl", type=_seconds, help="seconds a queued command stays deliverable (default 86400)")
+    send.add_argument(
+        "--ttl", type=_ttl, metavar="S",
+        help=f"seconds a queued command stays deliverable (default 86400, at most {MAX_TTL:g})",
+    )
     send.add_argument("--coalesce", action="store_true", help="replace queued commands with the same instruct")
     find = verbs.add_parser("find", help="is a device online? exit 0 yes, 1 no")
     find.add_argument("imei", type=_imei)
     listing = verbs.add_parser("list", help="online devices, sorted, one page")
-    listing.add_argument("--num", type=_count, default=50)
-    listing.add_argument("--page", type=_count, default=0)
-    verbs.add_parser("total", help="number of online devices")
+    listing.add_argument("--num", type=_num, default=DEFAULT_NUM, metavar="N", help=f"devices per page, 0..{MAX_NUM}")
+    listing.add_argument("--page", type=_page, default=0, metavar="P", help="page number, 0 first")
+    total = verbs.add_parser("total", help="number of online devices")
     events = verbs.add_parser("events", help="print device events as JSON lines until interrupted")
     events.add_argument("imei", nargs="?", type=_imei, help="only this device's events")
     keys = verbs.add_parser("keygen", help="make CURVE keys for the broker and a client in DIR")
     keys.add_argument("directory", metavar="DIR")
-    keys.add_argument("--client", default="client", help="name of the client key pair to make and authorize")
-    # --timeout is also accepted after the verb
-    for verb in (send, find, listing, verbs.choices["total"]):
-        verb.add_argument("--timeout", type=_seconds, default=argparse.SUPPRESS)
+    keys.add_argument(
+        "--client", type=_keyName, default="client", help="name of the client key pair to make and authorize"
+    )
+    for verb in (send, find, listing, total, events, keys):
+        _commonOptions(verb, top=False)
     return top
 
 
+def _setting(arguments: argparse.Namespace, environ: Mapping[str, str], name: str, default: str | None):
+    """The value of option C{name} and where it came from: the option, its environment variable, or the default."""
+    value = getattr(arguments, name.replace("-", "_"))
+    if value is not None:
+        return value, f"--{name}"
+    variable = "DEVICEHUB_" + name.upper().replace("-", "_")
+    if environ.get(variable) is not None:
+        return environ[variable], variable
+    return default, None
+
+
+def parse(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> argparse.Namespace:
+    """
+    Parse and check a command line, with C{DEVICEHUB_*} from C{environ} for the options
+    not given; raise L{UsageError} for any mistake, naming the option or variable at fault.
+    """
+    environ = os.environ if environ is None else environ
+    arguments = parser().parse_args(argv)
+    if arguments.verb == "send" and not arguments.queue:
+        for name in ("ttl", "coalesce"):
+            if getattr(arguments, name):
+                raise UsageError(f"--{name} needs --queue (see: devicehub send --help)")
+    arguments.frontend, frontendSource = _setting(arguments, environ, "frontend", DEFAULT_FRONTEND)
+    arguments.events, eventsSource = _setting(arguments, environ, "events", DEFAULT_EVENTS)
+    arguments.curve_keys, keysSource = _setting(arguments, environ, "curve-keys", None)
+    arguments.sources = {"frontend": frontendSource, "events": eventsSource, "curve-keys": keysSource}
+    if arguments.verb == "keygen":
+        return arguments
+    address = "events" if arguments.verb == "events" else "frontend"
+    problem = address_problem(getattr(arguments, address), connect=True)
+    if problem is not None:
+        raise UsageError(f"{arguments.sources[address]}: {problem}")
+    if arguments.curve_keys is not None:
+        try:
+            clientKeys(arguments.curve_keys)
+        except (MissingKeys, ValueError, OSError) as e:
+            raise UsageError(f"{keysSource}: {e}") from None
+    return arguments
+
+
+def _configuration(arguments: argparse.Namespace, address: str, error: Exception) -> UsageError:
+    return UsageError(f"{arguments.sources[address] or '--' + address}: {error}")
+
+
 async def run(reactor, arguments: argparse.Namespace) -> tuple[int, dict[str, Any]]:
-    """Execute one parsed command line; return its exit code and output."""
+    """Execute one parsed command line; return its exit code and output, or raise L{UsageError}."""
     default = COMMAND_TIMEOUT if arguments.verb == "send" else QUERY_TIMEOUT
     try:
         demand = Demand(
             arguments.frontend, timeout=arguments.timeout or default, reactor=reactor, curve_keys=arguments.curve_keys
         )
-    except MissingKeys as e:
-        return EXIT_USAGE, {"error": str(e)}
+    except (zmq.ZMQError, ValueError, OSError) as e:
+        raise _configuration(arguments, "frontend", e) from None
     try:
         if arguments.verb == "send":
             queueing = {"queue": arguments.queue, "ttl": arguments.ttl, "coalesce": arguments.coalesce}
@@ -145,37 +255,74 @@ async def run(reactor, arguments: argparse.Namespace) -> tuple[int, dict[str, An
         return EXIT_UNAVAILABLE, {"error": f"broker unavailable: {e}"}
     except Busy as e:
         return EXIT_BUSY, {"error": f"busy: {e}"}
+    except RequestRejected as e:
+        raise UsageError(f"the broker refused the request: {e}") from None
     finally:
         demand.close()
 
 
 def follow(reactor, arguments: argparse.Namespace) -> Deferred:
-    """Print every event as one JSON line; runs until the process is interrupted."""
+    """
+    Print every event as one JSON line until the process is interrupted. Fails with
+    L{UsageError} when the broker refuses the handshake (CURVE keys missing, or not
+    its); says on stderr, and keeps waiting, when nothing answers for a few seconds.
+    """
 
     def show(event: dict[str, Any]) -> None:
         sys.stdout.write(dumps(event).decode() + "\n")
         sys.stdout.flush()
 
     try:
-        Events(arguments.events, arguments.imei, callback=show, reactor=reactor, curve_keys=arguments.curve_keys)
-    except MissingKeys as e:
-        sys.stderr.write(f"devicehub: {e}\n")
-        raise SystemExit(EXIT_USAGE)
-    return Deferred()  # never fires: Ctrl-C or SIGTERM stops the reactor
+        subscription = Events(
+            arguments.events, arguments.imei, callback=show, reactor=reactor, curve_keys=arguments.curve_keys
+        )
+    except (zmq.ZMQError, ValueError, OSError) as e:
+        raise _configuration(arguments, "events", e) from None
+    ended: Deferred = Deferred()
+
+    def refused(reason: str) -> None:
+        subscription.close()
+        ended.errback(UsageError(reason))
+
+    def silent(reason: str) -> None:
+        sys.stderr.write(f"devicehub: {reason}\n")
+        sys.stderr.flush()
+
+    watch = HandshakeWatch(
+        reactor, arguments.events, curve=arguments.curve_keys is not None, refused=refused, silent=silent
+    )
+    watch.attach(reactor, subscription._socket.socket)  # Events has no monitor of its own
+    return ended  # fires only when refused: Ctrl-C or SIGTERM stops the reactor
+
+
+def _fail(error: UsageError) -> NoReturn:
+    sys.stderr.write(f"{error}\n")
+    sys.stderr.flush()
+    raise SystemExit(EXIT_USAGE)
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
     """Entry point of the C{devicehub} console script."""
-    arguments = parser().parse_args(argv)
-    if arguments.verb == "keygen":
-        made = keygen(arguments.directory, arguments.client)
-        sys.stdout.write(dumps({"made": [str(path) for path in made]}).decode() + "\n")
-        raise SystemExit(0)
-    if arguments.verb == "events":
-        task.react(lambda reactor: follow(reactor, arguments))
+    try:
+        arguments = parse(argv)
+        if arguments.verb == "keygen":
+            try:
+                made = keygen(arguments.directory, arguments.client)
+            except OSError as e:
+                raise UsageError(f"keygen {arguments.directory}: {e.strerror or e}: {e.filename or ''}".rstrip(": "))
+            sys.stdout.write(dumps({"made": [str(path) for path in made]}).decode() + "\n")
+            raise SystemExit(0)
+    except UsageError as e:
+        _fail(e)
 
     async def react(reactor) -> None:
-        code, output = await run(reactor, arguments)
+        try:
+            if arguments.verb == "events":
+                await follow(reactor, arguments)
+                return
+            code, output = await run(reactor, arguments)
+        except UsageError as e:
+            _fail(e)
         sys.stdout.write(dumps(output).decode() + "\n")
         sys.stdout.flush()
         raise SystemExit(code)

@@ -7,6 +7,8 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from .startup import StartupError
+
 log = Logger()
 
 
@@ -15,8 +17,8 @@ class ListeningService(Service):
     Listen on C{description} (e.g. C{tcp:7700}) while running.
 
     Unlike a plain C{StreamServerEndpointService}, a listen that fails at once
-    (port taken, bad certificate) raises from C{startService}, so twistd stops
-    with that message instead of running without its port; C{port} is public
+    (port taken, bad certificate) raises L{StartupError} from C{startService}, so
+    twistd stops with that one line instead of running without its port; C{port} is public
     so callers (and tests on port 0) can read the bound address.
     """
 
@@ -43,7 +45,7 @@ class ListeningService(Service):
         )
         if not outcome or isinstance(outcome[0], Failure):
             reason = outcome[0].value if outcome else "listening did not complete at once"
-            raise RuntimeError(f"cannot listen for {self.label} on {self.description!r}: {reason}")
+            raise StartupError(f"cannot listen for {self.label} on {self.description!r}: {reason}")
         self.port = outcome[0]
         log.info(
             "Listening for {label} on {description} (port {port})",

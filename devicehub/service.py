@@ -1,17 +1,23 @@
 """Options of C{twistd devicehub} and the service they build (CONTRACT §1)."""
 
 import gc
+import getopt
 import os
-import re
 import resource
 import socket
 import sys
 
+import twisted
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python import usage
+
+from . import __version__
+from .addresses import address_problem
+from .limits import MAX_TIMEOUT
+from .startup import EXPECTED, startupFailed, usageFailed
 
 log = Logger()
 
@@ -19,13 +25,15 @@ ROLES = ("broker", "node", "api")
 # File descriptors kept free for listeners, ZeroMQ and logs when --max-devices is derived.
 FD_HEADROOM = 200
 ENVIRONMENT_PREFIX = "DEVICEHUB_"
-_ZMQ_ADDRESS = re.compile(r"(tcp|ipc|inproc)://\S+")
 # Allocations between collections of the youngest generation (Python's default: 700).
 GC_THRESHOLD = 20_000
 
 
 def positiveFloat(value: str) -> float:
-    number = float(value)
+    try:
+        number = float(value)
+    except ValueError:
+        number = float("nan")
     if not 0 < number < float("inf"):
         raise ValueError(f"{value!r} is not a positive number")
     return number
@@ -34,14 +42,42 @@ def positiveFloat(value: str) -> float:
 positiveFloat.coerceDoc = "A positive number of seconds."
 
 
+def commandSeconds(value: str) -> float:
+    number = positiveFloat(value)
+    if number > MAX_TIMEOUT:
+        raise ValueError(f"{value!r} is more than {MAX_TIMEOUT:g} seconds, the longest a caller may wait")
+    return number
+
+
+commandSeconds.coerceDoc = f"Seconds, at most {MAX_TIMEOUT:g}."
+
+
 def positiveInt(value: str) -> int:
-    number = int(value)
+    try:
+        number = int(value, 10)
+    except ValueError:
+        number = 0
     if number <= 0:
         raise ValueError(f"{value!r} is not a positive whole number")
     return number
 
 
 positiveInt.coerceDoc = "A positive whole number."
+
+
+def environmentVariable(option: str) -> str:
+    """The environment variable that sets C{--option}."""
+    return ENVIRONMENT_PREFIX + option.upper().replace("-", "_")
+
+
+class _NamedCoerce(usage.CoerceParameter):
+    """A coerced option whose error names it (or the environment variable it came from)."""
+
+    def dispatch(self, parameterName: str, value: str) -> None:
+        try:
+            self.options.opts[parameterName] = self.coerce(value)
+        except ValueError as e:
+            raise usage.UsageError(f"{self.options.label(parameterName)}: {e}") from None
 
 
 class Options(usage.Options):
@@ -64,7 +100,7 @@ class Options(usage.Options):
         ["frontend", None, "tcp://127.0.0.1:5555", "ZeroMQ address of the broker frontend."],
         ["backend", None, "tcp://127.0.0.1:5556", "ZeroMQ address of the broker backend."],
         ["events", None, "tcp://127.0.0.1:5557", "ZeroMQ address the broker publishes device events on."],
-        ["command-timeout", None, 10.0, "Seconds a command waits for its ack by default.", positiveFloat],
+        ["command-timeout", None, 10.0, "Seconds a command waits for its ack by default.", commandSeconds],
         ["login-timeout", None, 30.0, "Seconds a new device connection has to log in.", positiveFloat],
         ["idle-timeout", None, 300.0, "Seconds of silence before a device connection is closed.", positiveFloat],
         ["max-line", None, 65536, "Longest device line in bytes.", positiveInt],
@@ -93,31 +129,59 @@ class Options(usage.Options):
     def __init__(self, environ=None) -> None:
         super().__init__()
         self.environ = os.environ if environ is None else environ
+        self.environment: dict[str, str] = {}
+        """The C{DEVICEHUB_*} variables that set options, and their values."""
+        for name, dispatcher in self._dispatch.items():
+            if type(dispatcher) is usage.CoerceParameter:
+                self._dispatch[name] = _NamedCoerce(self, dispatcher.coerce)
 
     def parseOptions(self, options=None) -> None:
         if options is None:
             options = sys.argv[1:]
-        # Environment values go first, as if typed first: a later command-line value wins,
-        # and both pass through the same validation.
-        super().parseOptions(self._fromEnvironment() + list(options))
-
-    def _fromEnvironment(self) -> list[str]:
-        arguments = []
+        options = list(options)
+        given = self._given(options)
+        # Environment values go first, as if typed first, and pass through the same
+        # validation; an option also on the command line ignores its variable.
+        fromEnvironment = []
+        self.environment = {}
         for name, *_ in self.optParameters:
-            value = self.environ.get(ENVIRONMENT_PREFIX + name.upper().replace("-", "_"))
-            if value is not None:
-                arguments.append(f"--{name}={value}")
-        return arguments
+            variable = environmentVariable(name)
+            value = self.environ.get(variable)
+            if value is not None and name not in given:
+                fromEnvironment.append(f"--{name}={value}")
+                self.environment[variable] = value
+        super().parseOptions(fromEnvironment + options)
+
+    def _given(self, options: list[str]) -> set[str]:
+        """The names of the options on the command line C{options}."""
+        try:
+            found, _ = getopt.getopt(options, self.shortOpt, self.longOpt)
+        except getopt.error:
+            return set()  # parseOptions reports it
+        return {self.synonyms.get(option.lstrip("-"), option.lstrip("-")) for option, _ in found}
+
+    def label(self, name: str) -> str:
+        """How to name option C{name} in an error: C{--name}, or the variable that set it."""
+        variable = environmentVariable(name)
+        return variable if variable in self.environment else f"--{name}"
+
+    def opt_version(self) -> None:
+        """Display the version of devicehub (and Twisted) and exit."""
+        print(f"devicehub {__version__} (Twisted {twisted.__version__})")
+        sys.exit(0)
 
     def postOptions(self) -> None:
         roles = [role.strip() for role in self["roles"].split(",") if role.strip()]
         unknown = sorted(set(roles) - set(ROLES))
         if not roles or unknown:
-            raise usage.UsageError(f"--roles takes a comma list of {', '.join(ROLES)}; got {self['roles']!r}")
+            raise usage.UsageError(
+                f"{self.label('roles')} takes a comma list of {', '.join(ROLES)}; got {self['roles']!r}"
+            )
         self["roles"] = tuple(role for role in ROLES if role in roles)
         for name in ("frontend", "backend", "events"):
-            if not _ZMQ_ADDRESS.fullmatch(self[name]):
-                raise usage.UsageError(f"--{name} must be a ZeroMQ address like tcp://127.0.0.1:5555")
+            problem = address_problem(self[name])
+            if problem is not None:
+                raise usage.UsageError(f"{self.label(name)}: {problem}")
         for name, role in (("devices", "node"), ("http", "api")):
             if role in self["roles"]:
                 self._checkEndpoint(name)
@@ -130,11 +194,13 @@ class Options(usage.Options):
             self["max-devices"] = max(1, openFiles - FD_HEADROOM) if openFiles != resource.RLIM_INFINITY else 1_000_000
         for name in ("device-secret", "api-token"):
             if self[name] == "":
-                raise usage.UsageError(f"--{name} must not be empty")
+                raise usage.UsageError(f"{self.label(name)} must not be empty")
         if self["curve-keys"] is not None:
             self._checkKeys()
         if self["no-store"] or not self["store"]:
             self["store"] = None
+        if "api" in self["roles"] and self["access-log"] not in (None, "-"):
+            self._checkAccessLog()
 
     def _checkKeys(self) -> None:
         from .curve import MissingKeys, clientKeys, serverKeys
@@ -145,7 +211,15 @@ class Options(usage.Options):
             if "node" in self["roles"] or "api" in self["roles"]:
                 clientKeys(self["curve-keys"])
         except (MissingKeys, ValueError, OSError) as e:
-            raise usage.UsageError(f"--curve-keys: {e}") from None
+            raise usage.UsageError(f"{self.label('curve-keys')}: {e}") from None
+
+    def _checkAccessLog(self) -> None:
+        try:
+            with open(self["access-log"], "a"):
+                pass  # the api role appends to it
+        except OSError as e:
+            problem = f"cannot append to {self['access-log']!r}: {e.strerror}"
+            raise usage.UsageError(f"{self.label('access-log')}: {problem}") from None
 
     def _checkEndpoint(self, name: str) -> None:
         from twisted.internet import reactor
@@ -153,7 +227,20 @@ class Options(usage.Options):
         try:
             serverFromString(reactor, self[name])
         except Exception as e:
-            raise usage.UsageError(f"--{name} {self[name]!r} is not a usable endpoint: {e}") from None
+            raise usage.UsageError(f"{self.label(name)}: {self[name]!r} is not a usable endpoint: {e}") from None
+
+
+class TwistdOptions(Options):
+    """
+    L{Options} as C{twistd devicehub} parses them: a mistake is one line on stderr and
+    exit status 64, instead of twistd's whole --help on stdout with the error last.
+    """
+
+    def parseOptions(self, options=None) -> None:
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            raise usageFailed(str(e)) from None
 
 
 def tune_garbage_collector() -> None:
@@ -169,12 +256,30 @@ def tune_garbage_collector() -> None:
 
 class Roles(MultiService):
     """
-    The roles of one twistd process. Its stop reports a failing child instead of
+    The roles of one twistd process. A role that cannot start (it raises
+    L{devicehub.startup.StartupError}; a broker that cannot bind) ends twistd with one
+    line on stderr and exit status 1; its stop reports a failing child instead of
     swallowing it; once started, it tunes the garbage collector for the process.
+
+    @param environment: the C{DEVICEHUB_*} variables that set options, named in a
+        start-up failure they caused.
     """
 
+    def __init__(self, environment: dict[str, str] | None = None) -> None:
+        super().__init__()
+        self.environment = dict(environment or {})
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except EXPECTED as e:
+            raise startupFailed(e, self.environment) from None
+
     def startService(self) -> None:
-        super().startService()
+        try:
+            super().startService()
+        except EXPECTED as e:
+            raise startupFailed(e, self.environment) from None
         tune_garbage_collector()
 
     def stopService(self) -> Deferred:
@@ -198,7 +303,7 @@ def makeService(options: Options, reactor=None) -> Roles:
     from .node import NodeService
     from .devices.session import DeviceSettings
 
-    hub = Roles()
+    hub = Roles(getattr(options, "environment", None))
     roles = options["roles"]
     metrics = Metrics()
     # Roles in one process talk through in-process pipes, not ZeroMQ (their options still name its addresses).

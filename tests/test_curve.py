@@ -83,4 +83,4 @@ async def test_options_refuse_an_incomplete_key_directory(tmp_path):
     (tmp_path / "keys" / "broker.key_secret").unlink()  # a node machine: no broker secret
     process = start_twistd(["--roles", "broker", "--curve-keys", str(tmp_path / "keys")])
     await process.ended
-    assert process.exitCode == 1 and "broker.key_secret is missing" in process.output
+    assert process.exitCode == 64 and "broker.key_secret is missing" in process.output

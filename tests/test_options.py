@@ -3,12 +3,14 @@
 import gc
 
 import pytest
+from twisted.application.service import Service
 from twisted.python.usage import UsageError
 
 from devicehub.broker import BrokerService
 from devicehub.node import NodeService
 from devicehub.api import ApiService
-from devicehub.service import GC_THRESHOLD, Options, Roles, makeService
+from devicehub.service import GC_THRESHOLD, Options, Roles, TwistdOptions, makeService
+from devicehub.startup import EXIT_STARTUP, EXIT_USAGE, StartupError, StartupFailed
 
 
 def parse(argv, environ=None):
@@ -58,6 +60,10 @@ def test_environment_values_are_validated_too():
         ["--devices", "carrier-pigeon:7700"],
         ["--http", "tcp:notaport"],
         ["--devices", "ssl:7443:privateKey=/nonexistent.pem"],
+        ["--frontend", "tcp://127.0.0.1:99999"],
+        ["--events", "tcp://127.0.0.1"],
+        ["--command-timeout", "301"],
+        ["--max-line", "lots"],
     ],
 )
 def test_bad_values_are_refused_with_a_usage_error(argv):
@@ -87,3 +93,101 @@ def test_roles_in_one_process_reach_the_broker_in_process():
     assert node.link.broker is broker and api.broker is broker
     node, api = makeService(parse(["--roles", "node,api"]))
     assert node.link.broker is None and api.broker is None  # over ZeroMQ, to --backend and --frontend
+
+
+@pytest.mark.parametrize(
+    "argv, environ, says",
+    [
+        (["--command-timeout", "0"], {}, "--command-timeout: '0' is not a positive number"),
+        ([], {"DEVICEHUB_COMMAND_TIMEOUT": "soon"}, "DEVICEHUB_COMMAND_TIMEOUT: 'soon' is not a positive number"),
+        (["--command-timeout", "301"], {}, "--command-timeout: '301' is more than 300 seconds"),
+        ([], {"DEVICEHUB_MAX_LINE": "lots"}, "DEVICEHUB_MAX_LINE: 'lots' is not a positive whole number"),
+        ([], {"DEVICEHUB_ROLES": "broker,kitchen"}, "DEVICEHUB_ROLES takes a comma list of broker, node, api"),
+        ([], {"DEVICEHUB_FRONTEND": "localhost:5555"}, "DEVICEHUB_FRONTEND: 'localhost:5555' is not a ZeroMQ address"),
+        (["--backend", "tcp://:5556"], {}, "--backend: 'tcp://:5556' lacks a host"),
+        ([], {"DEVICEHUB_HTTP": "tcp:notaport"}, "DEVICEHUB_HTTP: 'tcp:notaport' is not a usable endpoint"),
+        ([], {"DEVICEHUB_API_TOKEN": ""}, "DEVICEHUB_API_TOKEN must not be empty"),
+        ([], {"DEVICEHUB_CURVE_KEYS": "/nonexistent"}, "DEVICEHUB_CURVE_KEYS: /nonexistent/broker.key_secret is missing"),
+        (["--access-log", "/nonexistent/access.log"], {}, "--access-log: cannot append to '/nonexistent/access.log'"),
+    ],
+)
+def test_an_error_names_the_option_or_the_environment_variable_at_fault(argv, environ, says):
+    with pytest.raises(UsageError) as raised:
+        parse(argv, environ)
+    assert str(raised.value).startswith(says)
+
+
+def test_an_option_on_the_command_line_ignores_its_variable():
+    options = parse(["--frontend", "tcp://127.0.0.1:6555"], {"DEVICEHUB_FRONTEND": "localhost:5555"})
+    assert options["frontend"] == "tcp://127.0.0.1:6555"
+    assert options.environment == {}
+    options = parse(["--front", "tcp://127.0.0.1:6555"], {"DEVICEHUB_FRONTEND": "localhost:5555"})  # abbreviated
+    assert options["frontend"] == "tcp://127.0.0.1:6555"
+    assert parse([], {"DEVICEHUB_NODE_ID": "n7"}).environment == {"DEVICEHUB_NODE_ID": "n7"}
+
+
+def test_twistd_gets_a_mistake_as_one_line_on_stderr_and_exit_64(capsys):
+    with pytest.raises(SystemExit) as exited:
+        TwistdOptions(environ={"DEVICEHUB_COMMAND_TIMEOUT": "0"}).parseOptions([])
+    assert exited.value.code == EXIT_USAGE
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (
+        "twistd devicehub: DEVICEHUB_COMMAND_TIMEOUT: '0' is not a positive number (see: twistd devicehub --help)\n"
+    )
+
+
+def test_version_option(capsys):
+    with pytest.raises(SystemExit) as exited:
+        parse(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.startswith("devicehub 0.1.0 (Twisted ")
+
+
+def ours(err: str) -> list[str]:
+    """Our lines on stderr (before logging begins, as in a test, Twisted echoes critical events there too)."""
+    return [line for line in err.splitlines() if not line.startswith("Cannot start: ")]
+
+
+class Failing(Service):
+    def __init__(self, error, privileged=True):
+        self.error, self.privileged = error, privileged
+
+    def privilegedStartService(self):
+        if self.privileged:
+            raise self.error
+
+    def startService(self):
+        raise self.error
+
+
+@pytest.mark.parametrize("privileged", [True, False])
+def test_a_role_that_cannot_start_ends_twistd_with_one_line(capfd, privileged):
+    hub = Roles({"DEVICEHUB_DEVICES": "tcp:7700", "DEVICEHUB_NODE_ID": "n1"})
+    Failing(StartupError("cannot listen for devices on 'tcp:7700:backlog=1024': taken"), privileged).setServiceParent(hub)
+    start = hub.privilegedStartService if privileged else hub.startService
+    with pytest.raises(StartupFailed) as raised:
+        start()
+    # an Exception for twistd's runner (daemon parent, pid file), then a silent SystemExit
+    assert isinstance(raised.value, SystemExit) and isinstance(raised.value, Exception)
+    assert raised.value.code == EXIT_STARTUP
+    assert ours(capfd.readouterr().err) == [
+        "twistd devicehub: cannot listen for devices on 'tcp:7700:backlog=1024': taken (set by DEVICEHUB_DEVICES)"
+    ]
+
+
+def test_a_broker_that_cannot_bind_ends_twistd_with_one_line(capfd):
+    hub = Roles()
+    Failing(RuntimeError("cannot bind the broker on 'tcp://127.0.0.1:5555': Address already in use")).setServiceParent(hub)
+    with pytest.raises(StartupFailed):
+        hub.privilegedStartService()
+    assert ours(capfd.readouterr().err) == [
+        "twistd devicehub: cannot bind the broker on 'tcp://127.0.0.1:5555': Address already in use"
+    ]
+
+
+def test_a_bug_at_start_keeps_its_traceback():
+    hub = Roles()
+    Failing(KeyError("a bug")).setServiceParent(hub)
+    with pytest.raises(KeyError):
+        hub.privilegedStartService()

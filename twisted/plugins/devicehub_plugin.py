@@ -1,8 +1,29 @@
-from twisted.application.service import ServiceMaker
+from twisted.application.service import IServiceMaker
+from twisted.plugin import IPlugin
+from zope.interface import implementer
 
-devicehub = ServiceMaker(
-    "devicehub",
-    "devicehub.service",
-    "Command gateway for always-connected devices: broker, node and HTTP API.",
-    "devicehub",
-)
+
+@implementer(IServiceMaker, IPlugin)
+class DevicehubServiceMaker:
+    """
+    C{twistd devicehub}. Unlike twistd's C{ServiceMaker}, its options are
+    L{devicehub.service.TwistdOptions}: a mistake is one line on stderr, not the
+    whole --help. devicehub is imported only when the plugin is used.
+    """
+
+    tapname = "devicehub"
+    description = "Command gateway for always-connected devices: broker, node and HTTP API."
+
+    @property
+    def options(self):
+        from devicehub.service import TwistdOptions
+
+        return TwistdOptions
+
+    def makeService(self, options):
+        from devicehub.service import makeService
+
+        return makeService(options)
+
+
+devicehub = DevicehubServiceMaker()
