@@ -21,26 +21,23 @@ from twisted.web.http import RESPONSES, HTTPChannel
 from twisted.web.server import NOT_DONE_YET, Request, Site
 from werkzeug.exceptions import HTTPException
 
-from .backlog import withBacklog
 from .client import BrokerUnavailable, Busy, CommandStoreFailed, Demand, RequestRejected
 from .drain import DEFAULT_DRAIN_TIMEOUT, drain
 from .events import Events
 from .frames import FrameError, dumps, loads
 from .imei import is_valid_imei
+from .limits import MAX_NUM, MAX_TIMEOUT, MAX_TTL
 from .listening import ListeningService
 from .metrics import CONTENT_TYPE_LATEST, Metrics
 from .openapi import openapi
 from .results import NO, OK, QUEUED, TIMEOUT
 from .sse import EventStreams
-from .store import MAX_TTL
 
 if TYPE_CHECKING:
     from .broker import BrokerService
 
 log = Logger()
 
-MAX_NUM = 1000
-MAX_TIMEOUT = 300
 MAX_BODY = 1 << 20
 # The fields of a command's body: any other is refused (a typo must not go unnoticed).
 COMMAND_FIELDS = frozenset({"instruct", "data", "wait", "timeout", "queue", "ttl", "coalesce"})
@@ -526,7 +523,7 @@ class ApiService(MultiService):
         self.streams = EventStreams(self.api.metrics.eventsDropped.labels("sse"))
         self.root = ApiRoot(self.api.resource(), token, self.streams)
         self.site = ApiSite(self.root, accessLog, reactor)
-        self.listener = ListeningService(reactor, withBacklog(http), self.site, "HTTP")
+        self.listener = ListeningService(reactor, http, self.site, "HTTP")
         self.listener.setServiceParent(self)
 
     def startService(self) -> None:

@@ -27,10 +27,12 @@ from .drain import DEFAULT_DRAIN_TIMEOUT, drain
 from .frames import FrameError, Message
 from .imei import is_valid_imei
 from .logs import Throttled
-from .store import DEFAULT_TTL, MAX_TTL, CommandStore, StoreFailed
+from .limits import MAX_TTL
+from .store import DEFAULT_TTL, CommandStore, StoreFailed
 from .metrics import Metrics
 from .pipe import Pipe
 from .results import BUSY, NO, OK, QUEUED, REJECTED, RESULTS, TIMEOUT
+from .startup import StartupError
 from .zmqsocket import ZmqSocket
 
 log = Logger()
@@ -780,7 +782,7 @@ class BrokerService(Service):
                 socket.shutdown()
             if self.zap is not None:
                 self.zap.close()
-            raise RuntimeError(f"cannot bind the broker on {address!r}: {e}") from None
+            raise StartupError(f"cannot bind the broker on {address!r}: {e}") from None
         self.frontendSocket, self.backendSocket = sockets
         publish = None
         if self.events is not None:
@@ -791,7 +793,7 @@ class BrokerService(Service):
                     socket.shutdown()
                 if self.zap is not None:
                     self.zap.close()
-                raise RuntimeError(f"cannot bind the event publisher on {self.events!r}: {e}") from None
+                raise StartupError(f"cannot bind the event publisher on {self.events!r}: {e}") from None
             publish = _publisher(self.eventsSocket)
         self.broker = Broker(
             self.reactor,
@@ -825,7 +827,7 @@ class BrokerService(Service):
             store.openNow(self.reactor.seconds())
         except StoreFailed as e:
             store.close()
-            raise RuntimeError(str(e)) from None
+            raise StartupError(str(e)) from None
         self.store = store
 
     def _fromClient(self, raw: list[bytes]) -> None:

@@ -31,14 +31,14 @@ import json
 import math
 from typing import Any, Callable, NamedTuple
 
+from .limits import MAX_TIMEOUT
+
 VERSION = b"DH2"
 MAX_REQUEST_ID = 64
 MAX_DEPTH = 64
 """Deepest nesting of arrays and objects accepted from outside (device lines, HTTP bodies)."""
 ENVELOPE_DEPTH = MAX_DEPTH + 2
 """The same for messages and events, which carry such data one or two levels down."""
-MAX_TIMEOUT = 300.0
-"""Longest wait for a command's ack, in seconds, for every caller."""
 MAX_MESSAGE = 8 << 20
 """Largest frame in bytes a broker socket takes; a peer sending a larger one is disconnected."""
 _HEADER = VERSION + b" "

@@ -7,6 +7,7 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from .backlog import withBacklog
 from .startup import StartupError
 
 log = Logger()
@@ -14,7 +15,8 @@ log = Logger()
 
 class ListeningService(Service):
     """
-    Listen on C{description} (e.g. C{tcp:7700}) while running.
+    Listen on C{description} (e.g. C{tcp:7700}) while running, with a listen backlog of
+    L{devicehub.backlog.LISTEN_BACKLOG} unless the description sets one.
 
     Unlike a plain C{StreamServerEndpointService}, a listen that fails at once
     (port taken, bad certificate) raises L{StartupError} from C{startService}, so
@@ -40,7 +42,7 @@ class ListeningService(Service):
 
     def _listen(self) -> None:
         outcome: list = []
-        serverFromString(self.reactor, self.description).listen(self.factory).addBoth(
+        serverFromString(self.reactor, withBacklog(self.description)).listen(self.factory).addBoth(
             outcome.append
         )
         if not outcome or isinstance(outcome[0], Failure):

@@ -17,7 +17,6 @@ from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.logger import Logger
 
 from . import frames
-from .backlog import withBacklog
 from .curve import clientKeys
 from .drain import DEFAULT_DRAIN_TIMEOUT, drain
 from .frames import FrameError, Message
@@ -326,7 +325,7 @@ class NodeService(MultiService):
         self.node = Node(name, commandTimeout, reactor, metrics)
         self.factory = DeviceFactory(self.node, reactor, settings)
         self.node.speaks(self.factory.codec)
-        self.listener = ListeningService(reactor, withBacklog(devices), self.factory, "devices")
+        self.listener = ListeningService(reactor, devices, self.factory, "devices")
         self.listener.setServiceParent(self)
         curve = None if curveKeys is None else clientKeys(curveKeys)
         self.link = BrokerLink(self.node, backend, reactor, curve=curve, broker=broker)

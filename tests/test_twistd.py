@@ -85,7 +85,7 @@ async def test_twistd_stops_with_one_line_on_stderr_when_a_port_is_taken(tmp_pat
         assert code == 1, (out, err)
         assert "Traceback" not in out + err
     assert [err for _, _, err in results] == [
-        f"twistd devicehub: cannot listen for devices on 'tcp:{port}:interface=127.0.0.1:backlog=1024': "
+        f"twistd devicehub: cannot listen for devices on 'tcp:{port}:interface=127.0.0.1': "
         f"Couldn't listen on 127.0.0.1:{port}: [Errno 98] Address already in use.\n",
         f"twistd devicehub: cannot listen for HTTP on 'tcp:{port}:interface=127.0.0.1': "
         f"Couldn't listen on 127.0.0.1:{port}: [Errno 98] Address already in use.\n",
