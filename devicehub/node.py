@@ -9,11 +9,11 @@ device listener.
 """
 
 import secrets
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import zmq
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
 from twisted.logger import Logger
 
 from . import frames
@@ -23,6 +23,7 @@ from .frames import FrameError, Message
 from .listening import ListeningService
 from .logs import Throttled
 from .metrics import Metrics
+from .devices import codecs
 from .devices.codec import Codec, UnsupportedCommand
 from .devices.session import SESSION_ERROR_KINDS, DeviceFactory, DeviceSession, DeviceSettings
 from .results import BUSY, NO, OK, REJECTED, Reply
@@ -309,7 +310,8 @@ class NodeService(MultiService):
         self,
         reactor,
         *,
-        devices: str,
+        devices: str | None = None,
+        listen: Sequence[tuple[str, str]] = (),
         backend: str,
         name: str,
         commandTimeout: float,
@@ -319,14 +321,24 @@ class NodeService(MultiService):
         metrics: Metrics | None = None,
         broker: "BrokerService | None" = None,
     ) -> None:
-        """@param broker: the broker of this process: link to it in-process instead of over ZeroMQ."""
+        """
+        @param devices: the endpoint for JSON Lines devices (the same as C{("jsonl", devices)} in C{listen}).
+        @param listen: C{(protocol, endpoint)} pairs: a listener each, all feeding this node.
+        @param broker: the broker of this process: link to it in-process instead of over ZeroMQ.
+        """
         super().__init__()
         self.drainTimeout = drainTimeout
         self.node = Node(name, commandTimeout, reactor, metrics)
-        self.factory = DeviceFactory(self.node, reactor, settings)
-        self.node.speaks(self.factory.codec)
-        self.listener = ListeningService(reactor, devices, self.factory, "devices")
-        self.listener.setServiceParent(self)
+        self.factories: list[DeviceFactory] = []
+        self.listeners: list[ListeningService] = []
+        for protocol, endpoint in ([("jsonl", devices)] if devices is not None else []) + list(listen):
+            factory = DeviceFactory(self.node, reactor, settings, codecs.load(protocol))
+            self.node.speaks(factory.codec)
+            listener = ListeningService(reactor, endpoint, factory, "devices" if protocol == "jsonl" else f"{protocol} devices")
+            listener.setServiceParent(self)
+            self.factories.append(factory)
+            self.listeners.append(listener)
+        self.factory, self.listener = self.factories[0], self.listeners[0]
         curve = None if curveKeys is None else clientKeys(curveKeys)
         self.link = BrokerLink(self.node, backend, reactor, curve=curve, broker=broker)
         self.link.setServiceParent(self)
@@ -338,10 +350,10 @@ class NodeService(MultiService):
 
     async def _stop(self) -> None:
         self.node.metrics.forget(self.node)
-        await self.listener.stopService()
+        await gatherResults([listener.stopService() for listener in self.listeners])
         self.link.leave()
         await drain(self.reactor, lambda: self.node.unanswered, self.drainTimeout)
-        await self.factory.closeAll("shutting down", CLOSE_GRACE)
+        await gatherResults([factory.closeAll("shutting down", CLOSE_GRACE) for factory in self.factories])
         await maybeDeferred(self.link.stopService)
         Service.stopService(self)
 

@@ -103,12 +103,16 @@ class Options(usage.Options):
         ["command-timeout", None, 10.0, "Seconds a command waits for its ack by default.", commandSeconds],
         ["login-timeout", None, 30.0, "Seconds a new device connection has to log in.", positiveFloat],
         ["idle-timeout", None, 300.0, "Seconds of silence before a device connection is closed.", positiveFloat],
-        ["max-line", None, 65536, "Longest device line in bytes.", positiveInt],
+        ["max-line", None, 65536, "Longest device frame (a JSON line, a binary packet) in bytes.", positiveInt],
         ["node-id", None, None, "The node's name in the directory and logs [default: host name-pid]."],
         ["node-ttl", None, 5.0, "Seconds without a heartbeat after which the broker declares a node dead.", positiveFloat],
         ["drain-timeout", None, 10.0, "Seconds a stopping role waits for its work in flight.", positiveFloat],
         ["max-devices", None, None,
-         "Device connections a node accepts at once [default: the open-file limit less 200].", positiveInt],
+         "Devices logged in on a node at once [default: what the open-file limit less 200 leaves once"
+         " connections logging in have their share]", positiveInt],
+        ["max-logins", None, None,
+         "Connections not logged in yet that a node keeps at once [default: a tenth of --max-devices, at least 16]",
+         positiveInt],
         ["max-pending", None, 64, "Unanswered commands per device; more are refused as busy (HTTP 429).", positiveInt],
         ["max-client-inflight", None, 10_000,
          "Commands one broker client may have in flight; more are refused as busy.", positiveInt],
@@ -128,6 +132,7 @@ class Options(usage.Options):
 
     def __init__(self, environ=None) -> None:
         super().__init__()
+        self["listen"] = []
         self.environ = os.environ if environ is None else environ
         self.environment: dict[str, str] = {}
         """The C{DEVICEHUB_*} variables that set options, and their values."""
@@ -150,6 +155,10 @@ class Options(usage.Options):
             if value is not None and name not in given:
                 fromEnvironment.append(f"--{name}={value}")
                 self.environment[variable] = value
+        listen = self.environ.get(environmentVariable("listen"))
+        if listen is not None and "listen" not in given:  # several, separated by spaces
+            fromEnvironment += [f"--listen={item}" for item in listen.split()]
+            self.environment[environmentVariable("listen")] = listen
         super().parseOptions(fromEnvironment + options)
 
     def _given(self, options: list[str]) -> set[str]:
@@ -164,6 +173,19 @@ class Options(usage.Options):
         """How to name option C{name} in an error: C{--name}, or the variable that set it."""
         variable = environmentVariable(name)
         return variable if variable in self.environment else f"--{name}"
+
+    def opt_listen(self, value: str) -> None:
+        """PROTOCOL=ENDPOINT: one more device listener speaking PROTOCOL (jsonl, watch, gt06, teltonika); repeatable."""
+        from .devices import codecs
+
+        protocol, equals, endpoint = value.partition("=")
+        if not equals or not endpoint:
+            raise usage.UsageError(f"{self.label('listen')} takes PROTOCOL=ENDPOINT, e.g. gt06=tcp:5023; got {value!r}")
+        try:
+            codecs.load(protocol)
+        except (codecs.UnknownProtocol, ImportError) as e:
+            raise usage.UsageError(f"{self.label('listen')}: {e}") from None
+        self["listen"].append((protocol, self._usableEndpoint("listen", endpoint)))
 
     def opt_version(self) -> None:
         """Display the version of devicehub (and Twisted) and exit."""
@@ -191,7 +213,9 @@ class Options(usage.Options):
             self["node-id"] = f"{socket.gethostname()}-{os.getpid()}"
         if self["max-devices"] is None:
             openFiles = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-            self["max-devices"] = max(1, openFiles - FD_HEADROOM) if openFiles != resource.RLIM_INFINITY else 1_000_000
+            # Devices and, on top of them, a tenth for connections still logging in.
+            usable = (openFiles - FD_HEADROOM) * 10 // 11
+            self["max-devices"] = max(1, usable) if openFiles != resource.RLIM_INFINITY else 1_000_000
         for name in ("device-secret", "api-token"):
             if self[name] == "":
                 raise usage.UsageError(f"{self.label(name)} must not be empty")
@@ -222,12 +246,16 @@ class Options(usage.Options):
             raise usage.UsageError(f"{self.label('access-log')}: {problem}") from None
 
     def _checkEndpoint(self, name: str) -> None:
+        self._usableEndpoint(name, self[name])
+
+    def _usableEndpoint(self, name: str, endpoint: str) -> str:
         from twisted.internet import reactor
 
         try:
-            serverFromString(reactor, self[name])
+            serverFromString(reactor, endpoint)
         except Exception as e:
-            raise usage.UsageError(f"{self.label(name)}: {self[name]!r} is not a usable endpoint: {e}") from None
+            raise usage.UsageError(f"{self.label(name)}: {endpoint!r} is not a usable endpoint: {e}") from None
+        return endpoint
 
 
 class TwistdOptions(Options):
@@ -294,12 +322,10 @@ def makeService(options: Options, reactor=None) -> Roles:
     """The roles C{options} selects, as one service."""
     if reactor is None:
         from twisted.internet import reactor
-    from twisted.web.server import Site
-
     from .api import ApiService
     from .broker import BrokerService
     from .listening import ListeningService
-    from .metrics import Metrics, MetricsPage
+    from .metrics import Metrics, MetricsSite
     from .node import NodeService
     from .devices.session import DeviceSettings
 
@@ -327,6 +353,7 @@ def makeService(options: Options, reactor=None) -> Roles:
         NodeService(
             reactor,
             devices=options["devices"],
+            listen=options["listen"],
             backend=options["backend"],
             name=options["node-id"],
             commandTimeout=options["command-timeout"],
@@ -336,6 +363,7 @@ def makeService(options: Options, reactor=None) -> Roles:
                 maxLine=options["max-line"],
                 secret=None if options["device-secret"] is None else options["device-secret"].encode(),
                 maxDevices=options["max-devices"],
+                maxLogins=options["max-logins"],
                 maxPending=options["max-pending"],
             ),
             drainTimeout=options["drain-timeout"],
@@ -358,5 +386,5 @@ def makeService(options: Options, reactor=None) -> Roles:
             broker=broker,
         ).setServiceParent(hub)
     if options["metrics"] is not None:
-        ListeningService(reactor, options["metrics"], Site(MetricsPage(metrics)), "metrics").setServiceParent(hub)
+        ListeningService(reactor, options["metrics"], MetricsSite(metrics), "metrics").setServiceParent(hub)
     return hub

@@ -191,3 +191,32 @@ def test_a_bug_at_start_keeps_its_traceback():
     Failing(KeyError("a bug")).setServiceParent(hub)
     with pytest.raises(KeyError):
         hub.privilegedStartService()
+
+
+def test_listen_adds_device_listeners_of_any_protocol():
+    options = parse(["--listen", "jsonl=tcp:7701", "--listen=jsonl=tcp:7702:interface=127.0.0.1"])
+    assert options["listen"] == [("jsonl", "tcp:7701"), ("jsonl", "tcp:7702:interface=127.0.0.1")]
+    assert parse([], {"DEVICEHUB_LISTEN": "jsonl=tcp:1 jsonl=tcp:2"})["listen"] == [("jsonl", "tcp:1"), ("jsonl", "tcp:2")]
+    assert parse([])["listen"] == []
+    for bad, error in [
+        ("tcp:7701", "--listen takes PROTOCOL=ENDPOINT"),
+        ("nosuch=tcp:7701", "--listen: unknown protocol 'nosuch'"),
+        ("jsonl=nosuch:1", "--listen: 'nosuch:1' is not a usable endpoint"),
+    ]:
+        with pytest.raises(UsageError, match=error):
+            parse(["--listen", bad])
+    with pytest.raises(UsageError, match="DEVICEHUB_LISTEN takes"):
+        parse([], {"DEVICEHUB_LISTEN": "oops"})
+
+
+def test_connections_logging_in_have_their_share_of_the_descriptors(monkeypatch):
+    import resource
+
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (20_000, 20_000))
+    options = parse([])
+    settings_budget = max(16, options["max-devices"] // 10)
+    assert options["max-devices"] + settings_budget <= 20_000 - 200
+    assert parse(["--max-logins", "5"])["max-logins"] == 5
+    node = [s for s in makeService(parse(["--roles", "node", "--max-logins", "5", "--devices", "tcp:0"]))
+            if isinstance(s, NodeService)][0]
+    assert node.factory.settings.maxLogins == 5
