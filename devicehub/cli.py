@@ -15,6 +15,7 @@ from typing import Any, Mapping, NoReturn
 import zmq
 from twisted.internet import task
 from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import clientFromString
 
 from . import __version__
 from .addresses import address_problem
@@ -26,6 +27,8 @@ from .handshake import HandshakeWatch
 from .imei import is_valid_imei
 from .limits import DEFAULT_NUM, MAX_NUM, MAX_TIMEOUT, MAX_TTL
 from .results import NO, OK, QUEUED, TIMEOUT
+from .simulate import MODELS
+from .simulate.fleet import simulate
 
 EXIT = {OK: 0, NO: 1, TIMEOUT: 2}
 EXIT_UNAVAILABLE = 3
@@ -173,7 +176,22 @@ def parser() -> argparse.ArgumentParser:
     keys.add_argument(
         "--client", type=_keyName, default="client", help="name of the client key pair to make and authorize"
     )
-    for verb in (send, find, listing, total, events, keys):
+    simulate = verbs.add_parser(
+        "simulate", help="run simulated devices of a protocol against a hub until interrupted (or --duration)"
+    )
+    simulate.add_argument("--protocol", choices=sorted(MODELS), default="jsonl", help="their protocol (default jsonl)")
+    simulate.add_argument("--count", type=_count, default=1, metavar="N", help="how many devices (default 1)")
+    simulate.add_argument(
+        "--to", type=_clientEndpoint, default="tcp:127.0.0.1:7700", metavar="ENDPOINT",
+        help="the hub's listener for that protocol, a client endpoint string (default tcp:127.0.0.1:7700)",
+    )
+    simulate.add_argument(
+        "--interval", type=_seconds, default=30.0, metavar="S", help="seconds between heartbeats and positions (default 30)"
+    )
+    simulate.add_argument("--silent", action="store_true", help="never answer commands (they time out)")
+    simulate.add_argument("--prefix", default="86000000", help="identities are PREFIX followed by digits to 15 characters")
+    simulate.add_argument("--duration", type=_seconds, metavar="S", help="stop after S seconds")
+    for verb in (send, find, listing, total, events, keys, simulate):
         _commonOptions(verb, top=False)
     return top
 
@@ -204,7 +222,7 @@ def parse(argv: list[str] | None = None, environ: Mapping[str, str] | None = Non
     arguments.events, eventsSource = _setting(arguments, environ, "events", DEFAULT_EVENTS)
     arguments.curve_keys, keysSource = _setting(arguments, environ, "curve-keys", None)
     arguments.sources = {"frontend": frontendSource, "events": eventsSource, "curve-keys": keysSource}
-    if arguments.verb == "keygen":
+    if arguments.verb in ("keygen", "simulate"):
         return arguments
     address = "events" if arguments.verb == "events" else "frontend"
     problem = address_problem(getattr(arguments, address), connect=True)
@@ -295,6 +313,53 @@ def follow(reactor, arguments: argparse.Namespace) -> Deferred:
     return ended  # fires only when refused: Ctrl-C or SIGTERM stops the reactor
 
 
+def _count(value: str) -> int:
+    number = _whole(value, 100_000)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number in 1..100000, not {value!r}")
+    return number
+
+
+def _seconds(value: str) -> float:
+    seconds = _number(value)
+    if not 0 <= seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, not {value!r}")
+    return seconds
+
+
+def _clientEndpoint(value: str) -> str:
+    from twisted.internet import reactor
+
+    try:
+        clientFromString(reactor, value)
+    except Exception as e:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a client endpoint string: {e}") from None
+    return value
+
+
+async def runSimulation(reactor, arguments: argparse.Namespace) -> tuple[int, dict[str, Any]]:
+    """C{devicehub simulate}: exit 0 when every device connected, 1 otherwise; a summary for stdout."""
+    stop: Deferred[None] = Deferred()
+    if arguments.duration is not None:
+        reactor.callLater(arguments.duration, lambda: stop.called or stop.callback(None))
+    fleet = Deferred.fromCoroutine(simulate(
+        reactor, arguments.protocol, arguments.count, arguments.to, arguments.interval, arguments.silent,
+        arguments.prefix, stop,
+    ))
+
+    def interrupted() -> Deferred:  # Ctrl-C: close the devices, then print the summary
+        if not stop.called:
+            stop.callback(None)
+        return fleet
+
+    reactor.addSystemEventTrigger("before", "shutdown", interrupted)
+    sys.stderr.write(f"devicehub: {arguments.count} simulated {arguments.protocol} devices to {arguments.to}\n")
+    tally = await fleet
+    summary = {"protocol": arguments.protocol, "connected": tally.connected, "failed": tally.failed,
+               "commands": tally.commands, "errors": tally.errors}
+    return (0 if tally.failed == 0 else 1), summary
+
+
 def _fail(error: UsageError) -> NoReturn:
     sys.stderr.write(f"{error}\n")
     sys.stderr.flush()
@@ -320,6 +385,11 @@ def main(argv: list[str] | None = None) -> NoReturn:
             if arguments.verb == "events":
                 await follow(reactor, arguments)
                 return
+            if arguments.verb == "simulate":
+                code, output = await runSimulation(reactor, arguments)
+                sys.stdout.write(dumps(output).decode() + "\n")
+                sys.stdout.flush()
+                raise SystemExit(code)
             code, output = await run(reactor, arguments)
         except UsageError as e:
             _fail(e)
