@@ -56,7 +56,7 @@ class Answer:
     reply: bytes = b""
     fallback: bool = False
     """When C{key} matches nothing, take the only unanswered command, if there is exactly one."""
-    unmatched: "Uplink | None" = None
+    unmatched: "Uplink | None" = field(default=None, compare=False)
     """The event to publish instead when the frame answers no command (None: drop it)."""
 
 

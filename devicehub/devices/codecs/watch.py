@@ -41,8 +41,7 @@ Convention for the session: the codec cannot know which commands wait for an ans
 every frame it does not decode itself becomes an L{Answer} whose C{key} is its keyword in
 upper case and whose C{data} is the list of its fields after the keyword (strings, C{[]}
 when none). An Answer that matches no unanswered command is not an answer: the session
-publishes it as C{Uplink("raw", {"text": KEYWORD + "," + ",".join(data)})} (just KEYWORD
-when data is empty). Frames decoded here (heartbeats, positions, alarms, ...) are never
+publishes its C{unmatched} event instead, C{Uplink("raw", {"text": the frame's content}))}. Frames decoded here (heartbeats, positions, alarms, ...) are never
 Answers, so they never count as the answer to a command.
 
 Hub -> device, commands (L{WatchCodec.encodeCommand})::
@@ -457,7 +456,7 @@ class WatchCodec:
                 if status:
                     out.append(Heartbeat(status=status))
                     return out
-            out.append(Answer(upper, fields))
+            out.append(Answer(upper, fields, unmatched=Uplink("raw", {"text": _text(unescape(content))})))
         return out
 
     @staticmethod
