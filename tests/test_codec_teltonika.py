@@ -434,6 +434,12 @@ def test_oversized_packet_is_fatal_and_never_buffered():
     assert len(codec._buf) == 0
 
 
+def test_identification_longer_than_the_limit_is_fatal():
+    codec = TeltonikaCodec(16)
+    [bad] = codec.feed(HELLO[:2])
+    assert bad.kind == "too long" and bad.fatal
+
+
 def test_largest_packet_accepted_and_buffer_bounded():
     records = [gps(ms=T0 + i) + bytes(6) for i in range(12)]  # 12 * 30 + 3 + 12 = 375 bytes
     frame = avl(0x08, records)
@@ -510,7 +516,7 @@ _NO_START = bytes.maketrans(b"\x00\xff", b"\x01\xfe")
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.binary(max_size=80), max_size=10), st.booleans(), st.integers(20, 300))
+@given(st.lists(st.binary(max_size=80), max_size=10), st.booleans(), st.integers(17, 300))
 def test_random_bytes_never_raise(chunks, hello, maxFrame):
     codec = TeltonikaCodec(maxFrame)
     if hello:
@@ -519,6 +525,28 @@ def test_random_bytes_never_raise(chunks, hello, maxFrame):
         out = codec.feed(chunk)
         assert all(isinstance(m, (Identify, Heartbeat, Answer, Uplink, Reply, BadFrame)) for m in out)
         assert len(codec._buf) <= maxFrame
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(packets(), min_size=1, max_size=5), st.data())
+def test_corrupted_stream_never_raises(frames, data):
+    """Valid packets with bytes changed, cut or repeated: only messages, the buffer bounded."""
+    stream = bytearray(HELLO + b"".join(frames))
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, len(stream) - 1))
+        action = data.draw(st.sampled_from(["flip", "cut", "repeat"]))
+        if action == "flip":
+            stream[i] = data.draw(st.integers(0, 255))
+        elif action == "cut":
+            del stream[i:i + data.draw(st.integers(1, 20))]
+        else:
+            stream[i:i] = stream[i:i + data.draw(st.integers(1, 20))]
+    codec = TeltonikaCodec(2048)
+    out = []
+    for i in range(0, len(stream), 50):
+        out += codec.feed(bytes(stream[i:i + 50]))
+        assert len(codec._buf) <= 2048
+    assert all(isinstance(m, (Identify, Heartbeat, Answer, Uplink, Reply, BadFrame)) for m in out)
 
 
 # The simulated device talking to the codec.

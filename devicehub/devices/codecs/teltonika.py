@@ -314,8 +314,10 @@ class TeltonikaCodec:
                 if skipped is not None:
                     out.append(_garbage(pos - skipped))
                     skipped = None
-                if length > MAX_IMEI or length + 2 > self.maxFrame:
+                if length > MAX_IMEI:
                     return self._fatal(out, BadFrame("identity", f"an identification of {length} bytes", True))
+                if length + 2 > self.maxFrame:
+                    return self._fatal(out, BadFrame("too long", f"a {length + 2}-byte identification", True))
                 if n < length + 2:
                     break
                 imei = buf[pos + 2:pos + 2 + length].decode("ascii", "replace")
@@ -325,7 +327,7 @@ class TeltonikaCodec:
                 out.append(Identify(imei, reply=ACCEPT))
                 pos += length + 2
                 continue
-            if length <= MAX_IMEI:
+            if length <= MAX_IMEI and length + 2 <= self.maxFrame:
                 if n < length + 2:
                     break
                 imei = buf[pos + 2:pos + 2 + length].decode("ascii", "replace")
