@@ -87,7 +87,9 @@ class Hub:
 
     def __init__(self, *, api: bool = True, commandTimeout: float = 5.0, apiToken=None, brokerOptions=None,
                  http: str = "tcp:0:interface=127.0.0.1", accessLog: str | None = None, pipes: bool = False,
-                 **deviceSettings) -> None:
+                 listen=(), **deviceSettings) -> None:
+        """@param listen: protocols each node listens for too (besides JSON Lines), on a port of its own each."""
+        self.listen = listen
         self.http = http
         self.accessLog = accessLog
         self.pipes = pipes
@@ -128,6 +130,11 @@ class Hub:
     def devicePort(self) -> int:
         return self.node.listener.port.getHost().port
 
+    def port(self, protocol: str, node: int = 0) -> int:
+        """The port of a node's listener for C{protocol}."""
+        listeners = dict(zip([f.codec.name for f in self.nodes[node].factories], self.nodes[node].listeners))
+        return listeners[protocol].port.getHost().port
+
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.api.listener.port.getHost().port}"
@@ -154,6 +161,7 @@ class Hub:
         node = NodeService(
             reactor,
             devices=devices,
+            listen=[(protocol, "tcp:0:interface=127.0.0.1") for protocol in self.listen],
             backend=self.backend,
             name=name,
             commandTimeout=self.commandTimeout,

@@ -1,8 +1,8 @@
 """
 Many simulated devices over real connections: C{devicehub simulate}.
 
-Each device connects to the hub's endpoint, identifies, then sends a heartbeat and a
-position every C{interval} seconds (from a random start within the first interval, so a
+Each device connects to the hub's endpoint, identifies and reports its position, then
+sends a heartbeat and a position every C{interval} seconds (from a random start within the first interval, so a
 fleet does not beat in step), and answers commands as its protocol's devices do.
 """
 
@@ -51,6 +51,7 @@ class SimulatedDevice(Protocol):
         if noDelay is not None:
             noDelay(True)
         self.transport.write(self.device.hello())
+        self.transport.write(self.device.position(*self._position))  # trackers report where they are at once
         if self.interval > 0:
             self._start = self.clock.callLater(random.uniform(0, self.interval), self._beat.start, self.interval)
 
