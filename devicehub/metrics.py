@@ -37,6 +37,17 @@ class Metrics:
         self.logouts = Counter(
             "devicehub_logouts", "Logged-in device connections closed, by node.", ["node"], registry=self.registry
         )
+        self.connections = Counter(
+            "devicehub_device_connections", "Device connections accepted, by protocol.", ["protocol"],
+            registry=self.registry,
+        )
+        self.protocolLogins = Counter(
+            "devicehub_device_logins", "Device logins accepted, by protocol.", ["protocol"], registry=self.registry
+        )
+        self.frames = Counter(
+            "devicehub_device_frames", "Frames decoded from devices (good or bad), by protocol.", ["protocol"],
+            registry=self.registry,
+        )
         self.protocolErrors = Counter(
             "devicehub_protocol_errors",
             "Device frames or connections refused, by protocol and kind.",

@@ -9,14 +9,18 @@ device listener.
 """
 
 import secrets
+import signal
+import threading
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import zmq
+from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
 from twisted.logger import Logger
 
 from . import frames
+from .allowlist import AllowList
 from .curve import clientKeys
 from .drain import DEFAULT_DRAIN_TIMEOUT, drain
 from .frames import FrameError, Message
@@ -35,6 +39,8 @@ if TYPE_CHECKING:
 log = Logger()
 throttled = Throttled(log)
 
+# Seconds between checks whether the allow-list file changed.
+ALLOW_LIST_CHECK = 5.0
 # Seconds a clean shutdown waits for devices to take their error line and close.
 CLOSE_GRACE = 2.0
 class Node:
@@ -52,12 +58,26 @@ class Node:
         self.upstream: "BrokerLink | None" = None
         """Told of every device coming online or going offline, and of their uplink messages."""
         self._lastConn = 0
+        self.allowList: AllowList | None = None
+        """When set, only the identities on it may log in (C{--allow})."""
 
-    def admit(self, device: DeviceSession, imei: str) -> str | None:
-        """Why C{imei} may not log in now (None: it may): the node is full, unless it is here already."""
+    def admit(self, device: DeviceSession, imei: str) -> tuple[int, str] | None:
+        """
+        Why C{imei} may not log in now (None: it may): it is not on the allow-list, or the
+        node is full (unless the device is here already).
+        """
+        if self.allowList is not None and not self.allowList.allows(imei):
+            return 403, "not allowed"
         if imei not in self.devices and len(self.devices) >= device.settings.maxDevices:
-            return "node full"
+            return 0, "node full"
         return None
+
+    def counted(self, protocol: str, connections: int = 0, frames: int = 0) -> None:
+        """Connections accepted and frames decoded, for the metrics."""
+        if connections:
+            self.metrics.connections.labels(protocol).inc(connections)
+        if frames:
+            self.metrics.frames.labels(protocol).inc(frames)
 
     def attach(self, device: DeviceSession) -> None:
         """A device logged in; an older connection with its imei is replaced."""
@@ -70,6 +90,7 @@ class Node:
         if older is not None:
             older.close("replaced")
         self._logins.inc()
+        self.metrics.protocolLogins.labels(device.protocol).inc()
         if self.upstream is not None:
             self.upstream.online(imei, device.conn, device.since, device.protocol)
 
@@ -320,8 +341,10 @@ class NodeService(MultiService):
         curveKeys: str | None = None,
         metrics: Metrics | None = None,
         broker: "BrokerService | None" = None,
+        allow: str | None = None,
     ) -> None:
         """
+        @param allow: the allow-list file (see L{devicehub.allowlist}), or None: any identity.
         @param devices: the endpoint for JSON Lines devices (the same as C{("jsonl", devices)} in C{listen}).
         @param listen: C{(protocol, endpoint)} pairs: a listener each, all feeding this node.
         @param broker: the broker of this process: link to it in-process instead of over ZeroMQ.
@@ -329,6 +352,7 @@ class NodeService(MultiService):
         super().__init__()
         self.drainTimeout = drainTimeout
         self.node = Node(name, commandTimeout, reactor, metrics)
+        self.allowCheck: TimerService | None = None
         self.factories: list[DeviceFactory] = []
         self.listeners: list[ListeningService] = []
         for protocol, endpoint in ([("jsonl", devices)] if devices is not None else []) + list(listen):
@@ -339,6 +363,11 @@ class NodeService(MultiService):
             self.factories.append(factory)
             self.listeners.append(listener)
         self.factory, self.listener = self.factories[0], self.listeners[0]
+        if allow is not None:
+            self.node.allowList = AllowList(allow)
+            self.allowCheck = TimerService(ALLOW_LIST_CHECK, self.node.allowList.refresh)
+            self.allowCheck.clock = reactor
+            self.allowCheck.setServiceParent(self)
         curve = None if curveKeys is None else clientKeys(curveKeys)
         self.link = BrokerLink(self.node, backend, reactor, curve=curve, broker=broker)
         self.link.setServiceParent(self)
@@ -346,11 +375,17 @@ class NodeService(MultiService):
 
     def startService(self) -> None:
         self.node.metrics.watchNode(self.node)
+        allowList = self.node.allowList
+        if allowList is not None and threading.current_thread() is threading.main_thread():
+            # SIGHUP: read the allow-list again now (the reactor leaves this signal alone).
+            signal.signal(signal.SIGHUP, lambda *_: self.reactor.callFromThread(allowList.refresh, True))
         super().startService()
 
     async def _stop(self) -> None:
         self.node.metrics.forget(self.node)
         await gatherResults([listener.stopService() for listener in self.listeners])
+        if self.allowCheck is not None:
+            await maybeDeferred(self.allowCheck.stopService)
         self.link.leave()
         await drain(self.reactor, lambda: self.node.unanswered, self.drainTimeout)
         await gatherResults([factory.closeAll("shutting down", CLOSE_GRACE) for factory in self.factories])

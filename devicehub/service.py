@@ -121,6 +121,9 @@ class Options(usage.Options):
         ["curve-keys", None, None, "Key directory (devicehub keygen DIR): CURVE-encrypt and authenticate broker links."],
         ["store", None, "devicehub.sqlite3",
          "(broker) SQLite file of the queue of commands for offline devices, opened (created) at start; '' for none."],
+        ["allow", None, None,
+         "(node) File of the device identities (or patterns like 8612*) that may log in, over every protocol;"
+         " re-read when it changes or on SIGHUP [default: any]"],
         ["metrics", None, None, "Server endpoint string to serve Prometheus metrics on (the api role also has /metrics)."],
         ["access-log", None, None,
          "(api) File to append the HTTP access log to, in Combined Log Format; '-' for the process log [default: none]."],
@@ -221,6 +224,13 @@ class Options(usage.Options):
                 raise usage.UsageError(f"{self.label(name)} must not be empty")
         if self["curve-keys"] is not None:
             self._checkKeys()
+        if self["allow"] is not None and "node" in self["roles"]:
+            from .allowlist import AllowList
+
+            try:
+                AllowList(self["allow"])
+            except (OSError, ValueError) as e:
+                raise usage.UsageError(f"{self.label('allow')}: cannot read the allow-list: {e}") from None
         if self["no-store"] or not self["store"]:
             self["store"] = None
         if "api" in self["roles"] and self["access-log"] not in (None, "-"):
@@ -370,6 +380,7 @@ def makeService(options: Options, reactor=None) -> Roles:
             curveKeys=options["curve-keys"],
             metrics=metrics,
             broker=broker,
+            allow=options["allow"],
         ).setServiceParent(hub)
     if "api" in roles:
         ApiService(

@@ -87,9 +87,10 @@ class Hub:
 
     def __init__(self, *, api: bool = True, commandTimeout: float = 5.0, apiToken=None, brokerOptions=None,
                  http: str = "tcp:0:interface=127.0.0.1", accessLog: str | None = None, pipes: bool = False,
-                 listen=(), **deviceSettings) -> None:
+                 listen=(), allow: str | None = None, **deviceSettings) -> None:
         """@param listen: protocols each node listens for too (besides JSON Lines), on a port of its own each."""
         self.listen = listen
+        self.allow = allow
         self.http = http
         self.accessLog = accessLog
         self.pipes = pipes
@@ -162,6 +163,7 @@ class Hub:
             reactor,
             devices=devices,
             listen=[(protocol, "tcp:0:interface=127.0.0.1") for protocol in self.listen],
+            allow=self.allow,
             backend=self.backend,
             name=name,
             commandTimeout=self.commandTimeout,

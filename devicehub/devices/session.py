@@ -44,7 +44,7 @@ BAD_LINE_WINDOW = 60.0
 # (devicehub_protocol_errors_total), besides its codec's own L{Codec.errorKinds}.
 SESSION_ERROR_KINDS = (
     "already logged in", "login first", "invalid imei", "invalid token", "login timeout", "idle timeout",
-    "too many errors", "node full", "logins full", "stopped reading",
+    "too many errors", "node full", "logins full", "stopped reading", "not allowed",
 )
 # Messages handled per reactor turn for one connection; the rest wait a turn (reading paused),
 # so a flooding device cannot hold the reactor for long (64 KiB of pings is ~4 000 lines).
@@ -89,8 +89,11 @@ def device_token(secret: bytes | str, imei: str) -> str:
 class SessionController(Protocol):
     """What a session reports to (the node), as twisted.names' DNSProtocol reports to its controller."""
 
-    def admit(self, session: "DeviceSession", imei: str) -> str | None:
-        """None when C{imei} may log in now, else why not ("node full", ...)."""
+    def admit(self, session: "DeviceSession", imei: str) -> tuple[int, str] | None:
+        """
+        None when C{imei} may log in now, else why not: C{(status, error)}, C{status} 0 for
+        a refusal the device is not told as a login answer ("node full").
+        """
 
     def attach(self, session: "DeviceSession") -> None:
         """The device logged in."""
@@ -103,6 +106,9 @@ class SessionController(Protocol):
 
     def protocolError(self, protocol: str, kind: str) -> None:
         """A frame or connection of C{protocol} was refused, counted by C{kind}."""
+
+    def counted(self, protocol: str, connections: int = 0, frames: int = 0) -> None:
+        """Connections accepted and frames decoded, for the metrics."""
 
 
 @dataclass(eq=False)
@@ -176,6 +182,7 @@ class DeviceSession(TwistedProtocol, TimeoutMixin):
             return
         self.factory.connections.add(self)
         self.factory.loggingIn.add(self)
+        self.node.counted(self.protocol, connections=1)
         deviceLog.info("Device connection from {peer} ({protocol})", peer=self.peer, protocol=self.protocol)
         # Small frames in both directions: without this, Nagle plus the device's delayed
         # ACK can hold a command back ~40 ms behind an unacknowledged answer.
@@ -271,6 +278,7 @@ class DeviceSession(TwistedProtocol, TimeoutMixin):
         self._turn()
 
     def _handle(self, limit: int | None) -> None:
+        """Handle up to C{limit} messages (all, if None), feeding the codec as needed."""
         handled = 0
         while limit is None or handled < limit:
             if not self._inbox:
@@ -282,11 +290,13 @@ class DeviceSession(TwistedProtocol, TimeoutMixin):
             if self._refused or (limit is not None and self.transport.disconnecting):
                 self._inbox.clear()
                 self._unfed = b""
-                return
+                break
             message = self._inbox.popleft()
             self.resetTimeout()
             self._handlers[type(message)](message)
             handled += 1
+        if handled:
+            self.node.counted(self.protocol, frames=handled)
         if self._waiting and self.codec.ready:
             self._pump()
 
@@ -313,7 +323,11 @@ class DeviceSession(TwistedProtocol, TimeoutMixin):
                 return
         refusal = self.node.admit(self, imei)
         if refusal is not None:
-            self.refuse(refusal)
+            status, error = refusal
+            if status:
+                self.refuseLogin(status, error, imei)
+            else:
+                self.refuse(error)
             return
         self.imei = imei
         self.factory.loggingIn.discard(self)
