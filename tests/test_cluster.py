@@ -44,11 +44,11 @@ class Cluster:
         assert not self.broker.ended.called, self.broker.output
         return self.broker
 
-    async def startNode(self, name: str) -> int:
+    async def startNode(self, name: str, extra: list[str] = ()) -> int:
         """Start (or restart, on the same port) node C{name}; return its device port."""
         port = self.nodes[name][1] if name in self.nodes else free_ports(1)[0]
         process = start_twistd(
-            ["--roles", "node", "--node-id", name, "--devices", f"tcp:{port}:interface=127.0.0.1", *self.common]
+            ["--roles", "node", "--node-id", name, "--devices", f"tcp:{port}:interface=127.0.0.1", *extra, *self.common]
         )
         self.nodes[name] = (process, port)
         await eventually(lambda: "Registered with the broker" in process.output or process.ended.called, 20)
@@ -465,3 +465,28 @@ async def test_broker_restart_gives_no_false_answers(cluster, demand):
     assert await second == Reply(TIMEOUT)
     assert not first.called
     assert not slow.closed.called and not d2.closed.called
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_gt06_tracker_and_a_watch_on_two_nodes_behind_one_broker(cluster, demand):
+    """Issue 13: devices of different protocols, on nodes in processes of their own."""
+    from twisted.internet.endpoints import connectProtocol
+
+    from devicehub.simulate import model
+    from devicehub.simulate.fleet import SimulatedDevice, Tally
+
+    await cluster.startBroker()
+    ports = {}
+    for name, protocol in (("trackers", "gt06"), ("watches", "watch")):
+        ports[protocol] = free_ports(1)[0]
+        await cluster.startNode(name, ["--listen", f"{protocol}=tcp:{ports[protocol]}:interface=127.0.0.1"])
+    devices = {}
+    for protocol, imei in (("gt06", "868120145233604"), ("watch", "8800000015")):
+        devices[protocol] = SimulatedDevice(model(protocol)(imei), 0, reactor, Tally())
+        await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", ports[protocol]), devices[protocol])
+    await settles(demand, lambda: ["8800000015", "868120145233604"])
+    assert await demand.request("868120145233604", "Relay,1#") == Reply(OK, devices["gt06"].device.answerTo("Relay,1#"))
+    assert await demand.request("8800000015", "CR") == Reply(OK, [])
+    for device in devices.values():
+        device.transport.loseConnection()
+        await device.closed
