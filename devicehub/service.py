@@ -95,7 +95,8 @@ class Options(usage.Options):
 
     optParameters = [
         ["roles", None, "broker,node,api", "Comma list of roles to run: broker, node, api."],
-        ["devices", None, "tcp:7700", "Server endpoint string for device connections."],
+        ["devices", None, "tcp:7700",
+         "Server endpoint string for JSON Lines devices (the same as --listen jsonl=ENDPOINT); '' for none."],
         ["http", None, "tcp:8080:interface=127.0.0.1", "Server endpoint string for the HTTP API."],
         ["frontend", None, "tcp://127.0.0.1:5555", "ZeroMQ address of the broker frontend."],
         ["backend", None, "tcp://127.0.0.1:5556", "ZeroMQ address of the broker backend."],
@@ -207,8 +208,12 @@ class Options(usage.Options):
             problem = address_problem(self[name])
             if problem is not None:
                 raise usage.UsageError(f"{self.label(name)}: {problem}")
+        if not self["devices"]:  # --devices '': no JSON Lines listener
+            self["devices"] = None
+        if "node" in self["roles"] and self["devices"] is None and not self["listen"]:
+            raise usage.UsageError(f"{self.label('devices')} is empty and there is no --listen: a node needs a listener")
         for name, role in (("devices", "node"), ("http", "api")):
-            if role in self["roles"]:
+            if role in self["roles"] and self[name] is not None:
                 self._checkEndpoint(name)
         if self["metrics"] is not None:
             self._checkEndpoint("metrics")

@@ -258,3 +258,16 @@ def test_handshakes_failing_without_a_reason_are_a_refusal_once_the_patience_run
         "silent": [],
     }
     assert not watcher.watching
+
+
+@pytest_twisted.ensureDeferred
+async def test_simulate_runs_devices_of_a_protocol_and_sums_up(hub):
+    code, summary, err = await cli("simulate", "--count", "3", "--to", f"tcp:127.0.0.1:{hub.devicePort}",
+                                   "--interval", "0.2", "--duration", "1", frontend=hub.frontend)
+    assert (code, summary["connected"], summary["failed"]) == (0, 3, 0)
+    assert "3 simulated jsonl devices" in err
+    # identities a protocol cannot carry are counted as failed, with the reason, not a traceback
+    code, summary, err = await cli("simulate", "--protocol", "gt06", "--prefix", "AB", "--count", "2",
+                                   "--to", f"tcp:127.0.0.1:{hub.devicePort}", "--duration", "0")
+    assert (code, summary["connected"], summary["failed"]) == (1, 0, 2) and summary["errors"]
+    assert "Traceback" not in err and "Unhandled" not in err

@@ -229,7 +229,7 @@ def test_codec8_extended_two_byte_ids_and_variable_group():
     assert up.data["event"] == 385
     assert up.data["priority"] == 2
     assert up.data["io"] == {"240": 1, "67": 4012, "11": 893700123456, "256": "56494e"}
-    assert up.data["motion"] is True and up.data["battery"] == 4.012
+    assert up.data["motion"] is True and up.data["batteryVoltage"] == 4.012
     assert ack == Reply(b"\x00\x00\x00\x01")
 
 

@@ -207,6 +207,14 @@ def test_listen_adds_device_listeners_of_any_protocol():
             parse(["--listen", bad])
     with pytest.raises(UsageError, match="DEVICEHUB_LISTEN takes"):
         parse([], {"DEVICEHUB_LISTEN": "oops"})
+    # --devices '' leaves only the --listen listeners (a node needs one)
+    only = parse(["--devices", "", "--listen", "jsonl=tcp:0"])
+    assert only["devices"] is None and only["listen"] == [("jsonl", "tcp:0")]
+    nodes = [s for s in makeService(only) if isinstance(s, NodeService)]
+    assert [f.codec.name for f in nodes[0].factories] == ["jsonl"]
+    with pytest.raises(UsageError, match="a node needs a listener"):
+        parse(["--devices", ""])
+    assert parse(["--devices", "", "--roles", "broker"])["devices"] is None
 
 
 def test_connections_logging_in_have_their_share_of_the_descriptors(monkeypatch):

@@ -41,6 +41,8 @@ class LineCodec:
             case ["READY"]:
                 self.ready = True
                 return Uplink("ready")
+            case ["LATE", key, *text]:  # an answer naming its command, taken alone if it names none waiting
+                return Answer(int(key), " ".join(text), fallback=True, unmatched=Uplink("raw", {"text": " ".join(words)}))
             case ["ANS", key, *text]:
                 own = Uplink("raw", {"text": " ".join(words)})
                 return Answer(None if key == "?" else int(key), " ".join(text), fallback=key == "?", unmatched=own)
@@ -185,3 +187,29 @@ def test_a_refused_login_gets_the_protocols_refusal():
     third.makeConnection(StringTransport())
     third.dataReceived(b"HI bad!\n")
     assert third.transport.value() == b"NO\n" and third.transport.disconnecting
+
+
+def test_a_late_answer_to_a_command_that_timed_out_is_not_taken_for_the_next():
+    device, transport, node, clock = session()
+    device.dataReceived(b"READY\n")
+    first = device.sendCommand("relay 1", None, 1)
+    clock.advance(1)
+    assert first.result == Reply(TIMEOUT)
+    second = device.sendCommand("relay 0", None, 5)
+    device.dataReceived(b"LATE 1 on\n")  # names command 1: not the answer to command 2
+    assert not second.called and node.uplinks[-1] == {"type": "raw", "text": "LATE 1 on"}
+    device.dataReceived(b"LATE 99 off\n")  # names nothing this connection sent: the only one waiting
+    assert second.result == Reply(OK, "off")
+
+
+def test_commands_wait_until_what_made_the_codec_ready_has_been_handled():
+    """E.g. Teltonika: a command must follow the ack of the device's first data packet, never precede it."""
+    from devicehub.devices.session import LINES_PER_TURN
+
+    device, transport, node, clock = session()
+    device.dataReceived(b"BEAT\n" * (LINES_PER_TURN + 50) + b"READY\n")
+    assert device.codec.ready  # decoded, but not all handled yet
+    command = device.sendCommand("find", None, 5)
+    clock.advance(0)
+    lines = sent(transport)
+    assert lines == ["BEAT"] * (LINES_PER_TURN + 50) + ["CMD 1 find"] and not command.called

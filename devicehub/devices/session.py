@@ -159,6 +159,8 @@ class DeviceSession(TwistedProtocol, TimeoutMixin):
         self._waiting: dict[Hashable, deque[_Command]] = {}
         """A serial codec's commands waiting for their lane, by lane."""
         self._lastIdent = 0
+        self._finishedKeys: deque[Hashable] = deque(maxlen=64)
+        """The keys of this connection's last answered or timed-out commands."""
         self._closeWaiters: list[Deferred[None]] = []
         self._paused = False
         self._backlog = 0
@@ -297,7 +299,7 @@ class DeviceSession(TwistedProtocol, TimeoutMixin):
             handled += 1
         if handled:
             self.node.counted(self.protocol, frames=handled)
-        if self._waiting and self.codec.ready:
+        if self._waiting and self.codec.ready and not self._inbox:
             self._pump()
 
     def _loggedIn(self) -> bool:
@@ -365,7 +367,8 @@ class DeviceSession(TwistedProtocol, TimeoutMixin):
         matching = self._written.get(message.key)
         if matching:
             command = matching[0]
-        elif message.fallback and self._writtenCount == 1:
+        elif message.fallback and self._writtenCount == 1 and message.key not in self._finishedKeys:
+            # (a late answer naming a command that already timed out is not the next one's)
             command = next(iter(self._written.values()))[0]
         else:
             if message.unmatched is not None:  # a frame of the device's own after all
@@ -417,7 +420,9 @@ class DeviceSession(TwistedProtocol, TimeoutMixin):
     def _mayWrite(self, lane: Hashable) -> bool:
         if not self.codec.serial:
             return True
-        return self.codec.ready and not any(c.lane == lane for queue in self._written.values() for c in queue)
+        # Ready only once what made the codec ready was handled (e.g. Teltonika's first ack written).
+        ready = self.codec.ready and not self._inbox
+        return ready and not any(c.lane == lane for queue in self._written.values() for c in queue)
 
     def _write(self, command: _Command) -> None:
         command.written = True
@@ -427,6 +432,7 @@ class DeviceSession(TwistedProtocol, TimeoutMixin):
 
     def _forget(self, result: Reply, command: _Command) -> Reply:
         self._commands.pop(command.number, None)
+        self._finishedKeys.append(command.key)
         if command.written:
             queue = self._written[command.key]
             queue.remove(command)

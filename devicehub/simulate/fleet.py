@@ -96,10 +96,10 @@ async def simulate(reactor, protocol: str, count: int, to: str, interval: float 
     devices: list[SimulatedDevice] = []
 
     async def one(imei: str) -> None:
-        device = SimulatedDevice(Model(imei, silent=silent), interval, reactor, tally)
         try:
+            device = SimulatedDevice(Model(imei, silent=silent), interval, reactor, tally)
             await connectProtocol(endpoint, device)
-        except Exception as e:  # refused, unreachable: counted, the rest go on
+        except Exception as e:  # an identity the protocol cannot carry, refused, unreachable: counted
             tally.failed += 1
             if len(tally.errors) < 5:
                 tally.errors.append(f"{imei}: {e}")

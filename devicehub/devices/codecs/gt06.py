@@ -244,6 +244,7 @@ class Gt06Codec:
 
     name = "gt06"
     serial = True
+    errorKinds = ("checksum", "decode", "identity", "too long")
 
     def __init__(self, maxFrame: int) -> None:
         self.maxFrame = maxFrame

@@ -79,7 +79,7 @@ NAMED_IO: dict[str, tuple[str, float | None]] = {
     "240": ("motion", None),
     "21": ("gsm", 1),
     "66": ("power", 0.001),
-    "67": ("battery", 0.001),
+    "67": ("batteryVoltage", 0.001),
     "113": ("batteryLevel", 1),
     "16": ("odometer", 1),
     "181": ("pdop", 0.1),
@@ -229,6 +229,7 @@ class TeltonikaCodec:
 
     name = "teltonika"
     serial = True
+    errorKinds = ("checksum", "decode", "identity", "too long")
 
     def __init__(self, maxFrame: int) -> None:
         self.maxFrame = maxFrame

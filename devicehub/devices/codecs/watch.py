@@ -283,6 +283,7 @@ class WatchCodec:
 
     name: ClassVar[str] = "watch"
     serial: ClassVar[bool] = True
+    errorKinds: ClassVar[tuple[str, ...]] = ("decode", "identity", "too long")
 
     def __init__(self, maxFrame: int) -> None:
         self.maxFrame = maxFrame
