@@ -43,6 +43,8 @@ throttled = Throttled(log)
 ALLOW_LIST_CHECK = 5.0
 # Seconds a clean shutdown waits for devices to take their error line and close.
 CLOSE_GRACE = 2.0
+
+
 class Node:
     """The devices connected to this node and the commands sent to them."""
 
@@ -54,6 +56,7 @@ class Node:
         self._logins = self.metrics.logins.labels(name)
         self._logouts = self.metrics.logouts.labels(name)
         self._errors: dict[tuple[str, str], Any] = {}
+        self._byProtocol: dict[str, tuple[Any, Any]] = {}
         self.devices: dict[str, DeviceSession] = {}
         self.upstream: "BrokerLink | None" = None
         """Told of every device coming online or going offline, and of their uplink messages."""
@@ -74,10 +77,14 @@ class Node:
 
     def counted(self, protocol: str, connections: int = 0, frames: int = 0) -> None:
         """Connections accepted and frames decoded, for the metrics."""
+        counters = self._byProtocol.get(protocol)
+        if counters is None:  # labels() is a locked lookup: once per protocol
+            metrics = self.metrics
+            counters = self._byProtocol[protocol] = (metrics.connections.labels(protocol), metrics.frames.labels(protocol))
         if connections:
-            self.metrics.connections.labels(protocol).inc(connections)
+            counters[0].inc(connections)
         if frames:
-            self.metrics.frames.labels(protocol).inc(frames)
+            counters[1].inc(frames)
 
     def attach(self, device: DeviceSession) -> None:
         """A device logged in; an older connection with its imei is replaced."""

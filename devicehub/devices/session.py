@@ -168,6 +168,7 @@ class DeviceSession(TwistedProtocol, TimeoutMixin):
         self._badWindowStart = 0.0
         self._nextTurn = None
         self._refused = False
+        self._lost = False
         self._handlers: dict[type, Callable[[Any], None]] = {
             Identify: self._identify, Heartbeat: self._heartbeat, Answer: self._answer,
             Uplink: self._uplink, ReplyBytes: self._reply, BadFrame: self._badFrame,
@@ -204,6 +205,7 @@ class DeviceSession(TwistedProtocol, TimeoutMixin):
             self._handle(limit=None)
         self.factory.connections.discard(self)
         self.factory.loggingIn.discard(self)
+        self._lost = True
         commands, self._commands = self._commands, {}
         for command in commands.values():
             command.result.callback(Reply(TIMEOUT))
@@ -448,7 +450,7 @@ class DeviceSession(TwistedProtocol, TimeoutMixin):
             deviceLog.info("{imei} at {peer}: command {ident} ({instruct!r}) not acked: {result}",
                            imei=self.imei, peer=self.peer, ident=command.number, instruct=command.instruct[:80],
                            result=result.result)
-        if self._waiting and not self.transport.disconnecting:
+        if self._waiting and not self._lost:
             self._pump()
         return result
 
