@@ -90,7 +90,7 @@ async def test_a_device_of_each_protocol_is_online_answers_commands_and_reports_
         location = [event for event in events if event["type"] == "location"][-1]
         assert location["protocol"] == protocol
         assert (round(location["data"]["lat"], 4), round(location["data"]["lon"], 4)) == (52.5, 4.25)
-        assert events[0]["type"] == "online" and events[0]["protocol"] == protocol
+        assert all(event["protocol"] == protocol for event in events)
         # a disconnect answers what waits at once
         device.device.silent = True
         waiting = demand.request(imei, instruct, data, timeout=30)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Hashable, Protocol
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Identify:
     """The device says who it is."""
 
@@ -35,7 +35,7 @@ class Identify:
     """Sent once the session accepts the login (JSON Lines: its C{status} 200 line)."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Heartbeat:
     """A keep-alive; C{status} (battery, GSM signal, ...) is published as a C{status} event when given."""
 
@@ -43,7 +43,7 @@ class Heartbeat:
     status: dict[str, Any] | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Answer:
     """
     The device answered a command: C{key} is matched against the keys L{Codec.encodeCommand}
@@ -60,7 +60,7 @@ class Answer:
     """The event to publish instead when the frame answers no command (None: drop it)."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Uplink:
     """A frame the device sent on its own, published as an event of C{type} with C{data}."""
 
@@ -69,14 +69,14 @@ class Uplink:
     reply: bytes = b""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Reply:
     """Bytes the hub owes the device now."""
 
     reply: bytes
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class BadFrame:
     """
     A frame that was dropped: counted by C{kind} (C{checksum}, C{decode}, C{too long}, ...),

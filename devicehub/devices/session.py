@@ -111,7 +111,7 @@ class SessionController(Protocol):
         """Connections accepted and frames decoded, for the metrics."""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Command:
     number: int
     lane: Hashable
@@ -153,9 +153,8 @@ class DeviceSession(TwistedProtocol, TimeoutMixin):
         self._inbox: deque[Message] = deque()
         self._commands: dict[int, _Command] = {}
         """Every unanswered command, written or waiting its turn, by number."""
-        self._written: dict[Hashable, deque[_Command]] = {}
-        """The written unanswered commands by the key their answer carries, oldest first."""
-        self._writtenCount = 0
+        self._written: dict[Hashable, _Command] = {}
+        """The written unanswered commands by the key their answer carries (one command per key)."""
         self._waiting: dict[Hashable, deque[_Command]] = {}
         """A serial codec's commands waiting for their lane, by lane."""
         self._lastIdent = 0
@@ -288,7 +287,10 @@ class DeviceSession(TwistedProtocol, TimeoutMixin):
             if not self._inbox:
                 if not self._unfed:
                     break
-                data, self._unfed = self._unfed[:FEED_BYTES], self._unfed[FEED_BYTES:]
+                if len(self._unfed) <= FEED_BYTES:
+                    data, self._unfed = self._unfed, b""
+                else:
+                    data, self._unfed = self._unfed[:FEED_BYTES], self._unfed[FEED_BYTES:]
                 self._inbox.extend(self.codec.feed(data))
                 continue
             if self._refused or (limit is not None and self.transport.disconnecting):
@@ -366,13 +368,11 @@ class DeviceSession(TwistedProtocol, TimeoutMixin):
         if not self._loggedIn():
             return
         self.write(message.reply)
-        matching = self._written.get(message.key)
-        if matching:
-            command = matching[0]
-        elif message.fallback and self._writtenCount == 1 and message.key not in self._finishedKeys:
+        command = self._written.get(message.key)
+        if command is None and message.fallback and len(self._written) == 1 and message.key not in self._finishedKeys:
             # (a late answer naming a command that already timed out is not the next one's)
-            command = next(iter(self._written.values()))[0]
-        else:
+            command = next(iter(self._written.values()))
+        if command is None:
             if message.unmatched is not None:  # a frame of the device's own after all
                 self._uplink(message.unmatched)
             return
@@ -413,34 +413,31 @@ class DeviceSession(TwistedProtocol, TimeoutMixin):
         self._commands[number] = command
         command.result.addTimeout(timeout, self.clock, onTimeoutCancel=_timedOut)
         command.result.addBoth(self._forget, command)
-        if self._mayWrite(lane):
+        if self._mayWrite(command):
             self._write(command)
         else:
             self._waiting.setdefault(lane, deque()).append(command)
         return command.result
 
-    def _mayWrite(self, lane: Hashable) -> bool:
+    def _mayWrite(self, command: _Command) -> bool:
+        if command.key in self._written:  # its answer could not be told from the other's
+            return False
         if not self.codec.serial:
             return True
         # Ready only once what made the codec ready was handled (e.g. Teltonika's first ack written).
         ready = self.codec.ready and not self._inbox
-        return ready and not any(c.lane == lane for queue in self._written.values() for c in queue)
+        return ready and not any(c.lane == command.lane for c in self._written.values())
 
     def _write(self, command: _Command) -> None:
         command.written = True
-        self._written.setdefault(command.key, deque()).append(command)
-        self._writtenCount += 1
+        self._written[command.key] = command
         self.write(command.frame)
 
     def _forget(self, result: Reply, command: _Command) -> Reply:
         self._commands.pop(command.number, None)
         self._finishedKeys.append(command.key)
         if command.written:
-            queue = self._written[command.key]
-            queue.remove(command)
-            if not queue:
-                del self._written[command.key]
-            self._writtenCount -= 1
+            del self._written[command.key]
         elif command.lane in self._waiting:
             queue = self._waiting[command.lane]
             queue.remove(command)
@@ -457,8 +454,8 @@ class DeviceSession(TwistedProtocol, TimeoutMixin):
     def _pump(self) -> None:
         """Write each lane's next waiting command once its lane is free."""
         for lane in list(self._waiting):
-            if self._mayWrite(lane):
-                queue = self._waiting[lane]
+            queue = self._waiting[lane]
+            if self._mayWrite(queue[0]):
                 command = queue.popleft()
                 if not queue:
                     del self._waiting[lane]
