@@ -16,7 +16,7 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
@@ -43,10 +43,6 @@ class Metrics:
         )
         self.protocolLogins = Counter(
             "devicehub_device_logins", "Device logins accepted, by protocol.", ["protocol"], registry=self.registry
-        )
-        self.frames = Counter(
-            "devicehub_device_frames", "Frames decoded from devices (good or bad), by protocol.", ["protocol"],
-            registry=self.registry,
         )
         self.protocolErrors = Counter(
             "devicehub_protocol_errors",
@@ -101,9 +97,19 @@ class _LiveState:
 
     def collect(self):
         devices = GaugeMetricFamily("devicehub_devices_online", "Devices online on this node.", labels=["node"])
+        # Counted by the nodes in plain ints (a Prometheus counter per read would cost more than the read).
+        frames = CounterMetricFamily(
+            "devicehub_device_frames", "Messages decoded from device frames (good or bad), by protocol.", labels=["protocol"]
+        )
+        decoded: dict[str, int] = {}
         for node in self.nodes:
             devices.add_metric([node.name], len(node.devices))
+            for protocol, count in node.framesDecoded.items():
+                decoded[protocol] = decoded.get(protocol, 0) + count
         yield devices
+        for protocol, count in sorted(decoded.items()):
+            frames.add_metric([protocol], count)
+        yield frames
         for name, help, value in [
             ("devicehub_nodes_alive", "Nodes registered with the broker.", lambda b: sum(not n.leaving for n in b.nodes.values())),
             ("devicehub_directory_devices", "Devices online across all nodes, as the broker sees them.", lambda b: len(b.directory)),

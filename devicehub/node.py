@@ -56,7 +56,9 @@ class Node:
         self._logins = self.metrics.logins.labels(name)
         self._logouts = self.metrics.logouts.labels(name)
         self._errors: dict[tuple[str, str], Any] = {}
-        self._byProtocol: dict[str, tuple[Any, Any]] = {}
+        self._connections: dict[str, Any] = {}
+        self.framesDecoded: dict[str, int] = {}
+        """Messages decoded from device frames, by protocol (read by the metrics at scrape time)."""
         self.devices: dict[str, DeviceSession] = {}
         self.upstream: "BrokerLink | None" = None
         """Told of every device coming online or going offline, and of their uplink messages."""
@@ -77,14 +79,13 @@ class Node:
 
     def counted(self, protocol: str, connections: int = 0, frames: int = 0) -> None:
         """Connections accepted and frames decoded, for the metrics."""
-        counters = self._byProtocol.get(protocol)
-        if counters is None:  # labels() is a locked lookup: once per protocol
-            metrics = self.metrics
-            counters = self._byProtocol[protocol] = (metrics.connections.labels(protocol), metrics.frames.labels(protocol))
         if connections:
-            counters[0].inc(connections)
+            counter = self._connections.get(protocol)
+            if counter is None:  # labels() is a locked lookup: once per protocol
+                counter = self._connections[protocol] = self.metrics.connections.labels(protocol)
+            counter.inc(connections)
         if frames:
-            counters[1].inc(frames)
+            self.framesDecoded[protocol] = self.framesDecoded.get(protocol, 0) + frames
 
     def attach(self, device: DeviceSession) -> None:
         """A device logged in; an older connection with its imei is replaced."""

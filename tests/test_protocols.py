@@ -91,6 +91,14 @@ async def test_a_device_of_each_protocol_is_online_answers_commands_and_reports_
         assert location["protocol"] == protocol
         assert (round(location["data"]["lat"], 4), round(location["data"]["lon"], 4)) == (52.5, 4.25)
         assert all(event["protocol"] == protocol for event in events)
+        # counted by protocol
+        response = await http.get(f"{hub.url}/metrics")
+        text = (await response.content()).decode()
+        for metric in ("devicehub_device_connections_total", "devicehub_device_logins_total",
+                       "devicehub_device_frames_total"):
+            [value] = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                       if line.startswith(f'{metric}{{protocol="{protocol}"}}')]
+            assert value >= 1, metric
         # a disconnect answers what waits at once
         device.device.silent = True
         waiting = demand.request(imei, instruct, data, timeout=30)
