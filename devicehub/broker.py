@@ -28,7 +28,7 @@ from .frames import FrameError, Message
 from .imei import is_valid_imei
 from .logs import Throttled
 from .limits import MAX_TTL
-from .store import DEFAULT_TTL, CommandStore, StoreFailed
+from .store import DEFAULT_TTL, CommandStore, StoreFailed, openStore
 from .metrics import Metrics
 from .pipe import Pipe
 from .results import BUSY, NO, OK, QUEUED, REJECTED, RESULTS, TIMEOUT
@@ -830,13 +830,11 @@ class BrokerService(Service):
     def _openStore(self) -> None:
         # Synchronously, once: at start-up a store that cannot be opened must stop the
         # start (like a port that is taken), not leave a broker that can queue nothing.
-        store = CommandStore(self.storePath, self.reactor)
         try:
-            store.openNow(self.reactor.seconds())
+            self.store = openStore(self.storePath, self.reactor, self.reactor.seconds(),
+                                   deliveryTimeout=self.deliveryTimeout)
         except StoreFailed as e:
-            store.close()
             raise StartupError(str(e)) from None
-        self.store = store
 
     def _fromClient(self, raw: list[bytes]) -> None:
         self.broker.fromClient(raw)

@@ -121,7 +121,8 @@ class Options(usage.Options):
         ["api-token", None, None, "Every HTTP route but /health needs 'Authorization: Bearer TOKEN'."],
         ["curve-keys", None, None, "Key directory (devicehub keygen DIR): CURVE-encrypt and authenticate broker links."],
         ["store", None, "devicehub.sqlite3",
-         "(broker) SQLite file of the queue of commands for offline devices, opened (created) at start; '' for none."],
+         "(broker) The queue of commands for offline devices, opened at start: a SQLite file (created if missing),"
+         " or a postgresql://USER@HOST[:PORT]/DB URL that several brokers share; '' for none."],
         ["allow", None, None,
          "(node) File of the device identities (or patterns like 8612*) that may log in, over every protocol;"
          " re-read when it changes or on SIGHUP [default: any]"],

@@ -13,9 +13,13 @@ connection), never in the reactor. A command moves::
 
 Delivery is at least once: a command whose ack was lost (or whose broker restarted
 while it was "sent") is sent again; an acked one never is.
+
+L{openStore} opens the store that C{--store} names: this one, or for a
+C{postgresql://} URL the queue that several brokers share (L{devicehub.pgstore}).
 """
 
 import json
+import re
 import sqlite3
 import uuid
 from typing import Any
@@ -60,6 +64,14 @@ def _record(row: tuple) -> dict[str, Any]:
 
 class StoreFailed(Exception):
     """A call to the command store failed; the message names the store and says why."""
+
+
+class NotClaimed(Exception):
+    """
+    C{sending} a command that this broker may not send (a shared store only): another
+    broker is delivering to its device, or it is no longer queued (cancelled, replaced,
+    expired meanwhile). The store works; the delivery to that device stops here.
+    """
 
 
 def _connected(connection: sqlite3.Connection) -> None:
@@ -209,9 +221,9 @@ class CommandStore:
 
         return self._run(interaction).addCallback(self._keep)
 
-    def sending(self, id: str, now: float) -> Deferred:
-        """Mark a command sent (one more attempt)."""
-        return self._set(id, SENT, now, "attempts = attempts + 1")
+    def sending(self, id: str, now: float) -> "Deferred[bool]":
+        """Mark a command sent (one more attempt); fires True (a shared store may raise L{NotClaimed})."""
+        return self._set(id, SENT, now, "attempts = attempts + 1").addCallback(lambda _: True)
 
     def delivered(self, id: str, acked: bool, now: float) -> Deferred:
         """The outcome of sending it: acked, or queued again (failed after MAX_ATTEMPTS)."""
@@ -296,3 +308,44 @@ class CommandStore:
 
     def close(self) -> None:
         self._pool.close()
+
+
+def redacted(location: str) -> str:
+    """C{location} without the password a URL may carry, for messages and logs."""
+    location = re.sub(r"^([a-z]+://[^:/@]*):[^@/]*@", r"\1:***@", location)
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", location)
+
+
+def isPostgres(location: str) -> bool:
+    """Whether C{--store} names a PostgreSQL database (a URL) rather than a SQLite file."""
+    return location.startswith(("postgresql://", "postgres://"))
+
+
+def openStore(location: str, reactor, now: float, *, deliveryTimeout: float | None = None):
+    """
+    Open the queue of commands for offline devices at C{location} (the value of
+    C{--store}): a C{postgresql://USER@HOST[:PORT]/DB} URL, shared by every broker given
+    it (L{devicehub.pgstore.PostgresCommandStore}), or else a SQLite file path
+    (L{CommandStore}, created if missing). Like L{CommandStore.openNow}, it runs in the
+    calling thread: for a broker's start-up, before the reactor runs.
+
+    @param deliveryTimeout: how long the broker waits for a delivery's ack (a claim on a
+        shared queue outlives it).
+    @raise StoreFailed: naming the store and the reason, in one line.
+    """
+    if isPostgres(location):
+        try:
+            from .pgstore import PostgresCommandStore
+        except ImportError as e:
+            raise StoreFailed(
+                f"cannot open the command store {redacted(location)!r}: {e} (pip install 'psycopg[binary]')"
+            ) from None
+        store = PostgresCommandStore(location, reactor, deliveryTimeout=deliveryTimeout)
+    else:
+        store = CommandStore(location, reactor)
+    try:
+        store.openNow(now)
+    except StoreFailed:
+        store.close()
+        raise
+    return store
