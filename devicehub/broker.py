@@ -28,7 +28,7 @@ from .frames import FrameError, Message
 from .imei import is_valid_imei
 from .logs import Throttled
 from .limits import MAX_TTL
-from .store import DEFAULT_TTL, CommandStore, StoreFailed, openStore
+from .store import DEFAULT_TTL, CommandStore, NotClaimed, StoreFailed, openStore
 from .metrics import Metrics
 from .pipe import Pipe
 from .results import BUSY, NO, OK, QUEUED, REJECTED, RESULTS, TIMEOUT
@@ -452,10 +452,17 @@ class Broker:
             owner = self.directory.owner(imei)
             if owner is None:
                 return
-            await self.store.sending(command["id"], self.clock.seconds())
+            try:
+                await self.store.sending(command["id"], self.clock.seconds())
+            except NotClaimed:  # another broker delivers it (a shared store)
+                return
             result = await self._deliverOne(owner.node, command)
-            await self.store.delivered(command["id"], result == OK, self.clock.seconds())
-            if result != OK:
+            # "invalid": the device's protocol cannot carry it, now or at any later login
+            invalid = result == "invalid"
+            await self.store.delivered(command["id"], result == OK, self.clock.seconds(), final=invalid)
+            if invalid:
+                log.info("Queued command {id} for {imei} failed: its protocol cannot carry it", id=command["id"], imei=imei)
+            elif result != OK:
                 return
 
     def _deliverOne(self, node: NodeRecord, command: dict[str, Any]) -> "Deferred[str]":

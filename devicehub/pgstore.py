@@ -412,9 +412,10 @@ class PostgresCommandStore:
 
         return self._run(interaction)
 
-    def delivered(self, id: str, acked: bool, now: float) -> Deferred:
+    def delivered(self, id: str, acked: bool, now: float, final: bool = False) -> Deferred:
         """
-        The outcome of sending it: acked, or queued again (failed after MAX_ATTEMPTS) if
+        The outcome of sending it: acked, or queued again (failed after MAX_ATTEMPTS, or at
+        once when C{final}: the device's protocol cannot carry it) if
         this broker still holds its claim; either way its claim is released, and when not
         acked every claim of this broker on the device.
         """
@@ -428,9 +429,9 @@ class PostgresCommandStore:
                     )
                 else:
                     cursor.execute(
-                        f"UPDATE {T} SET state = CASE WHEN attempts >= %s THEN '{FAILED}' ELSE '{QUEUED}' END, "
+                        f"UPDATE {T} SET state = CASE WHEN attempts >= %s OR %s THEN '{FAILED}' ELSE '{QUEUED}' END, "
                         f"updated = %s, {_RELEASE} WHERE id = %s AND state = '{SENT}' AND claimed_by = %s",
-                        (MAX_ATTEMPTS, now, id, self.owner),
+                        (MAX_ATTEMPTS, final, now, id, self.owner),
                     )
                     cursor.execute(
                         f"UPDATE {T} SET {_RELEASE} WHERE imei = (SELECT imei FROM {T} WHERE id = %s) "

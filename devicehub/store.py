@@ -225,16 +225,19 @@ class CommandStore:
         """Mark a command sent (one more attempt); fires True (a shared store may raise L{NotClaimed})."""
         return self._set(id, SENT, now, "attempts = attempts + 1").addCallback(lambda _: True)
 
-    def delivered(self, id: str, acked: bool, now: float) -> Deferred:
-        """The outcome of sending it: acked, or queued again (failed after MAX_ATTEMPTS)."""
+    def delivered(self, id: str, acked: bool, now: float, final: bool = False) -> Deferred:
+        """
+        The outcome of sending it: acked, or queued again (failed after MAX_ATTEMPTS, or at
+        once when C{final}: the device's protocol cannot carry it).
+        """
         if acked:
             return self._set(id, ACKED, now)
 
         def interaction(cursor):
             cursor.execute(
-                "UPDATE commands SET state = CASE WHEN attempts >= ? THEN ? ELSE ? END, updated = ? "
+                "UPDATE commands SET state = CASE WHEN attempts >= ? OR ? THEN ? ELSE ? END, updated = ? "
                 "WHERE id = ? AND state = ?",
-                (MAX_ATTEMPTS, FAILED, QUEUED, now, id, SENT),
+                (MAX_ATTEMPTS, final, FAILED, QUEUED, now, id, SENT),
             )
             return self._depth(cursor), None, self._stillWaiting(cursor, self._imei(cursor, id))
 

@@ -387,8 +387,8 @@ class FakeStore:
         self.commands[id]["state"] = "sent"
         return succeed(None)
 
-    def delivered(self, id, acked, now):
-        self.commands[id]["state"] = "acked" if acked else "queued"
+    def delivered(self, id, acked, now, final=False):
+        self.commands[id]["state"] = "acked" if acked else "failed" if final else "queued"
         return succeed(None)
 
 
@@ -449,3 +449,17 @@ def test_a_command_the_devices_protocol_cannot_carry_is_rejected_as_invalid():
     broker.fromNode([b"N1", *frames.encode(b"result", routed.rid, body)])
     [answer] = clients.take(b"C")
     assert (answer.kind, answer.body) == (b"error", {"error": "gt06 commands carry no data", "code": "invalid"})
+
+
+def test_a_queued_command_the_devices_protocol_cannot_carry_fails_and_the_next_goes_out():
+    """Found by the protocol docs: it stayed queued, retried at every login, blocking those behind it."""
+    store = FakeStore([{"id": "q1", "imei": "a", "instruct": "Relay,1#", "data": {"x": 1}},
+                       {"id": "q2", "imei": "a", "instruct": "Relay,1#", "data": None}])
+    broker, clock, clients, nodes = make(store=store)
+    hello(broker, b"N1", "node-1", [("a", 1)])
+    [first] = [m for m in nodes.take(b"N1") if m.kind == b"command"]
+    body = {"imei": "a", "result": "rejected", "data": "gt06 commands carry no data"}
+    broker.fromNode([b"N1", *frames.encode(b"result", first.rid, body)])
+    assert store.commands["q1"]["state"] == "failed"
+    [second] = [m for m in nodes.take(b"N1") if m.kind == b"command"]
+    assert second.body["data"] is None and store.commands["q2"]["state"] == "sent"
