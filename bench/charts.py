@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def draw(results: dict, directory: Path) -> list[Path]:
-    """Write latency_vs_offered.png, throughput.png and memory.png; return their paths."""
+    """Write latency_vs_offered.png, throughput.png, memory.png (protocols.png with scenario f); return their paths."""
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
 
@@ -58,6 +58,25 @@ def draw(results: dict, directory: Path) -> list[Path]:
     axes.plot([p["devices"] for p in points], [p["rss_kib"] / 1024 for p in points], marker=".")
     axes.set(xlabel="idle devices connected to one node", ylabel="node process RSS (MiB)", title="Memory vs devices")
     paths.append(_save(figure, directory / "memory.png"))
+
+    protocols = results.get("f_protocols")
+    if protocols:
+        names = [name for name in ("jsonl", "watch", "gt06", "teltonika") if name in protocols]
+        measures = (("hub_cpu_per_login", "per login"), ("hub_cpu_per_command", "per command"),
+                    ("hub_cpu_per_uplink_frame", "per uplink frame"))
+        figure, axes = plt.subplots(figsize=(8, 4))
+        width = 0.8 / len(measures)
+        for i, (key, label) in enumerate(measures):
+            values = [protocols[name]["vs_jsonl"][key] or 0 for name in names]
+            positions = [j + (i - 1) * width for j in range(len(names))]
+            axes.bar(positions, values, width, label=label)
+            for x, value in zip(positions, values):
+                axes.text(x, value, f"{value:.2f}", ha="center", va="bottom", fontsize=7)
+        axes.axhline(protocols.get("limit_vs_jsonl", 1.5), color="red", linestyle="--", linewidth=1, label="limit")
+        axes.set_xticks(range(len(names)), names)
+        axes.set(ylabel="hub CPU, JSON Lines = 1", title="Hub CPU per protocol, against JSON Lines (same run)")
+        axes.legend(fontsize=8)
+        paths.append(_save(figure, directory / "protocols.png"))
     return paths
 
 

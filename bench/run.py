@@ -12,6 +12,9 @@ charts (PNG, matplotlib) to --charts. docs/performance.md says what each figure 
   c  the same over separate broker / node / api processes
   d  1, 2 and 4 nodes at the same total load: broker CPU per command
   e  the transports' own limits: a bare pyzmq DEALER->ROUTER echo, a bare Twisted line echo
+  f  the device protocols (jsonl, watch, gt06, teltonika) on one all-in-one hub: logins/s,
+     acked commands/s and hub CPU per command, hub CPU per uplink frame, each codec's
+     ratio to JSON Lines (fleets: bench/protocol_fleet.py)
 """
 
 import argparse
@@ -114,7 +117,8 @@ class Bench:
         args = [TWISTD, "-n", "--pidfile=", "-l", "-", "devicehub", "--roles", roles,
                 "--store", os.path.join(self.tmp, f"{time.monotonic_ns()}.sqlite3")]
         for name, value in ports.items():
-            args += [f"--{name.replace('_', '-')}", str(value)]
+            for one in value if isinstance(value, list) else [value]:  # a list: a repeated option (--listen)
+                args += [f"--{name.replace('_', '-')}", str(one)]
         process = self.spawn(args)
         await process.until("Broker warmed up" if "broker" in roles else "Listening for", 60)
         if "node" in roles:
@@ -434,6 +438,203 @@ class Bench:
         await self.stopAll()
         return {"zmq_echo_per_s": zmq_rate, "line_echo_per_s": line_rate, "window": window}
 
+    # -- scenario f: the device protocols
+
+    async def protocols(self) -> dict:
+        """
+        Every protocol against one all-in-one hub, in the same run: logins, a window of
+        commands, and a flood of positions, with the hub's CPU per login, command and frame.
+        """
+        options = self.options
+        ports = dict(zip(("devices", "frontend", "backend", "events", "metrics", *PROTOCOLS), free_ports(9)))
+        listen = [f"{name}=tcp:{ports[name]}:interface=127.0.0.1" for name in PROTOCOLS if name != "jsonl"]
+        hub = await self.hub("broker,node", devices=f"tcp:{ports['devices']}:interface=127.0.0.1",
+                             frontend=f"tcp://127.0.0.1:{ports['frontend']}",
+                             backend=f"tcp://127.0.0.1:{ports['backend']}", events=f"tcp://127.0.0.1:{ports['events']}",
+                             metrics=f"tcp:{ports['metrics']}:interface=127.0.0.1", listen=listen)
+        metrics = f"http://127.0.0.1:{ports['metrics']}/metrics"
+        demand = Demand(f"tcp://127.0.0.1:{ports['frontend']}", timeout=30)
+        n = options.protocolDevices
+        fleets, imeis, result = {}, {}, {}
+        try:
+            # (a) logins, one protocol after another; each fleet stays connected for (b) and (c).
+            for index, (name, (prefix, _)) in enumerate(PROTOCOLS.items()):
+                port = ports["devices" if name == "jsonl" else name]
+                fleets[name] = self.spawn([
+                    sys.executable, str(ROOT / "bench" / "protocol_fleet.py"), "--protocol", name, "--port", str(port),
+                    "--count", str(n), "--source", f"127.0.0.{2 + index}", "--prefix", prefix])
+            await defer.gatherResults([defer.ensureDeferred(fleet.until('"loaded"', 60)) for fleet in fleets.values()])
+            for name, (prefix, _) in PROTOCOLS.items():
+                fleet = fleets[name]
+                online = await demand.gettotal()
+                cpu, started = hub.cpu_seconds(), time.perf_counter()
+                fleet.transport.write(b"login\n")
+                while await demand.gettotal() < online + n:  # until the broker counts them all
+                    await task.deferLater(self.reactor, 0.005, lambda: None)
+                elapsed, cpu = time.perf_counter() - started, hub.cpu_seconds() - cpu
+                ready = await reported(fleet, "ready")
+                result[name] = {"devices": n, "logins_per_s": round(n / elapsed),
+                                "fleet_logins_per_s": ready["login_per_s"],
+                                "hub_cpu_us_per_login": round(cpu / n * 1e6, 1)}
+                progress(f"f: {name}: {n} logins at {result[name]['logins_per_s']}/s, "
+                         f"hub {result[name]['hub_cpu_us_per_login']} us each")
+                before = (await scrape(metrics))[name]
+                fleet.transport.write(b"report\n")  # a first position (Teltonika takes commands after one)
+                await reported(fleet, "reported")
+                while (await scrape(metrics))[name] < before + n:
+                    await task.deferLater(self.reactor, 0.05, lambda: None)
+                imeis[name] = [f"{prefix}{i:0{15 - len(prefix)}d}" for i in range(1, n + 1)]
+
+            # (b) acked commands, a window spread over every device of the protocol; the protocols
+            # take turns run after run, so that the machine's drift touches them alike.
+            def sender(name, instruct, data):
+                devices = imeis[name]
+                return lambda i: demand.send(devices[i % len(devices)], instruct, data)
+
+            for name, instruct, data, _ in COMMANDS:
+                await self.windowed(sender(name, instruct, data), options.warmUp, options.protocolWindow)
+            runs = {key: [] for key in COMMANDS}
+            for _ in range(options.repeats):
+                for key in COMMANDS:
+                    name, instruct, data, _ = key
+                    before = (await scrape(metrics))[name]
+                    cpu = hub.cpu_seconds()
+                    figure = await self.windowed(sender(name, instruct, data), options.protocolCommands,
+                                                 options.protocolWindow)
+                    cpu = hub.cpu_seconds() - cpu
+                    frames = (await scrape(metrics))[name] - before
+                    figure["hub_cpu_us_per_command"] = round(cpu / max(figure["acked"], 1) * 1e6, 1)
+                    figure["frames_per_command"] = round(frames / figure["sent"], 2)
+                    runs[key].append(figure)
+                    command = instruct + (f",{data}" if data else "")
+                    progress(f"f: {name}: {command!r}, {options.protocolWindow} in flight: "
+                             f"{figure['per_s']} commands/s, hub {figure['hub_cpu_us_per_command']} us each")
+            for (name, instruct, data, field), figures in runs.items():
+                result[name][field] = {"instruct": instruct, "data": data, "window": options.protocolWindow,
+                                       **median(figures, "hub_cpu_us_per_command", "per_s")}
+
+            # (c) uplink: positions as fast as the connections take them; hub CPU per frame decoded.
+            runs = {name: [] for name in PROTOCOLS}
+            for _ in range(options.repeats):
+                for name in PROTOCOLS:
+                    runs[name].append(await self.flood(hub, fleets[name], name, metrics))
+                    figure = runs[name][-1]
+                    progress(f"f: {name}: uplink {figure['frames_per_s']} frames/s decoded, "
+                             f"{figure['published_per_s']}/s published, hub {figure['hub_cpu_us_per_frame']} us each")
+            for name in PROTOCOLS:
+                result[name]["uplink"] = median(runs[name], "hub_cpu_us_per_frame", "frames_per_s", "published_per_s")
+        finally:
+            demand.close()
+            await self.stopAll()
+        ratio = lambda a, b: round(a / b, 2) if b else None  # noqa: E731 (CPU is read in 10 ms ticks)
+        jsonl = result["jsonl"]
+        for name in PROTOCOLS:
+            figures = result[name]
+            figures["vs_jsonl"] = {
+                "hub_cpu_per_login": ratio(figures["hub_cpu_us_per_login"], jsonl["hub_cpu_us_per_login"]),
+                "hub_cpu_per_command": ratio(figures["commands"]["hub_cpu_us_per_command"],
+                                             jsonl["commands"]["hub_cpu_us_per_command"]),
+                "hub_cpu_per_uplink_frame": ratio(figures["uplink"]["hub_cpu_us_per_frame"],
+                                                  jsonl["uplink"]["hub_cpu_us_per_frame"]),
+                "logins_per_s": ratio(figures["logins_per_s"], jsonl["logins_per_s"]),
+                "commands_per_s": ratio(figures["commands"]["per_s"], jsonl["commands"]["per_s"]),
+            }
+            if "commands_one_reply" in figures:
+                figures["vs_jsonl"]["hub_cpu_per_command_one_reply"] = ratio(
+                    figures["commands_one_reply"]["hub_cpu_us_per_command"],
+                    jsonl["commands"]["hub_cpu_us_per_command"])
+        result["limit_vs_jsonl"] = 1.5
+        return result
+
+    async def flood(self, hub: Process, fleet: Process, name: str, metrics: str) -> dict:
+        """
+        One flood: each device sends its positions as fast as its connection takes them, then
+        a heartbeat; the fleet reports once every heartbeat is answered (every frame decoded),
+        and the hub's CPU is read once it has also published every position as an event.
+        """
+        before = await scrape(metrics)
+        cpu, started = hub.cpu_seconds(), time.perf_counter()
+        fleet.transport.write(b"flood %d %d\n" % (self.options.floodDevices, self.options.floodFrames))
+        flooded = await reported(fleet, "flooded", poll=0.005)
+        frames = flooded["flooded"]
+        # The events of the last frames may still be on their way to the broker: wait until the
+        # hub is idle (from /proc, free) and then check the count (a scrape costs the hub ~2 ms).
+        used = hub.cpu_seconds() - cpu
+        while True:
+            elapsed = time.perf_counter() - started
+            await task.deferLater(self.reactor, 0.05, lambda: None)
+            now = hub.cpu_seconds() - cpu
+            if now == used:
+                after = await scrape(metrics)
+                if after["events"] - before["events"] >= frames:
+                    break
+            used = now
+        elapsed -= flooded["prepared_s"]  # the fleet building its positions: the hub waits
+        return {"frames": frames, "frames_per_s": round(frames / flooded["seconds"]),
+                "published_per_s": round(frames / elapsed), "devices": flooded["devices"],
+                "hub_cpu_us_per_frame": round(used / frames * 1e6, 2),
+                # The hub's devicehub_device_frames_total, less the heartbeats that closed the flood.
+                "frames_counted_by_hub": int(after[name] - before[name])
+                - (flooded["devices"] if name != "teltonika" else 0)}
+
+
+PROTOCOLS = {  # name: (identity prefix, the command sent in scenario f: each protocol's usual one)
+    "jsonl": ("86100000", "0x10"),
+    "watch": ("86200000", "CR"),
+    "gt06": ("86300000", "Relay,1#"),
+    "teltonika": ("86400000", "getinfo"),
+}
+# The command runs of scenario f: (protocol, instruct, data, key in its figures). A watch answers
+# CR with a position besides its reply; UPLOAD,600 (one reply frame) tells the two costs apart.
+COMMANDS = [(name, instruct, None, "commands") for name, (_, instruct) in PROTOCOLS.items()]
+COMMANDS.insert(2, ("watch", "UPLOAD", "600", "commands_one_reply"))
+
+
+async def reported(process: Process, key: str, timeout: float = 120, poll: float = 0.02) -> dict:
+    """The next JSON line with C{key} that C{process} prints (each is taken once)."""
+    taken = getattr(process, "taken", 0)
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = [line for line in process.output.splitlines() if line.startswith("{")]
+        for i, line in enumerate(lines[taken:], taken):
+            figures = json.loads(line)
+            if "error" in figures:
+                raise RuntimeError(f"the fleet failed: {figures['error']}")
+            if key in figures:
+                process.taken = i + 1
+                return figures
+        if process.ended.called or time.monotonic() > deadline:
+            raise RuntimeError(f"never saw {key!r}:\n{process.output[-2000:]}")
+        await task.deferLater(process.reactor, poll, lambda: None)
+
+
+async def scrape(url: str) -> dict[str, float]:
+    """
+    From a hub's --metrics endpoint: C{devicehub_device_frames_total} by protocol, and
+    C{devicehub_events_published_total} as C{"events"}.
+    """
+    import treq
+
+    response = await treq.get(url, persistent=False)
+    text = (await response.content()).decode()
+    figures = {protocol: 0.0 for protocol in PROTOCOLS}
+    figures.update((protocol, float(value)) for protocol, value in
+                   re.findall(r'^devicehub_device_frames_total\{protocol="([^"]+)"\} (\S+)$', text, re.M))
+    events = re.search(r"^devicehub_events_published_total (\S+)$", text, re.M)
+    figures["events"] = float(events.group(1)) if events else 0.0
+    return figures
+
+
+def median(runs: list[dict], key: str, *others: str) -> dict:
+    """The run with the median C{key}, with every run's C{key} and C{others} (in run order) and their medians."""
+    middle = lambda values: sorted(values)[len(values) // 2]  # noqa: E731
+    ordered = sorted(runs, key=lambda figure: figure[key])
+    figures = {**ordered[len(ordered) // 2]}
+    for k in (key, *others):
+        figures[f"runs_{k}"] = [figure[k] for figure in runs]
+        figures[f"median_{k}"] = middle(figures[f"runs_{k}"])
+    return figures
+
 
 def parse_wrk(output: str) -> dict:
     """The figures of a wrk run (with --latency): acked = answers with status 200."""
@@ -479,6 +680,7 @@ async def main(reactor, options) -> None:
         "b_all_in_one": bench.allInOne,
         "c_cluster": lambda: bench.cluster(1, "c", full=True),
         "d_nodes": lambda: defer.gatherResults([]),  # replaced below: runs one after another
+        "f_protocols": bench.protocols,
     }
     try:
         for name, run in scenarios.items():
@@ -498,6 +700,7 @@ async def main(reactor, options) -> None:
         "b_demand_window_vs_zmq_echo": round(results["b_all_in_one"]["demand_window"]["per_s"] / e["zmq_echo_per_s"], 3),
         "b_demand_window_vs_line_echo": round(results["b_all_in_one"]["demand_window"]["per_s"] / e["line_echo_per_s"], 3),
         "c_demand_window_vs_zmq_echo": round(results["c_cluster"]["demand_window"]["per_s"] / e["zmq_echo_per_s"], 3),
+        "f_protocols_vs_jsonl": {name: results["f_protocols"][name]["vs_jsonl"] for name in PROTOCOLS},
     }
     Path(options.out).parent.mkdir(parents=True, exist_ok=True)
     Path(options.out).write_text(json.dumps(results, indent=2) + "\n")
@@ -524,6 +727,8 @@ if __name__ == "__main__":
         options.repeats = 1
         options.windows = [10, 50]
         options.warmUp = 50
+        options.protocolDevices, options.protocolWindow, options.protocolCommands = 20, 10, 200
+        options.floodDevices, options.floodFrames = 10, 320
     else:
         options.idle, options.fleets, options.devices, options.commands = 19_000, 4, 100, 4000
         options.rates, options.seconds = [1000, 2500, 5000, 10000], 3.0
@@ -532,5 +737,7 @@ if __name__ == "__main__":
         options.repeats = 3
         options.windows = [10, 50, 200, 1000]
         options.warmUp = 2000
+        options.protocolDevices, options.protocolWindow, options.protocolCommands = 2000, 200, 20_000
+        options.floodDevices, options.floodFrames = 100, 2000
     sys.path.insert(0, str(ROOT / "bench"))
     task.react(lambda reactor: defer.ensureDeferred(main(reactor, options)))

@@ -40,5 +40,14 @@ def test_benchmark_quick_run_produces_every_figure_and_chart(tmp_path):
         assert all(run["broker_cpu_us_per_command"] > 0 and run["broker_wakeups_per_command"] > 0 for run in runs)
     assert results["e_transports"]["zmq_echo_per_s"] > 0 and results["e_transports"]["line_echo_per_s"] > 0
     assert 0 < results["ratios"]["b_demand_window_vs_zmq_echo"]
-    for chart in ("latency_vs_offered.png", "throughput.png", "memory.png"):
+    protocols = results["f_protocols"]
+    for name in ("jsonl", "watch", "gt06", "teltonika"):
+        figures = protocols[name]
+        assert figures["devices"] == 20 and figures["logins_per_s"] > 0
+        assert figures["commands"]["acked"] == figures["commands"]["sent"] > 0
+        assert figures["commands"]["hub_cpu_us_per_command"] > 0
+        assert figures["uplink"]["frames"] == 3200 and figures["uplink"]["hub_cpu_us_per_frame"] > 0
+        assert figures["vs_jsonl"]["hub_cpu_per_uplink_frame"] > 0
+    assert results["ratios"]["f_protocols_vs_jsonl"]["jsonl"]["hub_cpu_per_command"] == 1.0
+    for chart in ("latency_vs_offered.png", "throughput.png", "memory.png", "protocols.png"):
         assert (tmp_path / "charts" / chart).read_bytes().startswith(b"\x89PNG")
