@@ -108,10 +108,15 @@ def imeiPacket(imei: str) -> bytes:
     return len(raw).to_bytes(2, "big") + raw
 
 
+_lastSecond: list = [None, ""]  # a tracker's records come in order: the same second, often
+
+
 def isoTime(ms: int) -> str:
     """Milliseconds since 1970 as ISO 8601 UTC (milliseconds shown only when not zero)."""
     seconds, ms = divmod(ms, 1000)
-    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    if _lastSecond[0] != seconds:
+        _lastSecond[:] = seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    text = _lastSecond[1]
     return f"{text}.{ms:03d}Z" if ms else text + "Z"
 
 

@@ -133,6 +133,8 @@ def _small(value: str, base: int = 10) -> int:
 
 
 def _int(value: str) -> int | None:
+    if 0 < len(value) <= 12 and value.isdigit() and value.isascii():  # the common case, cheaply
+        return int(value)
     try:
         return _small(value)
     except ValueError:
@@ -147,12 +149,18 @@ def _float(value: str) -> float | None:
     return number if math.isfinite(number) else None
 
 
+_DAYS = (0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
 def _isoTime(date: str, time: str) -> str | None:
+    """DDMMYY and HHMMSS as ISO 8601 UTC, or None when they are no real moment."""
     if len(date) != 6 or len(time) != 6 or not (date + time).isascii() or not (date + time).isdigit():
         return None
-    try:
-        datetime(2000 + int(date[4:6]), int(date[2:4]), int(date[0:2]), int(time[0:2]), int(time[2:4]), int(time[4:6]))
-    except ValueError:
+    day, month, year = int(date[0:2]), int(date[2:4]), int(date[4:6])
+    # (checked by range: building a datetime only to check them cost more than the whole rest)
+    if not (1 <= month <= 12 and 1 <= day <= _DAYS[month]) or (month == 2 and day == 29 and year % 4):
+        return None
+    if int(time[0:2]) > 23 or int(time[2:4]) > 59 or int(time[4:6]) > 59:
         return None
     return f"20{date[4:6]}-{date[2:4]}-{date[0:2]}T{time[0:2]}:{time[2:4]}:{time[4:6]}Z"
 
