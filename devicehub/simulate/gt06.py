@@ -13,14 +13,9 @@ from datetime import datetime, timedelta, timezone
 
 from fastcrc.crc16 import ibm_sdlc
 
-LOGIN = 0x01
-GPS_LBS = 0x12
-STATUS = 0x13
-STRING = 0x15
-GPS_LBS_STATUS = 0x16
-STRING_INFO = 0x21
-GPS_LBS_2 = 0x22
-COMMAND = 0x80
+from ..devices.codecs.gt06 import (  # noqa: F401 (the protocol numbers, for users of the simulator too)
+    COMMAND, GPS_LBS, GPS_LBS_2, GPS_LBS_STATUS, LOGIN, STATUS, STRING, STRING_INFO,
+)
 
 ENGLISH = 0x0002
 ALARM_CODES = {
