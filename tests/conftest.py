@@ -26,6 +26,15 @@ def pytest_configure(config):
     tempfile.tempdir = None  # gettempdir() reads TMPDIR again
 
 
+def pytest_collection_finish(session):
+    """
+    Freeze what collecting imported out of the collector's scans: the collection each test
+    ends with (to surface unhandled errors in Deferreds) then only scans what tests made.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def pytest_sessionfinish(session):
     """Fail a passing run whose tests left anything but C{tmp_path} directories behind."""
     scratch, _ = session.config.stash[_scratch]
