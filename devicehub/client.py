@@ -20,6 +20,7 @@ from . import frames
 from .curve import clientKeys
 from .frames import FrameError, Message
 from .imei import is_valid_imei
+from .limits import MAX_TIMEOUT
 from .logs import Throttled
 from .results import QUEUED, RESULTS, Reply
 from .zmqsocket import ZmqSocket
@@ -62,7 +63,7 @@ class Page(NamedTuple):
     devices: list[str]
 
 
-def _checkedTimeout(timeout: object, maximum: float = frames.MAX_TIMEOUT, name: str = "timeout") -> float:
+def _checkedTimeout(timeout: object, maximum: float = MAX_TIMEOUT, name: str = "timeout") -> float:
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= maximum:
         raise ValueError(f"{name} must be seconds, 0 < {name} <= {maximum:g}, not {timeout!r}")
     return float(timeout)

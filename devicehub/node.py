@@ -349,10 +349,10 @@ class NodeService(MultiService):
         curveKeys: str | None = None,
         metrics: Metrics | None = None,
         broker: "BrokerService | None" = None,
-        allow: str | None = None,
+        allow: "AllowList | str | None" = None,
     ) -> None:
         """
-        @param allow: the allow-list file (see L{devicehub.allowlist}), or None: any identity.
+        @param allow: the allow-list (see L{devicehub.allowlist}) or its file, or None: any identity.
         @param devices: the endpoint for JSON Lines devices (the same as C{("jsonl", devices)} in C{listen}).
         @param listen: C{(protocol, endpoint)} pairs: a listener each, all feeding this node.
         @param broker: the broker of this process: link to it in-process instead of over ZeroMQ.
@@ -372,7 +372,7 @@ class NodeService(MultiService):
             self.listeners.append(listener)
         self.factory, self.listener = self.factories[0], self.listeners[0]
         if allow is not None:
-            self.node.allowList = AllowList(allow)
+            self.node.allowList = AllowList(allow) if isinstance(allow, str) else allow
             self.allowCheck = TimerService(ALLOW_LIST_CHECK, self.node.allowList.refresh)
             self.allowCheck.clock = reactor
             self.allowCheck.setServiceParent(self)

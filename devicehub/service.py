@@ -233,8 +233,8 @@ class Options(usage.Options):
         if self["allow"] is not None and "node" in self["roles"]:
             from .allowlist import AllowList
 
-            try:
-                AllowList(self["allow"])
+            try:  # read once, here: the node takes this list
+                self["allow"] = AllowList(self["allow"])
             except (OSError, ValueError) as e:
                 raise usage.UsageError(f"{self.label('allow')}: cannot read the allow-list: {e}") from None
         if self["no-store"] or not self["store"]:

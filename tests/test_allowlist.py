@@ -64,3 +64,15 @@ async def test_a_device_not_on_the_list_gets_its_protocols_refusal_and_is_counte
         await good.close()
     finally:
         await hub.stop()
+
+
+def test_the_option_reads_the_list_once_and_the_node_uses_it(tmp_path):
+    from devicehub.node import NodeService
+    from devicehub.service import Options, makeService
+
+    path = tmp_path / "allow.txt"
+    path.write_text("good-1\n")
+    options = Options(environ={})
+    options.parseOptions(["--roles", "node", "--devices", "tcp:0", "--allow", str(path)])
+    [node] = [service for service in makeService(options) if isinstance(service, NodeService)]
+    assert node.node.allowList is options["allow"] and node.node.allowList.allows("good-1")
