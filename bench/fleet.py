@@ -17,7 +17,7 @@ from twisted.internet import defer, task
 from twisted.internet.protocol import ClientFactory
 from twisted.protocols.basic import LineOnlyReceiver
 
-from devicehub.service import tune_garbage_collector  # bench/run.py puts the repository on PYTHONPATH
+from devicehub.tap import tune_garbage_collector  # bench/run.py puts the repository on PYTHONPATH
 
 
 COMMAND = b'{"type":"command","ident":'

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from run import Bench, progress  # noqa: E402
 
 from devicehub import Demand  # noqa: E402
-from devicehub.service import tune_garbage_collector  # noqa: E402
+from devicehub.tap import tune_garbage_collector  # noqa: E402
 from tests.support import free_ports  # noqa: E402
 
 

@@ -2,7 +2,7 @@
 A fleet of simulated devices of one protocol, driven from stdin (bench/run.py's scenario f):
 `python bench/protocol_fleet.py --protocol gt06 --port 5023 --count 2000 --source 127.0.0.3`.
 
-The devices are devicehub.simulate's models (the frames real devices send, and their
+The devices are devicehub.devices.simulate's models (the frames real devices send, and their
 answers to commands) over real TCP connections from SOURCE. It prints one JSON line per
 step, and takes these lines on stdin (it exits when stdin closes):
 
@@ -31,9 +31,9 @@ from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.protocols.basic import LineOnlyReceiver
 from zope.interface import implementer
 
-from devicehub.service import tune_garbage_collector  # bench/run.py puts the repository on PYTHONPATH
-from devicehub.simulate import model
-from devicehub.simulate.fleet import HOME, imeis
+from devicehub.tap import tune_garbage_collector  # bench/run.py puts the repository on PYTHONPATH
+from devicehub.devices.simulate import model
+from devicehub.devices.simulate.fleet import HOME, imeis
 
 POOL = 32
 """Positions built ahead for each flooding device, sent again and again (the fleet shares the CPUs it measures)."""

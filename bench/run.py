@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from devicehub import OK, Demand  # noqa: E402
-from devicehub.service import tune_garbage_collector  # noqa: E402
+from devicehub.tap import tune_garbage_collector  # noqa: E402
 from tests.support import free_ports  # noqa: E402
 
 TWISTD = str(Path(sys.executable).parent / "twistd")

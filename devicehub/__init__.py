@@ -3,9 +3,9 @@
 __version__ = "0.1.0"
 """The version of devicehub: the one place it is written (setup.cfg reads it from here)."""
 
-from .client import BrokerUnavailable, Busy, CommandStoreFailed, Demand, DevicehubError, RequestRejected
-from .events import Events
-from .results import NO, OK, QUEUED, TIMEOUT, Reply
+from devicehub.client.demand import BrokerUnavailable, Busy, CommandStoreFailed, Demand, DevicehubError, RequestRejected
+from devicehub.client.events import Events
+from devicehub.common.results import NO, OK, QUEUED, TIMEOUT, Reply
 
 __all__ = [
     "Demand",

@@ -17,10 +17,10 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.task import deferLater
 from twisted.protocols.basic import LineOnlyReceiver
 
-from devicehub.api import ApiService
-from devicehub.broker import BrokerService
-from devicehub.metrics import Metrics
-from devicehub.node import NodeService
+from devicehub.api.resource import ApiService
+from devicehub.broker.broker import BrokerService
+from devicehub.common.metrics import Metrics
+from devicehub.node.node import NodeService
 from devicehub.devices.session import DeviceSettings
 
 LOCAL = "tcp://127.0.0.1:*"

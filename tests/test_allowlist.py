@@ -8,10 +8,10 @@ from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.logger import Logger
 
-import devicehub.allowlist as allowModule
-from devicehub.allowlist import AllowList
-from devicehub.simulate import model
-from devicehub.simulate.fleet import SimulatedDevice, Tally
+import devicehub.node.allowlist as allowModule
+from devicehub.node.allowlist import AllowList
+from devicehub.devices.simulate import model
+from devicehub.devices.simulate.fleet import SimulatedDevice, Tally
 
 from .support import Hub, connect, eventually
 
@@ -67,8 +67,8 @@ async def test_a_device_not_on_the_list_gets_its_protocols_refusal_and_is_counte
 
 
 def test_the_option_reads_the_list_once_and_the_node_uses_it(tmp_path):
-    from devicehub.node import NodeService
-    from devicehub.service import Options, makeService
+    from devicehub.node.node import NodeService
+    from devicehub.tap import Options, makeService
 
     path = tmp_path / "allow.txt"
     path.write_text("good-1\n")

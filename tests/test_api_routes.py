@@ -18,10 +18,10 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-from devicehub import api as api_module
-from devicehub.api import ApiRoot, ApiSite, DeviceAPI
-from devicehub.client import BrokerUnavailable, Busy, RequestRejected
-from devicehub.results import NO, OK, QUEUED, TIMEOUT, Reply
+from devicehub.api import resource as api_module
+from devicehub.api.resource import ApiRoot, ApiSite, DeviceAPI
+from devicehub.client.demand import BrokerUnavailable, Busy, RequestRejected
+from devicehub.common.results import NO, OK, QUEUED, TIMEOUT, Reply
 
 OUTCOMES = {
     "ok": Reply(OK, {"battery": 77}),
@@ -72,7 +72,7 @@ ROUTES = {"fast": DeviceAPI.resource, "klein": klein}
 class Exchange:
     """
     One HTTP connection, in memory, to a fresh API whose routes are C{routes(api)};
-    what C{devicehub.api} logs meanwhile is kept in C{logged}.
+    what C{devicehub.api.resource} logs meanwhile is kept in C{logged}.
     """
 
     def __init__(self, routes) -> None:

@@ -7,8 +7,8 @@ from hypothesis import strategies as st
 from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
 
-from devicehub import frames
-from devicehub.broker import Broker, Directory, NodeRecord
+from devicehub.wire import frames
+from devicehub.broker.broker import Broker, Directory, NodeRecord
 
 
 class Peers:
@@ -299,7 +299,7 @@ class FakeBroker:
 
 @given(st.lists(st.lists(st.binary(max_size=30), max_size=5), max_size=5), st.sampled_from(sorted(frames.SCHEMAS)))
 def test_node_link_survives_any_frames_from_its_broker(garbage, kind):
-    from devicehub.node import BrokerLink, Node
+    from devicehub.node.node import BrokerLink, Node
 
     clock = Clock()
     broker = FakeBroker()

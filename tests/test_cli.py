@@ -15,11 +15,11 @@ from twisted.internet.utils import getProcessOutputAndValue
 import zmq
 
 import devicehub
-from devicehub import cli as devicehub_cli
-from devicehub.broker import BrokerService
-from devicehub.curve import keygen
-from devicehub.handshake import PATIENCE, HandshakeWatch
-from devicehub.limits import MAX_NUM, MAX_TIMEOUT
+from devicehub.cli import main as devicehub_cli
+from devicehub.broker.broker import BrokerService
+from devicehub.wire.curve import keygen
+from devicehub.wire.handshake import PATIENCE, HandshakeWatch
+from devicehub.common.limits import MAX_NUM, MAX_TIMEOUT
 
 from .support import LOCAL, Hub, eventually, online
 

@@ -7,8 +7,8 @@ from twisted.internet import reactor
 from twisted.internet.task import Clock
 
 from devicehub import OK, BrokerUnavailable, Demand, RequestRejected
-from devicehub import frames
-from devicehub.zmqsocket import ZmqSocket
+from devicehub.wire import frames
+from devicehub.wire.zmqsocket import ZmqSocket
 
 from .support import LOCAL, eventually, pause
 

@@ -472,8 +472,8 @@ async def test_a_gt06_tracker_and_a_watch_on_two_nodes_behind_one_broker(cluster
     """Issue 13: devices of different protocols, on nodes in processes of their own."""
     from twisted.internet.endpoints import connectProtocol
 
-    from devicehub.simulate import model
-    from devicehub.simulate.fleet import SimulatedDevice, Tally
+    from devicehub.devices.simulate import model
+    from devicehub.devices.simulate.fleet import SimulatedDevice, Tally
 
     await cluster.startBroker()
     ports = {}

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from devicehub.devices.codec import Answer, BadFrame, Heartbeat, Identify, Reply, UnsupportedCommand, Uplink
 from devicehub.devices.codecs.gt06 import Gt06Codec
-from devicehub.simulate.gt06 import Gt06Device
+from devicehub.devices.simulate.gt06 import Gt06Device
 
 IMEI = "356307042441013"
 MAX = 4096

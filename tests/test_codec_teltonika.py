@@ -22,7 +22,7 @@ from devicehub.devices.codec import (
     Uplink,
 )
 from devicehub.devices.codecs.teltonika import TeltonikaCodec, crc
-from devicehub.simulate.teltonika import TeltonikaDevice, avlPacket, encodeRecord
+from devicehub.devices.simulate.teltonika import TeltonikaDevice, avlPacket, encodeRecord
 
 IMEI = "356307042441013"
 MAX = 65536

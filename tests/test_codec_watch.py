@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from devicehub.devices.codec import Answer, BadFrame, Heartbeat, Identify, UnsupportedCommand, Uplink
 from devicehub.devices.codecs.watch import WatchCodec
-from devicehub.simulate.watch import WatchDevice, buildFrame, content
+from devicehub.devices.simulate.watch import WatchDevice, buildFrame, content
 
 ID = "5500000042"
 WHEN = datetime(2026, 11, 25, 16, 29, 5, tzinfo=timezone.utc)

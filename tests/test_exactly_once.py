@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from twisted.internet.task import Clock
 
-from devicehub import frames
-from devicehub.broker import Broker
+from devicehub.wire import frames
+from devicehub.broker.broker import Broker
 
 NODES = [b"N1", b"N2", b"N3"]
 IMEIS = ["a", "b", "c", "d"]

@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from devicehub import frames
-from devicehub.frames import FrameError
+from devicehub.wire import frames
+from devicehub.wire.frames import FrameError
 
 
 def test_round_trip():

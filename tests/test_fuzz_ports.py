@@ -12,8 +12,10 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.web.client import Agent, HTTPConnectionPool
 
-from devicehub import OK, Demand, Reply, frames
-from devicehub.zmqsocket import ZmqSocket
+from devicehub import OK, Demand, Reply
+
+from devicehub.wire import frames
+from devicehub.wire.zmqsocket import ZmqSocket
 
 from .support import connect, eventually, free_ports, pause, start_twistd
 

@@ -13,7 +13,7 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock, LoopingCall
 from twisted.internet.testing import MemoryReactor, StringTransport
 
-from devicehub.api import (
+from devicehub.api.resource import (
     HEADERS_TIMEOUT,
     IDLE_TIMEOUT,
     LINGER,
@@ -25,10 +25,10 @@ from devicehub.api import (
     DeviceAPI,
     _Channel,
 )
-from devicehub.backlog import LISTEN_BACKLOG, withBacklog
-from devicehub.metrics import Metrics
-from devicehub.results import OK, Reply
-from devicehub.sse import EventStreams
+from devicehub.common.backlog import LISTEN_BACKLOG, withBacklog
+from devicehub.common.metrics import Metrics
+from devicehub.common.results import OK, Reply
+from devicehub.api.sse import EventStreams
 from twisted.web import http
 from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer

@@ -5,7 +5,7 @@ import pytest_twisted
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
 from devicehub import TIMEOUT, Demand
-from devicehub.logs import Throttled
+from devicehub.common.logs import Throttled
 
 from .support import Hub, connect, eventually, free_ports, online
 
@@ -92,8 +92,8 @@ async def test_each_device_is_logged_with_its_imei_and_address():
 async def test_a_metrics_scrape_writes_nothing_to_the_log(http):
     from twisted.internet import reactor
 
-    from devicehub.listening import ListeningService
-    from devicehub.metrics import Metrics, MetricsSite
+    from devicehub.common.listening import ListeningService
+    from devicehub.common.metrics import Metrics, MetricsSite
 
     port = free_ports(1)[0]
     service = ListeningService(reactor, f"tcp:{port}:interface=127.0.0.1", MetricsSite(Metrics()), "metrics")

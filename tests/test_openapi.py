@@ -20,8 +20,8 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis import GenerationMode, checks
 
-from devicehub.imei import is_valid_imei
-from devicehub.openapi import openapi
+from devicehub.common.imei import is_valid_imei
+from devicehub.api.openapi import openapi
 
 from .support import free_ports
 

@@ -6,11 +6,11 @@ import pytest
 from twisted.application.service import Service
 from twisted.python.usage import UsageError
 
-from devicehub.broker import BrokerService
-from devicehub.node import NodeService
-from devicehub.api import ApiService
-from devicehub.service import GC_THRESHOLD, Options, Roles, TwistdOptions, makeService
-from devicehub.startup import EXIT_STARTUP, EXIT_USAGE, StartupError, StartupFailed
+from devicehub.broker.broker import BrokerService
+from devicehub.node.node import NodeService
+from devicehub.api.resource import ApiService
+from devicehub.tap import GC_THRESHOLD, Options, Roles, TwistdOptions, makeService
+from devicehub.common.startup import EXIT_STARTUP, EXIT_USAGE, StartupError, StartupFailed
 
 
 def parse(argv, environ=None):

@@ -13,7 +13,7 @@ TWISTD = str(Path(sys.executable).parent / "twistd")
 def test_distribution_ships_the_plugin_file():
     shipped = {str(path) for path in files("devicehub")}
     assert "twisted/plugins/devicehub_plugin.py" in shipped
-    assert "devicehub/service.py" in shipped
+    assert "devicehub/tap.py" in shipped
 
 
 def test_installed_twistd_lists_devicehub():

@@ -1,6 +1,6 @@
 """The in-process pipe between roles, with a reactor stand-in that runs one turn at a time."""
 
-from devicehub.pipe import Pipe
+from devicehub.wire.pipe import Pipe
 
 
 class Call:

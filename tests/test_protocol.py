@@ -7,10 +7,10 @@ from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from devicehub.node import Node
+from devicehub.node.node import Node
 from devicehub.devices.codecs.jsonl import LineError, parse_line
 from devicehub.devices.session import MAX_IDENT, DeviceFactory, DeviceSettings
-from devicehub.results import NO, OK, TIMEOUT, Reply
+from devicehub.common.results import NO, OK, TIMEOUT, Reply
 
 LOGIN_TIMEOUT = 30.0
 IDLE_TIMEOUT = 300.0
@@ -435,7 +435,7 @@ def test_cap_counts_only_while_the_device_is_not_reading():
 
 
 def test_too_many_unanswered_commands_are_refused_as_busy():
-    from devicehub.results import BUSY
+    from devicehub.common.results import BUSY
 
     protocol, transport, node, clock = loggedIn("dev1", maxPending=2)
     results = []
@@ -457,7 +457,7 @@ def nested(depth, leaf=1):
 
 def test_nesting_is_limited_at_the_parser_and_what_passes_can_travel_on():
     """Issue 12.4: data that parses on the node can always be sent on to the broker."""
-    from devicehub import frames
+    from devicehub.wire import frames
 
     protocol, transport, node, clock = loggedIn()
     acked = protocol.sendCommand("0x10", None, 5.0)

@@ -14,8 +14,8 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.threads import deferToThread
 
 from devicehub import OK, TIMEOUT, Demand, Events, Reply
-from devicehub.simulate import model
-from devicehub.simulate.fleet import SimulatedDevice, Tally
+from devicehub.devices.simulate import model
+from devicehub.devices.simulate.fleet import SimulatedDevice, Tally
 
 from .support import ROOT, Hub, eventually
 
@@ -79,7 +79,7 @@ async def test_a_device_of_each_protocol_is_online_answers_commands_and_reports_
         assert (response.code, json.loads(await response.content())) == (
             200, {"result": "ok", "reply": expected(protocol, device.device)})
         # from the CLI
-        cli = await deferToThread(subprocess.run, [sys.executable, "-m", "devicehub.cli", "--frontend", hub.frontend,
+        cli = await deferToThread(subprocess.run, [sys.executable, "-m", "devicehub.cli.main", "--frontend", hub.frontend,
                                                     "send", imei, instruct, *([json.dumps(data)] if data else [])],
                                   capture_output=True, text=True, cwd=ROOT, timeout=30)
         assert (cli.returncode, json.loads(cli.stdout)) == (0, {"result": "ok", "reply": expected(protocol, device.device)})

@@ -9,7 +9,7 @@ from twisted.internet import reactor
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from devicehub import OK, QUEUED, Demand
-from devicehub.store import MAX_ATTEMPTS, CommandStore
+from devicehub.broker.store import MAX_ATTEMPTS, CommandStore
 
 from .support import Hub, connect, eventually, online, pause
 from .test_pgstore import makeStore, pgdatabase, postgres, queueAt  # noqa: F401 (fixtures: SQLite and PostgreSQL)

@@ -8,8 +8,8 @@ from twisted.internet.testing import StringTransport
 
 from devicehub.devices.codec import Answer, BadFrame, Heartbeat, Identify, UnsupportedCommand, Uplink
 from devicehub.devices.session import DeviceFactory, DeviceSettings
-from devicehub.node import Node
-from devicehub.results import OK, REJECTED, TIMEOUT, Reply
+from devicehub.node.node import Node
+from devicehub.common.results import OK, REJECTED, TIMEOUT, Reply
 
 
 class LineCodec:

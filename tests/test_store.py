@@ -7,11 +7,11 @@ from twisted.internet.task import Clock
 from twisted.logger import Logger, formatEvent
 
 from devicehub import NO, Demand
-from devicehub.client import RequestRejected
-from devicehub import store as storeModule
-from devicehub.broker import STORE_SWEEP, BrokerService
-from devicehub.service import Options, makeService
-from devicehub.store import MAX_ATTEMPTS, CommandStore, StoreFailed
+from devicehub.client.demand import RequestRejected
+from devicehub.broker import store as storeModule
+from devicehub.broker.broker import STORE_SWEEP, BrokerService
+from devicehub.tap import Options, makeService
+from devicehub.broker.store import MAX_ATTEMPTS, CommandStore, StoreFailed
 
 from .support import LOCAL, Hub, eventually, free_ports, start_twistd
 
@@ -20,7 +20,7 @@ from .support import LOCAL, Hub, eventually, free_ports, start_twistd
 def storeLog(monkeypatch) -> list[dict]:
     """What the store module logs, kept from the process log (where an error fails the test)."""
     events: list[dict] = []
-    monkeypatch.setattr(storeModule, "log", Logger(namespace="devicehub.store", observer=events.append), raising=False)
+    monkeypatch.setattr(storeModule, "log", Logger(namespace="devicehub.broker.store", observer=events.append), raising=False)
     return events
 
 
@@ -181,14 +181,14 @@ async def test_a_store_failing_later_is_reported_by_queued_sends_and_health(tmp_
     """Issue 12.7: not 'broker unavailable' and not a healthy hub, but the store, in words."""
     import json
 
-    import devicehub.broker as brokerModule
+    import devicehub.broker.broker as brokerModule
 
     from devicehub import CommandStoreFailed, Demand
 
     from .support import Hub
 
     logged: list[dict] = []
-    monkeypatch.setattr(brokerModule, "log", Logger(namespace="devicehub.broker", observer=logged.append))
+    monkeypatch.setattr(brokerModule, "log", Logger(namespace="devicehub.broker.broker", observer=logged.append))
     hub = await Hub(brokerOptions={"store": str(tmp_path / "q.sqlite3")}).start()
     demand = Demand(hub.frontend)
     try:

@@ -5,7 +5,7 @@ import pytest_twisted
 import zmq
 from twisted.internet import reactor
 
-from devicehub.zmqsocket import ZmqSocket
+from devicehub.wire.zmqsocket import ZmqSocket
 
 from .support import LOCAL, pause
 

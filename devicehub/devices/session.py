@@ -29,11 +29,11 @@ from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from zope.interface import implementer
 
-from ..imei import is_valid_imei
-from ..logs import Throttled, peerName
-from ..results import OK, TIMEOUT, Reply
-from .codec import Answer, BadFrame, Codec, Heartbeat, Identify, Message, Uplink
-from .codec import Reply as ReplyBytes
+from devicehub.common.imei import is_valid_imei
+from devicehub.common.logs import Throttled, peerName
+from devicehub.common.results import OK, TIMEOUT, Reply
+from devicehub.devices.codec import Answer, BadFrame, Codec, Heartbeat, Identify, Message, Uplink
+from devicehub.devices.codec import Reply as ReplyBytes
 
 log = Logger()
 deviceLog = Throttled(log)
@@ -489,7 +489,7 @@ class DeviceFactory(Factory):
 
     def __init__(self, node: SessionController, clock, settings: DeviceSettings, codec: type[Codec] | None = None):
         if codec is None:
-            from .codecs.jsonl import JsonLinesCodec as codec
+            from devicehub.devices.codecs.jsonl import JsonLinesCodec as codec
         self.node = node
         self.clock = clock
         self.settings = settings

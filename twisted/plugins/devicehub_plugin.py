@@ -7,7 +7,7 @@ from zope.interface import implementer
 class DevicehubServiceMaker:
     """
     C{twistd devicehub}. Unlike twistd's C{ServiceMaker}, its options are
-    L{devicehub.service.TwistdOptions}: a mistake is one line on stderr, not the
+    L{devicehub.tap.TwistdOptions}: a mistake is one line on stderr, not the
     whole --help. devicehub is imported only when the plugin is used.
     """
 
@@ -16,12 +16,12 @@ class DevicehubServiceMaker:
 
     @property
     def options(self):
-        from devicehub.service import TwistdOptions
+        from devicehub.tap import TwistdOptions
 
         return TwistdOptions
 
     def makeService(self, options):
-        from devicehub.service import makeService
+        from devicehub.tap import makeService
 
         return makeService(options)
 

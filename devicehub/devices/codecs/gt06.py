@@ -36,8 +36,8 @@ from typing import Any, Hashable
 
 from fastcrc.crc16 import ibm_sdlc as crcX25
 
-from ...imei import is_valid_imei
-from ..codec import Answer, BadFrame, Heartbeat, Identify, Message, Reply, UnsupportedCommand, Uplink
+from devicehub.common.imei import is_valid_imei
+from devicehub.devices.codec import Answer, BadFrame, Heartbeat, Identify, Message, Reply, UnsupportedCommand, Uplink
 
 LOGIN = 0x01
 HEARTBEAT_BARE = 0x08

@@ -19,8 +19,8 @@ a C{token} (see L{devicehub.devices.session.device_token}).
 
 from typing import Any, ClassVar, Hashable
 
-from ...frames import FrameError, dumps, loads
-from ..codec import Answer, BadFrame, Heartbeat, Identify, Message, Uplink
+from devicehub.wire.frames import FrameError, dumps, loads
+from devicehub.devices.codec import Answer, BadFrame, Heartbeat, Identify, Message, Uplink
 
 DELIMITER = b"\n"
 _PONG = dumps({"type": "pong"}) + DELIMITER

@@ -36,8 +36,8 @@ from typing import Any, Hashable
 
 from fastcrc import crc16
 
-from ...imei import is_valid_imei
-from ..codec import Answer, BadFrame, Heartbeat, Identify, Message, Reply, UnsupportedCommand, Uplink
+from devicehub.common.imei import is_valid_imei
+from devicehub.devices.codec import Answer, BadFrame, Heartbeat, Identify, Message, Reply, UnsupportedCommand, Uplink
 
 CODEC_GH3000 = 0x07
 CODEC_8 = 0x08
@@ -59,7 +59,7 @@ REFUSE = b"\x00"
 KEEPALIVE = b"\xff"
 PREAMBLE = b"\x00\x00\x00\x00"
 MAX_IMEI = 64
-"""Longest identity (devicehub.imei); a longer LEN in the opening packet is refused."""
+"""Longest identity (devicehub.common.imei); a longer LEN in the opening packet is refused."""
 _HEADER = 9
 """Bytes of a data packet needed to judge its header: preamble, DLEN and the codec id."""
 _MAX_TIME_MS = 253402300799999

@@ -60,8 +60,8 @@ import re
 from datetime import datetime
 from typing import Any, ClassVar, Hashable
 
-from ...imei import is_valid_imei
-from ..codec import Answer, BadFrame, Heartbeat, Identify, Message, UnsupportedCommand, Uplink
+from devicehub.common.imei import is_valid_imei
+from devicehub.devices.codec import Answer, BadFrame, Heartbeat, Identify, Message, UnsupportedCommand, Uplink
 
 # Escapes, both ways. Decoding replaces 7D 02..05 first and 7D 01 last: the only 7D bytes
 # on the wire start an escape, so no replacement can form a new one.

@@ -7,8 +7,8 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from .backlog import withBacklog
-from .startup import StartupError
+from devicehub.common.backlog import withBacklog
+from devicehub.common.startup import StartupError
 
 log = Logger()
 
@@ -16,7 +16,7 @@ log = Logger()
 class ListeningService(Service):
     """
     Listen on C{description} (e.g. C{tcp:7700}) while running, with a listen backlog of
-    L{devicehub.backlog.LISTEN_BACKLOG} unless the description sets one.
+    L{devicehub.common.backlog.LISTEN_BACKLOG} unless the description sets one.
 
     Unlike a plain C{StreamServerEndpointService}, a listen that fails at once
     (port taken, bad certificate) raises L{StartupError} from C{startService}, so

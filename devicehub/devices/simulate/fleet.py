@@ -15,7 +15,7 @@ from twisted.internet.endpoints import clientFromString, connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import LoopingCall
 
-from . import model
+from devicehub.devices.simulate import model
 
 # Where the simulated fleet drives about (Amsterdam), in degrees.
 HOME = (52.3702, 4.8952)

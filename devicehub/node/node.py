@@ -19,22 +19,22 @@ from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
 from twisted.logger import Logger
 
-from . import frames
-from .allowlist import AllowList
-from .curve import clientKeys
-from .drain import DEFAULT_DRAIN_TIMEOUT, drain
-from .frames import FrameError, Message
-from .listening import ListeningService
-from .logs import Throttled
-from .metrics import Metrics
-from .devices import codecs
-from .devices.codec import Codec, UnsupportedCommand
-from .devices.session import SESSION_ERROR_KINDS, DeviceFactory, DeviceSession, DeviceSettings
-from .results import BUSY, NO, OK, REJECTED, Reply
-from .zmqsocket import ZmqSocket
+from devicehub.wire import frames
+from devicehub.node.allowlist import AllowList
+from devicehub.wire.curve import clientKeys
+from devicehub.common.drain import DEFAULT_DRAIN_TIMEOUT, drain
+from devicehub.wire.frames import FrameError, Message
+from devicehub.common.listening import ListeningService
+from devicehub.common.logs import Throttled
+from devicehub.common.metrics import Metrics
+from devicehub.devices import codecs
+from devicehub.devices.codec import Codec, UnsupportedCommand
+from devicehub.devices.session import SESSION_ERROR_KINDS, DeviceFactory, DeviceSession, DeviceSettings
+from devicehub.common.results import BUSY, NO, OK, REJECTED, Reply
+from devicehub.wire.zmqsocket import ZmqSocket
 
 if TYPE_CHECKING:
-    from .broker import BrokerService
+    from devicehub.broker.broker import BrokerService
 
 log = Logger()
 throttled = Throttled(log)
@@ -352,7 +352,7 @@ class NodeService(MultiService):
         allow: "AllowList | str | None" = None,
     ) -> None:
         """
-        @param allow: the allow-list (see L{devicehub.allowlist}) or its file, or None: any identity.
+        @param allow: the allow-list (see L{devicehub.node.allowlist}) or its file, or None: any identity.
         @param devices: the endpoint for JSON Lines devices (the same as C{("jsonl", devices)} in C{listen}).
         @param listen: C{(protocol, endpoint)} pairs: a listener each, all feeding this node.
         @param broker: the broker of this process: link to it in-process instead of over ZeroMQ.

@@ -17,10 +17,10 @@ import zmq
 from twisted.internet.defer import DeferredQueue, QueueOverflow
 from twisted.logger import Logger
 
-from .curve import clientKeys
-from .frames import ENVELOPE_DEPTH, FrameError, loads
-from .logs import Throttled
-from .zmqsocket import ZmqSocket
+from devicehub.wire.curve import clientKeys
+from devicehub.wire.frames import ENVELOPE_DEPTH, FrameError, loads
+from devicehub.common.logs import Throttled
+from devicehub.wire.zmqsocket import ZmqSocket
 
 log = Logger()
 throttled = Throttled(log)

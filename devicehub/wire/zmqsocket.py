@@ -54,7 +54,7 @@ class ZmqSocket(ZmqConnection):
             C{zmq.ZMQError(EHOSTUNREACH)} instead of vanishing.
         @param immediate: queue messages only to completed connections, so a
             send with no peer raises C{zmq.Again} instead of waiting for one.
-        @param curve: L{devicehub.curve.CurveKeys} to authenticate and encrypt with.
+        @param curve: L{devicehub.wire.curve.CurveKeys} to authenticate and encrypt with.
         @param maxMessageSize: bytes; a peer sending a larger frame is disconnected (-1: no limit).
         """
         self.socketType = socketType

@@ -10,4 +10,4 @@ MAX_NUM = 1000
 MAX_TIMEOUT = 300.0
 """Longest wait, in seconds, a caller may ask for: for an ack, or for the broker (0 < timeout <= MAX_TIMEOUT)."""
 MAX_TTL = 30 * 86_400.0
-"""Longest life, in seconds, of a queued command (0 < ttl <= MAX_TTL); the same as L{devicehub.store.MAX_TTL}."""
+"""Longest life, in seconds, of a queued command (0 < ttl <= MAX_TTL); the same as L{devicehub.broker.store.MAX_TTL}."""

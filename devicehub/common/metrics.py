@@ -21,8 +21,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 if TYPE_CHECKING:
-    from .broker import Broker
-    from .node import Node
+    from devicehub.broker.broker import Broker
+    from devicehub.node.node import Node
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 

@@ -3,7 +3,7 @@ Start-up failures of C{twistd devicehub}: one clear line on stderr and a non-zer
 
 A role that cannot start (a port taken, an address that cannot be bound, a store that
 cannot be opened) raises L{StartupError} with a one-line message from its
-C{privilegedStartService} or C{startService}. L{devicehub.service.Roles} turns it into
+C{privilegedStartService} or C{startService}. L{devicehub.tap.Roles} turns it into
 that line on stderr (and in the log) and ends twistd with L{EXIT_STARTUP}, without a
 traceback; in daemon mode twistd's parent process prints it.
 """

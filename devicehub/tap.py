@@ -14,10 +14,10 @@ from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python import usage
 
-from . import __version__
-from .addresses import address_problem
-from .limits import MAX_TIMEOUT
-from .startup import EXPECTED, startupFailed, usageFailed
+from devicehub import __version__
+from devicehub.common.addresses import address_problem
+from devicehub.common.limits import MAX_TIMEOUT
+from devicehub.common.startup import EXPECTED, startupFailed, usageFailed
 
 log = Logger()
 
@@ -181,7 +181,7 @@ class Options(usage.Options):
 
     def opt_listen(self, value: str) -> None:
         """PROTOCOL=ENDPOINT: one more device listener speaking PROTOCOL (jsonl, watch, gt06, teltonika); repeatable."""
-        from .devices import codecs
+        from devicehub.devices import codecs
 
         protocol, equals, endpoint = value.partition("=")
         if not equals or not endpoint:
@@ -231,7 +231,7 @@ class Options(usage.Options):
         if self["curve-keys"] is not None:
             self._checkKeys()
         if self["allow"] is not None and "node" in self["roles"]:
-            from .allowlist import AllowList
+            from devicehub.node.allowlist import AllowList
 
             try:  # read once, here: the node takes this list
                 self["allow"] = AllowList(self["allow"])
@@ -243,7 +243,7 @@ class Options(usage.Options):
             self._checkAccessLog()
 
     def _checkKeys(self) -> None:
-        from .curve import MissingKeys, clientKeys, serverKeys
+        from devicehub.wire.curve import MissingKeys, clientKeys, serverKeys
 
         try:
             if "broker" in self["roles"]:
@@ -301,7 +301,7 @@ def tune_garbage_collector() -> None:
 class Roles(MultiService):
     """
     The roles of one twistd process. A role that cannot start (it raises
-    L{devicehub.startup.StartupError}; a broker that cannot bind) ends twistd with one
+    L{devicehub.common.startup.StartupError}; a broker that cannot bind) ends twistd with one
     line on stderr and exit status 1; its stop reports a failing child instead of
     swallowing it; once started, it tunes the garbage collector for the process.
 
@@ -338,12 +338,12 @@ def makeService(options: Options, reactor=None) -> Roles:
     """The roles C{options} selects, as one service."""
     if reactor is None:
         from twisted.internet import reactor
-    from .api import ApiService
-    from .broker import BrokerService
-    from .listening import ListeningService
-    from .metrics import Metrics, MetricsSite
-    from .node import NodeService
-    from .devices.session import DeviceSettings
+    from devicehub.api.resource import ApiService
+    from devicehub.broker.broker import BrokerService
+    from devicehub.common.listening import ListeningService
+    from devicehub.common.metrics import Metrics, MetricsSite
+    from devicehub.node.node import NodeService
+    from devicehub.devices.session import DeviceSettings
 
     hub = Roles(getattr(options, "environment", None))
     roles = options["roles"]

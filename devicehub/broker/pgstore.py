@@ -1,7 +1,7 @@
 """
 The queue of commands for offline devices in PostgreSQL (C{--store postgresql://…}),
 shared by every broker given the same URL. States, records and calls are those of
-L{devicehub.store.CommandStore}; sharing adds claims:
+L{devicehub.broker.store.CommandStore}; sharing adds claims:
 
   - L{due} claims a device's queued commands for this broker (C{claimed_by}, and a
     C{claim_expires} time) and returns them oldest first, unless another broker holds a
@@ -48,7 +48,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from .store import (
+from devicehub.broker.store import (
     ACKED, CANCELLED, EXPIRED, FAILED, MAX_ATTEMPTS, QUEUED, REPLACED, SENT, NotClaimed, StoreFailed, _record, redacted,
 )
 

@@ -21,20 +21,20 @@ from twisted.web.http import RESPONSES, HTTPChannel
 from twisted.web.server import NOT_DONE_YET, Request, Site
 from werkzeug.exceptions import HTTPException
 
-from .client import BrokerUnavailable, Busy, CommandStoreFailed, Demand, RequestRejected
-from .drain import DEFAULT_DRAIN_TIMEOUT, drain
-from .events import Events
-from .frames import FrameError, dumps, loads
-from .imei import is_valid_imei
-from .limits import MAX_NUM, MAX_TIMEOUT, MAX_TTL
-from .listening import ListeningService
-from .metrics import CONTENT_TYPE_LATEST, Metrics
-from .openapi import openapi
-from .results import NO, OK, QUEUED, TIMEOUT
-from .sse import EventStreams
+from devicehub.client.demand import BrokerUnavailable, Busy, CommandStoreFailed, Demand, RequestRejected
+from devicehub.common.drain import DEFAULT_DRAIN_TIMEOUT, drain
+from devicehub.client.events import Events
+from devicehub.wire.frames import FrameError, dumps, loads
+from devicehub.common.imei import is_valid_imei
+from devicehub.common.limits import MAX_NUM, MAX_TIMEOUT, MAX_TTL
+from devicehub.common.listening import ListeningService
+from devicehub.common.metrics import CONTENT_TYPE_LATEST, Metrics
+from devicehub.api.openapi import openapi
+from devicehub.common.results import NO, OK, QUEUED, TIMEOUT
+from devicehub.api.sse import EventStreams
 
 if TYPE_CHECKING:
-    from .broker import BrokerService
+    from devicehub.broker.broker import BrokerService
 
 log = Logger()
 

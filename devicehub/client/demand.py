@@ -16,17 +16,17 @@ import zmq
 from twisted.internet.defer import Deferred, fail
 from twisted.logger import Logger
 
-from . import frames
-from .curve import clientKeys
-from .frames import FrameError, Message
-from .imei import is_valid_imei
-from .limits import MAX_TIMEOUT
-from .logs import Throttled
-from .results import QUEUED, RESULTS, Reply
-from .zmqsocket import ZmqSocket
+from devicehub.wire import frames
+from devicehub.wire.curve import clientKeys
+from devicehub.wire.frames import FrameError, Message
+from devicehub.common.imei import is_valid_imei
+from devicehub.common.limits import MAX_TIMEOUT
+from devicehub.common.logs import Throttled
+from devicehub.common.results import QUEUED, RESULTS, Reply
+from devicehub.wire.zmqsocket import ZmqSocket
 
 if TYPE_CHECKING:
-    from .broker import BrokerService
+    from devicehub.broker.broker import BrokerService
 
 log = Logger()
 throttled = Throttled(log)

@@ -11,7 +11,7 @@ from typing import Callable
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
-from .zmqsocket import ZmqSocket
+from devicehub.wire.zmqsocket import ZmqSocket
 
 PATIENCE = 5.0
 """Seconds without a completed handshake before the watch says that nothing answers."""
@@ -110,7 +110,7 @@ class HandshakeWatch:
         in C{reactor}. Its connection is started again, so that no event of it comes
         before the monitor.
         """
-        address = f"inproc://devicehub.handshake.{next(_numbers)}"
+        address = f"inproc://devicehub.wire.handshake.{next(_numbers)}"
         socket.monitor(address, zmq.EVENT_ALL)
 
         def received(frames: list[bytes]) -> None:

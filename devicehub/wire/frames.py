@@ -31,7 +31,7 @@ import json
 import math
 from typing import Any, Callable, NamedTuple
 
-from .limits import MAX_TIMEOUT
+from devicehub.common.limits import MAX_TIMEOUT
 
 VERSION = b"DH2"
 MAX_REQUEST_ID = 64

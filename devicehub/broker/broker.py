@@ -5,7 +5,7 @@ Clients (L{devicehub.Demand}, the API) talk to the ROUTER I{frontend}; nodes att
 their DEALER to the ROUTER I{backend}. A command goes to the one node that holds
 the device, and every request gets exactly one answer: from the directory, from
 the node, or from the broker itself when the node does not answer in time
-(TIMEOUT) or is gone. The messages are described in L{devicehub.frames}.
+(TIMEOUT) or is gone. The messages are described in L{devicehub.wire.frames}.
 """
 
 import secrets
@@ -21,19 +21,19 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from . import frames
-from .curve import AUTHORIZED, ZapHandler, serverKeys
-from .drain import DEFAULT_DRAIN_TIMEOUT, drain
-from .frames import FrameError, Message
-from .imei import is_valid_imei
-from .logs import Throttled
-from .limits import MAX_TTL
-from .store import DEFAULT_TTL, CommandStore, NotClaimed, StoreFailed, openStore
-from .metrics import Metrics
-from .pipe import Pipe
-from .results import BUSY, NO, OK, QUEUED, REJECTED, RESULTS, TIMEOUT
-from .startup import StartupError
-from .zmqsocket import ZmqSocket
+from devicehub.wire import frames
+from devicehub.wire.curve import AUTHORIZED, ZapHandler, serverKeys
+from devicehub.common.drain import DEFAULT_DRAIN_TIMEOUT, drain
+from devicehub.wire.frames import FrameError, Message
+from devicehub.common.imei import is_valid_imei
+from devicehub.common.logs import Throttled
+from devicehub.common.limits import MAX_TTL
+from devicehub.broker.store import DEFAULT_TTL, CommandStore, NotClaimed, StoreFailed, openStore
+from devicehub.common.metrics import Metrics
+from devicehub.wire.pipe import Pipe
+from devicehub.common.results import BUSY, NO, OK, QUEUED, REJECTED, RESULTS, TIMEOUT
+from devicehub.common.startup import StartupError
+from devicehub.wire.zmqsocket import ZmqSocket
 
 log = Logger()
 throttled = Throttled(log)
@@ -720,7 +720,7 @@ class BrokerService(Service):
     ) -> None:
         """
         @param warmup: see L{Broker}.
-        @param curveKeys: a key directory (see L{devicehub.curve}): admit only authorized clients.
+        @param curveKeys: a key directory (see L{devicehub.wire.curve}): admit only authorized clients.
         @param events: the ZeroMQ address to publish events on (PUB), or None.
         @param store: the SQLite file of the queue for offline devices, or None.
         @param clock: the clock of the periodic sweeps (nodes, expired commands); the reactor by default.

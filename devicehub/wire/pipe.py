@@ -2,7 +2,7 @@
 An in-process stand-in for a ZeroMQ link, used between roles in one reactor.
 
 When the broker runs in the same process as a node or the API, their messages
-need neither ZeroMQ nor JSON: a L{Pipe} hands each L{devicehub.frames.Message}
+need neither ZeroMQ nor JSON: a L{Pipe} hands each L{devicehub.wire.frames.Message}
 to the far side's handler as it is. It keeps what the sockets guarantee and the
 roles rely on: delivery in order and never inside the sender's call (so no role
 sees a reply before its own send has returned), and at most L{Pipe.maxBatch}

@@ -22,8 +22,8 @@ import zmq.auth
 from zmq.utils import z85
 from twisted.logger import Logger
 
-from .logs import Throttled
-from .zmqsocket import ZmqSocket
+from devicehub.common.logs import Throttled
+from devicehub.wire.zmqsocket import ZmqSocket
 
 log = Logger()
 throttled = Throttled(log)

@@ -15,7 +15,7 @@ Delivery is at least once: a command whose ack was lost (or whose broker restart
 while it was "sent") is sent again; an acked one never is.
 
 L{openStore} opens the store that C{--store} names: this one, or for a
-C{postgresql://} URL the queue that several brokers share (L{devicehub.pgstore}).
+C{postgresql://} URL the queue that several brokers share (L{devicehub.broker.pgstore}).
 """
 
 import json
@@ -328,7 +328,7 @@ def openStore(location: str, reactor, now: float, *, deliveryTimeout: float | No
     """
     Open the queue of commands for offline devices at C{location} (the value of
     C{--store}): a C{postgresql://USER@HOST[:PORT]/DB} URL, shared by every broker given
-    it (L{devicehub.pgstore.PostgresCommandStore}), or else a SQLite file path
+    it (L{devicehub.broker.pgstore.PostgresCommandStore}), or else a SQLite file path
     (L{CommandStore}, created if missing). Like L{CommandStore.openNow}, it runs in the
     calling thread: for a broker's start-up, before the reactor runs.
 
@@ -338,7 +338,7 @@ def openStore(location: str, reactor, now: float, *, deliveryTimeout: float | No
     """
     if isPostgres(location):
         try:
-            from .pgstore import PostgresCommandStore
+            from devicehub.broker.pgstore import PostgresCommandStore
         except ImportError as e:
             raise StoreFailed(
                 f"cannot open the command store {redacted(location)!r}: {e} (pip install 'psycopg[binary]')"

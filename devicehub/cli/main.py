@@ -17,18 +17,18 @@ from twisted.internet import task
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import clientFromString
 
-from . import __version__
-from .addresses import address_problem
-from .client import BrokerUnavailable, Busy, Demand, RequestRejected
-from .curve import BROKER, MissingKeys, clientKeys, keygen
-from .events import DEFAULT_EVENTS, Events
-from .frames import FrameError, dumps, loads
-from .handshake import HandshakeWatch
-from .imei import is_valid_imei
-from .limits import DEFAULT_NUM, MAX_NUM, MAX_TIMEOUT, MAX_TTL
-from .results import NO, OK, QUEUED, TIMEOUT
-from .simulate import MODELS
-from .simulate.fleet import simulate
+from devicehub import __version__
+from devicehub.common.addresses import address_problem
+from devicehub.client.demand import BrokerUnavailable, Busy, Demand, RequestRejected
+from devicehub.wire.curve import BROKER, MissingKeys, clientKeys, keygen
+from devicehub.client.events import DEFAULT_EVENTS, Events
+from devicehub.wire.frames import FrameError, dumps, loads
+from devicehub.wire.handshake import HandshakeWatch
+from devicehub.common.imei import is_valid_imei
+from devicehub.common.limits import DEFAULT_NUM, MAX_NUM, MAX_TIMEOUT, MAX_TTL
+from devicehub.common.results import NO, OK, QUEUED, TIMEOUT
+from devicehub.devices.simulate import MODELS
+from devicehub.devices.simulate.fleet import simulate
 
 EXIT = {OK: 0, NO: 1, TIMEOUT: 2}
 EXIT_UNAVAILABLE = 3
