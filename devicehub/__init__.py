@@ -3,7 +3,8 @@
 __version__ = "0.1.0"
 """The version of devicehub: the one place it is written (setup.cfg reads it from here)."""
 
-from devicehub.client.demand import BrokerUnavailable, Busy, CommandStoreFailed, Demand, DevicehubError, RequestRejected
+from devicehub.client.demand import Demand
+from devicehub.common.errors import BrokerUnavailable, Busy, CommandStoreFailed, DevicehubError, RequestRejected
 from devicehub.client.events import Events
 from devicehub.common.results import NO, OK, QUEUED, TIMEOUT, Reply
 

@@ -342,7 +342,7 @@ def makeService(options: Options, reactor=None) -> Roles:
     from devicehub.broker.broker import BrokerService
     from devicehub.common.listening import ListeningService
     from devicehub.common.metrics import Metrics, MetricsSite
-    from devicehub.node.node import NodeService
+    from devicehub.node.service import NodeService
     from devicehub.devices.session import DeviceSettings
 
     hub = Roles(getattr(options, "environment", None))
@@ -385,7 +385,7 @@ def makeService(options: Options, reactor=None) -> Roles:
             drainTimeout=options["drain-timeout"],
             curveKeys=options["curve-keys"],
             metrics=metrics,
-            broker=broker,
+            local=None if broker is None else broker.connectNode,
             allow=options["allow"],
         ).setServiceParent(hub)
     if "api" in roles:
@@ -400,7 +400,7 @@ def makeService(options: Options, reactor=None) -> Roles:
             curveKeys=options["curve-keys"],
             metrics=metrics,
             events=options["events"],
-            broker=broker,
+            local=None if broker is None else broker.connectClient,
         ).setServiceParent(hub)
     if options["metrics"] is not None:
         ListeningService(reactor, options["metrics"], MetricsSite(metrics), "metrics").setServiceParent(hub)

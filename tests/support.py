@@ -20,7 +20,7 @@ from twisted.protocols.basic import LineOnlyReceiver
 from devicehub.api.resource import ApiService
 from devicehub.broker.broker import BrokerService
 from devicehub.common.metrics import Metrics
-from devicehub.node.node import NodeService
+from devicehub.node.service import NodeService
 from devicehub.devices.session import DeviceSettings
 
 LOCAL = "tcp://127.0.0.1:*"
@@ -153,7 +153,7 @@ class Hub:
                 accessLog=self.accessLog,
                 metrics=self.metrics,
                 events=self.events,
-                broker=self.broker if self.pipes else None,
+                local=self.broker.connectClient if self.pipes else None,
             )
             self.api.startService()
         return self
@@ -169,7 +169,7 @@ class Hub:
             commandTimeout=self.commandTimeout,
             settings=self.settings,
             metrics=self.metrics,
-            broker=self.broker if self.pipes else None,
+            local=self.broker.connectNode if self.pipes else None,
         )
         node.startService()
         self.nodes.append(node)

@@ -67,7 +67,7 @@ async def test_a_device_not_on_the_list_gets_its_protocols_refusal_and_is_counte
 
 
 def test_the_option_reads_the_list_once_and_the_node_uses_it(tmp_path):
-    from devicehub.node.node import NodeService
+    from devicehub.node.service import NodeService
     from devicehub.tap import Options, makeService
 
     path = tmp_path / "allow.txt"

@@ -20,7 +20,7 @@ from twisted.python.failure import Failure
 
 from devicehub.api import resource as api_module
 from devicehub.api.resource import ApiRoot, ApiSite, DeviceAPI
-from devicehub.client.demand import BrokerUnavailable, Busy, RequestRejected
+from devicehub.common.errors import BrokerUnavailable, Busy, RequestRejected
 from devicehub.common.results import NO, OK, QUEUED, TIMEOUT, Reply
 
 OUTCOMES = {

@@ -299,15 +299,16 @@ class FakeBroker:
 
 @given(st.lists(st.lists(st.binary(max_size=30), max_size=5), max_size=5), st.sampled_from(sorted(frames.SCHEMAS)))
 def test_node_link_survives_any_frames_from_its_broker(garbage, kind):
-    from devicehub.node.node import BrokerLink, Node
+    from devicehub.node.link import BrokerLink
+    from devicehub.node.node import Node
 
     clock = Clock()
     broker = FakeBroker()
-    link = BrokerLink(Node("n", 5.0, clock), "tcp://unused", clock, broker=broker)
+    link = BrokerLink(Node("n", 5.0, clock), "tcp://unused", clock, local=broker.connectNode)
     link.startService()
     for raw in garbage + [[b"DH2 " + kind + b" 1", b"{}"], [b"DH2 " + kind + b" 1", b'{"imei":7}']]:
-        link.received(raw)
-    link.received(frames.encode(b"command", b"9", {"imei": "x", "instruct": "i", "data": None, "timeout": 1, "wait": True}))
+        link.connection.received(raw)
+    link.connection.received(frames.encode(b"command", b"9", {"imei": "x", "instruct": "i", "data": None, "timeout": 1, "wait": True}))
     assert broker.pipe.sent[-1][:3] == (b"result", b"9", {"imei": "x", "result": "no", "data": None})
     for call in clock.getDelayedCalls():
         call.cancel()

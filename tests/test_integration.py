@@ -201,7 +201,7 @@ async def test_broker_bounds_what_any_client_sends(hub, demand):
 @pytest_twisted.ensureDeferred
 async def test_a_second_node_with_a_taken_name_is_refused_and_steals_nothing(hub, demand):
     """Issue 12.18: before, two live nodes with one --node-id took devices from each other."""
-    from devicehub.node.node import NodeService
+    from devicehub.node.service import NodeService
 
     device = await online(hub, "steady")
     twin = NodeService(reactor, devices="tcp:0:interface=127.0.0.1", backend=hub.backend, name="node-1",

@@ -7,7 +7,7 @@ from twisted.application.service import Service
 from twisted.python.usage import UsageError
 
 from devicehub.broker.broker import BrokerService
-from devicehub.node.node import NodeService
+from devicehub.node.service import NodeService
 from devicehub.api.resource import ApiService
 from devicehub.tap import GC_THRESHOLD, Options, Roles, TwistdOptions, makeService
 from devicehub.common.startup import EXIT_STARTUP, EXIT_USAGE, StartupError, StartupFailed

@@ -7,7 +7,7 @@ from twisted.internet.task import Clock
 from twisted.logger import Logger, formatEvent
 
 from devicehub import NO, Demand
-from devicehub.client.demand import RequestRejected
+from devicehub.common.errors import RequestRejected
 from devicehub.broker import store as storeModule
 from devicehub.broker.broker import STORE_SWEEP, BrokerService
 from devicehub.tap import Options, makeService

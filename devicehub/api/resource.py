@@ -8,7 +8,7 @@ Every answer, errors included, is JSON. Device outcomes map to 200/202 (ok),
 import hmac
 import math
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from klein import Klein
@@ -21,10 +21,12 @@ from twisted.web.http import RESPONSES, HTTPChannel
 from twisted.web.server import NOT_DONE_YET, Request, Site
 from werkzeug.exceptions import HTTPException
 
-from devicehub.client.demand import BrokerUnavailable, Busy, CommandStoreFailed, Demand, RequestRejected
+from devicehub.client.demand import Demand
+from devicehub.common.errors import BrokerUnavailable, Busy, CommandStoreFailed, RequestRejected
 from devicehub.common.drain import DEFAULT_DRAIN_TIMEOUT, drain
 from devicehub.client.events import Events
 from devicehub.wire.frames import FrameError, dumps, loads
+from devicehub.wire.link import Attach
 from devicehub.common.imei import is_valid_imei
 from devicehub.common.limits import MAX_NUM, MAX_TIMEOUT, MAX_TTL
 from devicehub.common.listening import ListeningService
@@ -32,9 +34,6 @@ from devicehub.common.metrics import CONTENT_TYPE_LATEST, Metrics
 from devicehub.api.openapi import openapi
 from devicehub.common.results import NO, OK, QUEUED, TIMEOUT
 from devicehub.api.sse import EventStreams
-
-if TYPE_CHECKING:
-    from devicehub.broker.broker import BrokerService
 
 log = Logger()
 
@@ -505,14 +504,14 @@ class ApiService(MultiService):
         curveKeys: str | None = None,
         metrics: Metrics | None = None,
         events: str | None = None,
-        broker: "BrokerService | None" = None,
+        local: Attach | None = None,
     ) -> None:
         """
         @param accessLog: see L{ApiSite}.
-        @param broker: the broker of this process: reach it in-process instead of over ZeroMQ.
+        @param local: the broker of this process: reach it in-process instead of over ZeroMQ.
         """
         super().__init__()
-        self.broker = broker
+        self.local = local
         self.curveKeys = curveKeys
         self.events = events
         self.subscriber: Events | None = None
@@ -529,7 +528,7 @@ class ApiService(MultiService):
     def startService(self) -> None:
         # ZeroMQ sockets are made here, after twistd may have forked, never before.
         self.api.demand = Demand(
-            self.frontend, self.api.commandTimeout, reactor=self.reactor, curve_keys=self.curveKeys, broker=self.broker
+            self.frontend, self.api.commandTimeout, reactor=self.reactor, curve_keys=self.curveKeys, local=self.local
         )
         if self.events is not None:
             upstream = self.api.metrics.eventsDropped.labels("upstream")

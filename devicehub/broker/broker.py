@@ -29,7 +29,7 @@ from devicehub.common.imei import is_valid_imei
 from devicehub.common.logs import Throttled
 from devicehub.common.limits import MAX_TTL
 from devicehub.broker.store import DEFAULT_TTL, CommandStore, NotClaimed, StoreFailed, openStore
-from devicehub.common.metrics import Metrics
+from devicehub.common.metrics import BrokerGauges, Metrics
 from devicehub.wire.pipe import Pipe
 from devicehub.common.results import BUSY, NO, OK, QUEUED, REJECTED, RESULTS, TIMEOUT
 from devicehub.common.startup import StartupError
@@ -822,7 +822,14 @@ class BrokerService(Service):
             deliveryTimeout=self.deliveryTimeout,
             warmup=self.warmup,
         )
-        self.metrics.watchBroker(self.broker)
+        broker = self.broker
+        self.gauges = BrokerGauges(
+            nodes=lambda: sum(not node.leaving for node in broker.nodes.values()),
+            devices=lambda: len(broker.directory),
+            inflight=lambda: len(broker.routed),
+            queueDepth=lambda: broker.store.depth if broker.store else 0,
+        )
+        self.metrics.watchBroker(self.gauges)
         log.info(
             "Broker frontend on {frontend}, backend on {backend}, events on {events}",
             frontend=self.frontendSocket.lastEndpoint,
@@ -874,7 +881,7 @@ class BrokerService(Service):
         return Pipe(self.reactor, received)
 
     async def _stop(self) -> None:
-        self.metrics.forget(self.broker)
+        self.metrics.forget(self.gauges)
         self.broker.draining = True
         log.info("Broker stopping: refusing new requests, draining {count} commands in flight",
                  count=len(self.broker.routed))

@@ -19,7 +19,8 @@ from twisted.internet.endpoints import clientFromString
 
 from devicehub import __version__
 from devicehub.common.addresses import address_problem
-from devicehub.client.demand import BrokerUnavailable, Busy, Demand, RequestRejected
+from devicehub.client.demand import Demand
+from devicehub.common.errors import BrokerUnavailable, Busy, RequestRejected
 from devicehub.wire.curve import BROKER, MissingKeys, clientKeys, keygen
 from devicehub.client.events import DEFAULT_EVENTS, Events
 from devicehub.wire.frames import FrameError, dumps, loads

@@ -10,50 +10,25 @@ delivered late, after its caller was told it failed.
 
 import sys
 from collections import deque
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import zmq
 from twisted.internet.defer import Deferred, fail
-from twisted.logger import Logger
 
-from devicehub.wire import frames
-from devicehub.wire.curve import clientKeys
-from devicehub.wire.frames import FrameError, Message
+from devicehub.common.errors import BrokerUnavailable, Busy, CommandStoreFailed, DevicehubError, RequestRejected
 from devicehub.common.imei import is_valid_imei
 from devicehub.common.limits import MAX_TIMEOUT
-from devicehub.common.logs import Throttled
 from devicehub.common.results import QUEUED, RESULTS, Reply
-from devicehub.wire.zmqsocket import ZmqSocket
+from devicehub.wire import frames
+from devicehub.wire.curve import clientKeys
+from devicehub.wire.frames import Message
+from devicehub.wire.link import Attach, Link
 
-if TYPE_CHECKING:
-    from devicehub.broker.broker import BrokerService
-
-log = Logger()
-throttled = Throttled(log)
+__all__ = ["Demand", "Page", "DevicehubError", "BrokerUnavailable", "Busy", "CommandStoreFailed", "RequestRejected"]
 
 DEFAULT_TIMEOUT = 10.0
 # Seconds between attempts to hand calls to ZeroMQ while the broker is not connected.
 RESEND_INTERVAL = 0.02
-
-
-class DevicehubError(Exception):
-    """Base class of devicehub's errors."""
-
-
-class BrokerUnavailable(DevicehubError):
-    """The broker did not answer in time (down, unreachable or overloaded)."""
-
-
-class CommandStoreFailed(BrokerUnavailable):
-    """The broker's queue of commands for offline devices failed (its database)."""
-
-
-class RequestRejected(DevicehubError, ValueError):
-    """The broker refused a request as malformed."""
-
-
-class Busy(DevicehubError):
-    """Refused for load: the device has too many unanswered commands, or this client too many calls in flight."""
 
 
 class Page(NamedTuple):
@@ -81,13 +56,13 @@ class Demand:
 
     def __init__(
         self, frontend: str, timeout: float = DEFAULT_TIMEOUT, *, reactor=None, clock=None, curve_keys=None,
-        broker: "BrokerService | None" = None,
+        local: Attach | None = None,
     ) -> None:
         """
         @param curve_keys: a key directory (C{devicehub keygen DIR}) when the broker
             requires CURVE: its C{client.key_secret} and C{broker.key} are used.
-        @param broker: a broker running in this process (the api role's), to reach
-            in-process instead of over ZeroMQ at C{frontend}.
+        @param local: a broker running in this process (the api role's C{connectClient}),
+            to reach in-process instead of over ZeroMQ at C{frontend}.
         """
         if reactor is None:
             from twisted.internet import reactor
@@ -95,16 +70,8 @@ class Demand:
         self.timeout = _checkedTimeout(timeout)
         self._reactor = reactor
         self._clock = clock if clock is not None else reactor  # the calls' deadlines
-        if broker is not None:
-            pipe = broker.connectClient(self._answered)
-            self._transmit, self._close = pipe.send, pipe.close
-        else:
-            curve = None if curve_keys is None else clientKeys(curve_keys)
-            socket = ZmqSocket(
-                reactor, zmq.DEALER, self._received, connect=[frontend], immediate=True, curve=curve
-            )
-            self._transmit = lambda message: socket.sendFrames(message.frames())
-            self._close = socket.shutdown
+        curve = None if curve_keys is None or local is not None else clientKeys(curve_keys)
+        self._link: Link | None = Link(reactor, frontend, self._answered, local=local, curve=curve)
         self._pending: dict[bytes, Deferred[dict[str, Any]]] = {}
         self._unsent: deque[Message] = deque()
         self._resend = None
@@ -197,10 +164,10 @@ class Demand:
 
     def close(self) -> None:
         """Release the socket; calls still waiting fail with L{BrokerUnavailable}."""
-        if self._transmit is None:
+        if self._link is None:
             return
-        self._close()
-        self._transmit = self._close = None
+        self._link.close()
+        self._link = None
         if self._resend is not None and self._resend.active():
             self._resend.cancel()
         self._unsent.clear()
@@ -237,7 +204,7 @@ class Demand:
         return self._call(kind, body, wait)
 
     def _call(self, kind: bytes, body: dict[str, Any], wait: float) -> "Deferred[dict[str, Any]]":
-        if self._transmit is None:
+        if self._link is None:
             return fail(BrokerUnavailable("the Demand is closed"))
         self._lastId += 1
         rid = b"%x" % self._lastId
@@ -255,7 +222,7 @@ class Demand:
         answer.addBoth(self._forget, rid)
         if self._resend is None and not self._unsent:  # nothing waits before it: straight to ZeroMQ
             try:
-                self._transmit(message)
+                self._link.send(message)
                 return answer
             except zmq.Again:
                 pass
@@ -278,20 +245,12 @@ class Demand:
             message = self._unsent[0]
             if message.rid in self._pending:
                 try:
-                    self._transmit(message)
+                    self._link.send(message)
                 except zmq.Again:
                     # No broker connected yet (or its queue is full): try again shortly.
                     self._resend = self._reactor.callLater(RESEND_INTERVAL, self._flush)
                     return
             self._unsent.popleft()
-
-    def _received(self, raw: list[bytes]) -> None:
-        try:
-            message = frames.decode(raw)
-        except FrameError as e:
-            throttled.warn("Dropped a malformed answer from the broker: {error}", error=e)
-            return
-        self._answered(message)
 
     def _answered(self, message: Message) -> None:
         waiting = self._pending.get(message.rid)

@@ -6,7 +6,7 @@ nodes alive, commands in flight) are read from the roles at scrape time, so they
 cost nothing between scrapes.
 """
 
-from typing import TYPE_CHECKING
+from typing import Callable, NamedTuple
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -20,11 +20,30 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-if TYPE_CHECKING:
-    from devicehub.broker.broker import Broker
-    from devicehub.node.node import Node
-
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+
+class NodeGauges(NamedTuple):
+    """How a node reports its live state at scrape time."""
+
+    name: str
+    devices: Callable[[], int]
+    """Devices online on the node."""
+    frames: Callable[[], dict[str, int]]
+    """Messages decoded from device frames so far, by protocol."""
+
+
+class BrokerGauges(NamedTuple):
+    """How a broker reports its live state at scrape time."""
+
+    nodes: Callable[[], int]
+    """Nodes registered (and not leaving)."""
+    devices: Callable[[], int]
+    """Devices in the directory."""
+    inflight: Callable[[], int]
+    """Commands routed and not answered yet."""
+    queueDepth: Callable[[], int]
+    """Commands queued for offline devices."""
 
 
 class Metrics:
@@ -71,19 +90,19 @@ class Metrics:
         self._live = _LiveState()
         self.registry.register(self._live)
 
-    def watchNode(self, node: "Node") -> None:
-        """Report C{node}'s devices online."""
-        self._live.nodes.append(node)
+    def watchNode(self, gauges: NodeGauges) -> None:
+        """Report a node's devices online and frames decoded."""
+        self._live.nodes.append(gauges)
 
-    def watchBroker(self, broker: "Broker") -> None:
-        """Report C{broker}'s nodes, directory and commands in flight."""
-        self._live.brokers.append(broker)
+    def watchBroker(self, gauges: BrokerGauges) -> None:
+        """Report a broker's nodes, directory, commands in flight and queue."""
+        self._live.brokers.append(gauges)
 
-    def forget(self, role: "Node | Broker") -> None:
+    def forget(self, gauges: NodeGauges | BrokerGauges) -> None:
         """Stop reporting a role that stopped."""
         for watched in (self._live.nodes, self._live.brokers):
-            if role in watched:
-                watched.remove(role)
+            if gauges in watched:
+                watched.remove(gauges)
 
     def exposition(self) -> bytes:
         """The Prometheus text format of every metric."""
@@ -92,8 +111,8 @@ class Metrics:
 
 class _LiveState:
     def __init__(self) -> None:
-        self.nodes: list["Node"] = []
-        self.brokers: list["Broker"] = []
+        self.nodes: list[NodeGauges] = []
+        self.brokers: list[BrokerGauges] = []
 
     def collect(self):
         devices = GaugeMetricFamily("devicehub_devices_online", "Devices online on this node.", labels=["node"])
@@ -103,22 +122,22 @@ class _LiveState:
         )
         decoded: dict[str, int] = {}
         for node in self.nodes:
-            devices.add_metric([node.name], len(node.devices))
-            for protocol, count in node.framesDecoded.items():
+            devices.add_metric([node.name], node.devices())
+            for protocol, count in node.frames().items():
                 decoded[protocol] = decoded.get(protocol, 0) + count
         yield devices
         for protocol, count in sorted(decoded.items()):
             frames.add_metric([protocol], count)
         yield frames
-        for name, help, value in [
-            ("devicehub_nodes_alive", "Nodes registered with the broker.", lambda b: sum(not n.leaving for n in b.nodes.values())),
-            ("devicehub_directory_devices", "Devices online across all nodes, as the broker sees them.", lambda b: len(b.directory)),
-            ("devicehub_broker_inflight", "Commands routed to nodes and not answered yet.", lambda b: len(b.routed)),
-            ("devicehub_queue_depth", "Commands queued for offline devices.", lambda b: b.store.depth if b.store else 0),
+        for name, help, field in [
+            ("devicehub_nodes_alive", "Nodes registered with the broker.", "nodes"),
+            ("devicehub_directory_devices", "Devices online across all nodes, as the broker sees them.", "devices"),
+            ("devicehub_broker_inflight", "Commands routed to nodes and not answered yet.", "inflight"),
+            ("devicehub_queue_depth", "Commands queued for offline devices.", "queueDepth"),
         ]:
             gauge = GaugeMetricFamily(name, help)
             if self.brokers:
-                gauge.add_metric([], sum(value(broker) for broker in self.brokers))
+                gauge.add_metric([], sum(getattr(broker, field)() for broker in self.brokers))
             yield gauge
 
 
