@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from devicehub.broker.broker import Directory, NodeRecord  # noqa: E402
+from devicehub.broker.directory import Directory, NodeRecord  # noqa: E402
 
 
 def measure(size: int, rounds: int = 2000) -> dict:

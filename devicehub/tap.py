@@ -339,7 +339,7 @@ def makeService(options: Options, reactor=None) -> Roles:
     if reactor is None:
         from twisted.internet import reactor
     from devicehub.api.resource import ApiService
-    from devicehub.broker.broker import BrokerService
+    from devicehub.broker.service import BrokerService
     from devicehub.common.listening import ListeningService
     from devicehub.common.metrics import Metrics, MetricsSite
     from devicehub.node.service import NodeService

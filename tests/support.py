@@ -18,7 +18,7 @@ from twisted.internet.task import deferLater
 from twisted.protocols.basic import LineOnlyReceiver
 
 from devicehub.api.resource import ApiService
-from devicehub.broker.broker import BrokerService
+from devicehub.broker.service import BrokerService
 from devicehub.common.metrics import Metrics
 from devicehub.node.service import NodeService
 from devicehub.devices.session import DeviceSettings

@@ -8,7 +8,8 @@ from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
 
 from devicehub.wire import frames
-from devicehub.broker.broker import Broker, Directory, NodeRecord
+from devicehub.broker.broker import Broker
+from devicehub.broker.directory import Directory, NodeRecord
 
 
 class Peers:

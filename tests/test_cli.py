@@ -16,7 +16,7 @@ import zmq
 
 import devicehub
 from devicehub.cli import main as devicehub_cli
-from devicehub.broker.broker import BrokerService
+from devicehub.broker.service import BrokerService
 from devicehub.wire.curve import keygen
 from devicehub.wire.handshake import PATIENCE, HandshakeWatch
 from devicehub.common.limits import MAX_NUM, MAX_TIMEOUT

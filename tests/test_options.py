@@ -6,7 +6,7 @@ import pytest
 from twisted.application.service import Service
 from twisted.python.usage import UsageError
 
-from devicehub.broker.broker import BrokerService
+from devicehub.broker.service import BrokerService
 from devicehub.node.service import NodeService
 from devicehub.api.resource import ApiService
 from devicehub.tap import GC_THRESHOLD, Options, Roles, TwistdOptions, makeService
@@ -90,9 +90,9 @@ def test_a_started_process_collects_garbage_less_often():
 
 def test_roles_in_one_process_reach_the_broker_in_process():
     broker, node, api = makeService(parse([]))
-    assert node.link.broker is broker and api.broker is broker
+    assert node.link.local == broker.connectNode and api.local == broker.connectClient
     node, api = makeService(parse(["--roles", "node,api"]))
-    assert node.link.broker is None and api.broker is None  # over ZeroMQ, to --backend and --frontend
+    assert node.link.local is None and api.local is None  # over ZeroMQ, to --backend and --frontend
 
 
 @pytest.mark.parametrize(

@@ -30,3 +30,10 @@ def test_installed_twistd_lists_devicehub():
     for option in ["--roles", "--devices", "--http", "--frontend", "--backend", "--command-timeout",
                    "--login-timeout", "--idle-timeout", "--max-line", "--node-id"]:
         assert option in help.stdout
+
+
+def test_distribution_ships_every_module_of_the_package():
+    shipped = {str(path) for path in files("devicehub")}
+    root = Path(__file__).parent.parent
+    modules = {str(path.relative_to(root)) for path in (root / "devicehub").rglob("*.py")}
+    assert modules and modules <= shipped, sorted(modules - shipped)

@@ -28,7 +28,7 @@ from twisted.internet.task import Clock, deferLater
 from twisted.logger import Logger
 
 from devicehub import CommandStoreFailed, Demand
-from devicehub.broker.broker import BrokerService
+from devicehub.broker.service import BrokerService
 from devicehub.broker.pgstore import _DEVICE_LOCKS, MIGRATIONS, PostgresCommandStore, conninfo, migrate
 from devicehub.broker.store import MAX_ATTEMPTS, CommandStore, NotClaimed, StoreFailed, isPostgres, openStore
 
@@ -504,10 +504,10 @@ async def test_a_command_queued_through_one_broker_is_delivered_by_another(pgdat
 
 @pytest_twisted.ensureDeferred
 async def test_health_says_the_store_is_failing_when_the_database_goes_away(postgres, pgdatabase, monkeypatch):
-    import devicehub.broker.broker as brokerModule
+    import devicehub.broker.queue as brokerModule
 
     logged: list[dict] = []  # the broker logs the store's failure (an error fails the test when it reaches the log)
-    monkeypatch.setattr(brokerModule, "log", Logger(namespace="devicehub.broker.broker", observer=logged.append))
+    monkeypatch.setattr(brokerModule, "log", Logger(namespace="devicehub.broker.queue", observer=logged.append))
     hub = await Hub(brokerOptions={"store": pgdatabase}).start()
     demand = Demand(hub.frontend, timeout=5)
     try:

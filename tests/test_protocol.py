@@ -457,22 +457,23 @@ def nested(depth, leaf=1):
 
 def test_nesting_is_limited_at_the_parser_and_what_passes_can_travel_on():
     """Issue 12.4: data that parses on the node can always be sent on to the broker."""
+    from devicehub.common import jsoncodec
     from devicehub.wire import frames
 
     protocol, transport, node, clock = loggedIn()
     acked = protocol.sendCommand("0x10", None, 5.0)
     ident = written(transport)[0]["ident"]
-    feed(protocol, {"type": "location", "data": nested(frames.MAX_DEPTH - 1)})
-    for depth in (frames.MAX_DEPTH + 1, 970):  # an object holding an array depth - 1 deep
+    feed(protocol, {"type": "location", "data": nested(jsoncodec.MAX_DEPTH - 1)})
+    for depth in (jsoncodec.MAX_DEPTH + 1, 970):  # an object holding an array depth - 1 deep
         data = b"[" * (depth - 1) + b"]" * (depth - 1)
         protocol.dataReceived(b'{"type":"location","data":%s}\n' % data)
         protocol.dataReceived(b'{"type":"ack","ident":%d,"data":%s}\n' % (ident, data))
-    assert written(transport) == [{"type": "error", "error": f"nested deeper than {frames.MAX_DEPTH} levels"}] * 4
+    assert written(transport) == [{"type": "error", "error": f"nested deeper than {jsoncodec.MAX_DEPTH} levels"}] * 4
     assert not transport.disconnecting
     [(imei, uplink)] = node.uplinks
     # what the node sends on for it, the broker and event subscribers read back
     for kind, body in [(b"uplink", {"imei": imei, "message": uplink, "ts": 0.0}),
                        (b"result", {"imei": imei, "result": "ok", "data": uplink["data"]})]:
         assert frames.decode(frames.encode(kind, b"1", body)).body == body
-    feed(protocol, {"type": "ack", "ident": ident, "data": nested(frames.MAX_DEPTH - 1)})
-    assert acked.result == Reply(OK, nested(frames.MAX_DEPTH - 1))
+    feed(protocol, {"type": "ack", "ident": ident, "data": nested(jsoncodec.MAX_DEPTH - 1)})
+    assert acked.result == Reply(OK, nested(jsoncodec.MAX_DEPTH - 1))

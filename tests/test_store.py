@@ -9,7 +9,7 @@ from twisted.logger import Logger, formatEvent
 from devicehub import NO, Demand
 from devicehub.common.errors import RequestRejected
 from devicehub.broker import store as storeModule
-from devicehub.broker.broker import STORE_SWEEP, BrokerService
+from devicehub.broker.service import STORE_SWEEP, BrokerService
 from devicehub.tap import Options, makeService
 from devicehub.broker.store import MAX_ATTEMPTS, CommandStore, StoreFailed
 
@@ -181,14 +181,14 @@ async def test_a_store_failing_later_is_reported_by_queued_sends_and_health(tmp_
     """Issue 12.7: not 'broker unavailable' and not a healthy hub, but the store, in words."""
     import json
 
-    import devicehub.broker.broker as brokerModule
+    import devicehub.broker.queue as brokerModule
 
     from devicehub import CommandStoreFailed, Demand
 
     from .support import Hub
 
     logged: list[dict] = []
-    monkeypatch.setattr(brokerModule, "log", Logger(namespace="devicehub.broker.broker", observer=logged.append))
+    monkeypatch.setattr(brokerModule, "log", Logger(namespace="devicehub.broker.queue", observer=logged.append))
     hub = await Hub(brokerOptions={"store": str(tmp_path / "q.sqlite3")}).start()
     demand = Demand(hub.frontend)
     try:

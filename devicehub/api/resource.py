@@ -25,7 +25,7 @@ from devicehub.client.demand import Demand
 from devicehub.common.errors import BrokerUnavailable, Busy, CommandStoreFailed, RequestRejected
 from devicehub.common.drain import DEFAULT_DRAIN_TIMEOUT, drain
 from devicehub.client.events import Events
-from devicehub.wire.frames import FrameError, dumps, loads
+from devicehub.common.jsoncodec import BadJSON, dumps, loads
 from devicehub.wire.link import Attach
 from devicehub.common.imei import is_valid_imei
 from devicehub.common.limits import MAX_NUM, MAX_TIMEOUT, MAX_TTL
@@ -86,7 +86,7 @@ def _jsonBody(request) -> dict[str, Any]:
         raise BadInput(f"body larger than {MAX_BODY} bytes", 413)
     try:
         body = loads(raw)
-    except FrameError:
+    except BadJSON:
         raise BadInput("body is not valid JSON") from None
     if not isinstance(body, dict):
         raise BadInput("body must be a JSON object")

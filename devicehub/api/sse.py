@@ -13,7 +13,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
-from devicehub.wire.frames import dumps
+from devicehub.common.jsoncodec import dumps
 from devicehub.common.imei import is_valid_imei
 
 MAX_BACKLOG = 1000

@@ -23,7 +23,7 @@ from devicehub.client.demand import Demand
 from devicehub.common.errors import BrokerUnavailable, Busy, RequestRejected
 from devicehub.wire.curve import BROKER, MissingKeys, clientKeys, keygen
 from devicehub.client.events import DEFAULT_EVENTS, Events
-from devicehub.wire.frames import FrameError, dumps, loads
+from devicehub.common.jsoncodec import BadJSON, dumps, loads
 from devicehub.wire.handshake import HandshakeWatch
 from devicehub.common.imei import is_valid_imei
 from devicehub.common.limits import DEFAULT_NUM, MAX_NUM, MAX_TIMEOUT, MAX_TTL
@@ -73,7 +73,7 @@ def _json(value: str) -> Any:
     try:
         # The strict JSON of every devicehub wire: no NaN, no Infinity, no 1e400.
         return loads(value.encode("utf-8", "surrogatepass"))
-    except FrameError as e:
+    except BadJSON as e:
         shown = value if len(value) <= 40 else value[:37] + "..."
         raise argparse.ArgumentTypeError(f"invalid DATA {shown!r}: {e}") from None
 

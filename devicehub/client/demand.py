@@ -16,6 +16,7 @@ import zmq
 from twisted.internet.defer import Deferred, fail
 
 from devicehub.common.errors import BrokerUnavailable, Busy, CommandStoreFailed, DevicehubError, RequestRejected
+from devicehub.common.jsoncodec import MAX_DEPTH, dumps
 from devicehub.common.imei import is_valid_imei
 from devicehub.common.limits import MAX_TIMEOUT
 from devicehub.common.results import QUEUED, RESULTS, Reply
@@ -209,11 +210,11 @@ class Demand:
         self._lastId += 1
         rid = b"%x" % self._lastId
         try:
-            message = Message(kind, rid, body, frames.dumps(body))
+            message = Message(kind, rid, body, dumps(body))
         except (TypeError, ValueError) as e:  # data that is not JSON
             return fail(e)
         except RecursionError:
-            return fail(ValueError(f"data nested deeper than {frames.MAX_DEPTH} levels"))
+            return fail(ValueError(f"data nested deeper than {MAX_DEPTH} levels"))
         if len(message.payload) > frames.MAX_MESSAGE:
             return fail(ValueError(f"request larger than {frames.MAX_MESSAGE} bytes"))
         answer: Deferred[dict[str, Any]] = Deferred()

@@ -18,7 +18,7 @@ from twisted.internet.defer import DeferredQueue, QueueOverflow
 from twisted.logger import Logger
 
 from devicehub.wire.curve import clientKeys
-from devicehub.wire.frames import ENVELOPE_DEPTH, FrameError, loads
+from devicehub.common.jsoncodec import ENVELOPE_DEPTH, BadJSON, loads
 from devicehub.common.logs import Throttled
 from devicehub.wire.zmqsocket import ZmqSocket
 
@@ -65,11 +65,11 @@ class Events:
     def _received(self, raw: list[bytes]) -> None:
         try:
             if len(raw) != 2:
-                raise FrameError(f"expected 2 frames, got {len(raw)}")
+                raise BadJSON(f"expected 2 frames, got {len(raw)}")
             event = loads(raw[1], ENVELOPE_DEPTH)
             if not isinstance(event, dict) or not isinstance(event.get("imei"), str):
-                raise FrameError("not an event")
-        except FrameError as e:
+                raise BadJSON("not an event")
+        except BadJSON as e:
             throttled.warn("Dropped a malformed event: {error}", error=e)
             return
         if self.imei is not None and event["imei"] != self.imei:

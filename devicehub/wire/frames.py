@@ -27,18 +27,16 @@ Backend (broker -> node):
   - C{command}: the C{send} body, forwarded / C{drop} imei, conn: the device logged in elsewhere
 """
 
-import json
 import math
 from typing import Any, Callable, NamedTuple
 
+from devicehub.common.jsoncodec import ENVELOPE_DEPTH, MAX_DEPTH, BadJSON, dumps, loads
 from devicehub.common.limits import MAX_TIMEOUT
+
+__all__ = ["Message", "FrameError", "decode", "encode", "request_id", "SCHEMAS", "MAX_MESSAGE", "is_seconds"]
 
 VERSION = b"DH2"
 MAX_REQUEST_ID = 64
-MAX_DEPTH = 64
-"""Deepest nesting of arrays and objects accepted from outside (device lines, HTTP bodies)."""
-ENVELOPE_DEPTH = MAX_DEPTH + 2
-"""The same for messages and events, which carry such data one or two levels down."""
 MAX_MESSAGE = 8 << 20
 """Largest frame in bytes a broker socket takes; a peer sending a larger one is disconnected."""
 _HEADER = VERSION + b" "
@@ -172,71 +170,9 @@ class Message(NamedTuple):
         return [_HEADER + self.kind + b" " + self.rid, dumps(self.body) if self.payload is None else self.payload]
 
 
-def _reject_constant(name: str) -> None:
-    raise FrameError(f"{name} is not JSON")
-
-
-def _finite_float(text: str) -> float:
-    number = float(text)
-    if not math.isfinite(number):  # e.g. 1e999: valid syntax, but no JSON can carry it back
-        raise FrameError(f"number out of range: {text[:20]}")
-    return number
-
-
 def encode(kind: bytes, rid: bytes, body: dict[str, Any]) -> list[bytes]:
     """The frames of one message."""
     return Message(kind, rid, body).frames()
-
-
-# Built once: json.dumps/json.loads with options build a new encoder/decoder per call.
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
-_ASCII_ENCODER = json.JSONEncoder(separators=(",", ":"))
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
-
-
-def dumps(value: Any) -> bytes:
-    """Compact UTF-8 JSON, as used on every wire of devicehub."""
-    text = _ENCODER.encode(value)
-    try:
-        return text.encode()
-    except UnicodeEncodeError:
-        # A lone surrogate (legal as a JSON escape, e.g. "\udcad") has no UTF-8 form: keep
-        # every non-ASCII character escaped instead, which is lossless.
-        return _ASCII_ENCODER.encode(value).encode()
-
-
-def loads(data: bytes, depth: int = MAX_DEPTH) -> Any:
-    """
-    Parse strict JSON (no NaN, Infinity or overflowing numbers, at most C{depth}
-    levels deep); raise L{FrameError} on any failure.
-    """
-    try:
-        # As json.loads does with bytes (UTF-8, or UTF-16/32 when it detects them).
-        value = _DECODER.decode(data.decode(json.detect_encoding(data), "surrogatepass"))
-    except FrameError:
-        raise
-    except RecursionError:  # far deeper than any limit
-        raise FrameError(f"nested deeper than {depth} levels") from None
-    except ValueError as e:
-        raise FrameError(f"not JSON: {e.__class__.__name__}") from None
-    # Only a text with that many brackets can be that deep: the exact check is rarely needed.
-    if data.count(b"[") + data.count(b"{") > depth and _too_deep(value, depth):
-        raise FrameError(f"nested deeper than {depth} levels")
-    return value
-
-
-def _too_deep(value: Any, depth: int) -> bool:
-    """Whether C{value} nests arrays and objects more than C{depth} levels deep."""
-    level: list[Any] = [value]
-    for _ in range(depth):
-        level = [
-            child
-            for item in level if isinstance(item, (list, dict))
-            for child in (item.values() if isinstance(item, dict) else item)
-        ]
-        if not level:
-            return False
-    return any(isinstance(item, (list, dict)) for item in level)
 
 
 def _header(frames: list[bytes]) -> tuple[bytes, bytes]:
@@ -270,7 +206,10 @@ def decode(frames: list[bytes]) -> Message:
         raise FrameError(f"unknown kind {kind[:16]!r}")
     if len(rid) > MAX_REQUEST_ID:
         raise FrameError("request id too long")
-    body = loads(payload, ENVELOPE_DEPTH)
+    try:
+        body = loads(payload, ENVELOPE_DEPTH)
+    except BadJSON as e:
+        raise FrameError(str(e)) from None
     if not isinstance(body, dict):
         raise FrameError("body is not a JSON object")
     for field, check in schema.items():

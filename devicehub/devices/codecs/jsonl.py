@@ -19,7 +19,7 @@ a C{token} (see L{devicehub.devices.session.device_token}).
 
 from typing import Any, ClassVar, Hashable
 
-from devicehub.wire.frames import FrameError, dumps, loads
+from devicehub.common.jsoncodec import BadJSON, dumps, loads
 from devicehub.devices.codec import Answer, BadFrame, Heartbeat, Identify, Message, Uplink
 
 DELIMITER = b"\n"
@@ -46,7 +46,7 @@ def parse_line(line: bytes) -> dict[str, Any]:
         line = line[:-1]
     try:
         message = loads(line)
-    except FrameError as e:
+    except BadJSON as e:
         raise LineError(str(e), "json") from None
     if not isinstance(message, dict):
         raise LineError("not a JSON object", "object")

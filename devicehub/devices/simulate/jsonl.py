@@ -4,7 +4,7 @@ import json
 from datetime import datetime, timezone
 from typing import Any
 
-from devicehub.wire.frames import dumps
+from devicehub.common.jsoncodec import dumps
 
 
 class JsonlDevice:

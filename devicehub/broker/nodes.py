@@ -1,0 +1,144 @@
+"""
+The nodes registered with the broker and which of them owns each device.
+
+A node registers with C{hello} and a full snapshot, then reports each login and logout;
+the newest login of a device wins, so a stale claim (a snapshot sent after a broker
+restart, a node that was cut off) never takes a device from the node that holds it now.
+"""
+
+from typing import Any, Callable
+
+from twisted.logger import Logger
+
+from devicehub.broker.directory import Directory, NodeRecord
+from devicehub.broker.publish import EventPublisher
+from devicehub.broker.routing import Routes, Send
+from devicehub.common.imei import is_valid_imei
+from devicehub.wire.frames import Message
+
+log = Logger()
+
+# Refusals remembered (to log each once per connection), at most.
+MAX_REFUSED = 1000
+
+
+class NodeRegistry:
+    """Registers nodes, keeps the directory current with what they report, and declares them dead."""
+
+    def __init__(
+        self, clock, directory: Directory, toNode: Send, events: EventPublisher, routes: Routes,
+        nodeTtl: float, grace: float,
+    ) -> None:
+        self.clock = clock
+        self.directory = directory
+        self.toNode = toNode
+        self.events = events
+        self.routes = routes
+        self.nodeTtl = nodeTtl
+        self.heartbeat = nodeTtl / 3
+        self.grace = grace
+        self.nodes: dict[bytes, NodeRecord] = {}
+        self.onOnline: Callable[[str], None] = lambda imei: None
+        """Called when a device comes online on a node (to deliver its queued commands)."""
+        self._refused: dict[bytes, str] = {}
+        routes.onNodeIdle = self._idle
+
+    def alive(self) -> int:
+        """Nodes registered and not leaving."""
+        return sum(not node.leaving for node in self.nodes.values())
+
+    def hello(self, identity: bytes, body: dict[str, Any]) -> None:
+        """Register (or refresh) a node from its full snapshot."""
+        name, instance, now = body["node"], body["instance"], self.clock.seconds()
+        node = self.nodes.get(identity)
+        if node is None:
+            for other in list(self.nodes.values()):
+                if other.name != name:
+                    continue
+                if other.instance != instance and not other.leaving and now - other.lastSeen <= self.heartbeat + self.grace:
+                    # Another live process with the same --node-id: taking its devices would
+                    # start a tug of war between the two.
+                    self._refuse(identity, name, f"node id {name!r} is in use by another live node")
+                    return
+                self.lost(other, "registered again from a new connection")
+            node = self.nodes[identity] = NodeRecord(identity, name, now, instance)
+            self._refused.pop(identity, None)
+            log.info("Node {node} registered with {count} devices", node=name, count=len(body["devices"]))
+        node.lastSeen = now
+        # A node's clock may run ahead: a login is never later than the broker's own time.
+        snapshot = {
+            imei: (conn, min(since, now), protocol[0] if protocol else "jsonl")
+            for imei, conn, since, *protocol in body["devices"] if is_valid_imei(imei)
+        }
+        for imei in node.devices - snapshot.keys():
+            self.release(imei, node, None, "closed")
+        for imei, (conn, since, protocol) in snapshot.items():
+            self.own(node, imei, conn, since, "registered", protocol)
+        self.toNode(identity, Message(b"welcome", b"", {"heartbeat": self.heartbeat}))
+
+    def _refuse(self, identity: bytes, name: str, error: str) -> None:
+        if self._refused.get(identity) != error:  # once per connection, not per hello
+            if len(self._refused) >= MAX_REFUSED:
+                self._refused.clear()
+            self._refused[identity] = error
+            log.error("Refused a node calling itself {node}: {error}", node=name, error=error)
+        self.toNode(identity, Message(b"refused", b"", {"error": error}))
+
+    def own(
+        self, node: NodeRecord, imei: str, conn: int, since: float, reason: str = "login", protocol: str = "jsonl"
+    ) -> None:
+        """Give C{imei} to C{node}, unless another node holds a newer login of it."""
+        current = self.directory.owner(imei)
+        if current is not None and current.node is not node and current.since > since:
+            # A stale claim (e.g. a snapshot sent after a broker restart): the newer login stays.
+            self.toNode(node.identity, Message(b"drop", b"", {"imei": imei, "conn": conn}))
+            return
+        previous = self.directory.own(imei, node, conn, since, protocol)
+        if previous is None or previous.conn != conn or previous.node is not node:
+            moved = previous is not None and previous.node is not node
+            data = {"reason": "moved", "from": previous.node.name} if moved else {"reason": reason}
+            self.events.event(imei, node.name, "online", data, protocol=protocol)
+            self.onOnline(imei)
+        if previous is not None and previous.node is not node:
+            log.info("{imei} moved from node {old} to node {new}", imei=imei, old=previous.node.name, new=node.name)
+            self.toNode(previous.node.identity, Message(b"drop", b"", {"imei": imei, "conn": previous.conn}))
+
+    def release(self, imei: str, node: NodeRecord, conn: int | None, reason: str) -> None:
+        """C{imei} logged out of C{node} (of connection C{conn}, if given)."""
+        owner = self.directory.owner(imei)
+        if self.directory.release(imei, node, conn):
+            self.events.event(imei, node.name, "offline", {"reason": reason}, protocol=owner.protocol)
+
+    def _releaseAll(self, node: NodeRecord, reason: str) -> None:
+        gone = list(node.devices)
+        self.directory.releaseAll(node)
+        for imei in gone:
+            self.events.event(imei, node.name, "offline", {"reason": reason})
+
+    def bye(self, node: NodeRecord) -> None:
+        """C{node} is leaving: its devices leave the directory; it stays until its commands are answered."""
+        log.info("Node {node} is leaving; {count} devices leave the directory", node=node.name, count=len(node.devices))
+        node.leaving = True
+        self._releaseAll(node, "node left")
+        if not node.inflight:
+            del self.nodes[node.identity]
+
+    def _idle(self, node: NodeRecord) -> None:
+        self.nodes.pop(node.identity, None)
+
+    def expire(self) -> None:
+        """Declare dead every node silent for longer than the TTL."""
+        deadline = self.clock.seconds() - self.nodeTtl
+        for node in list(self.nodes.values()):
+            if node.lastSeen < deadline:
+                self.lost(node, f"silent for more than {self.nodeTtl:g} s")
+
+    def lost(self, node: NodeRecord, why: str) -> None:
+        """C{node} is gone: its devices leave the directory and its commands time out."""
+        if self.nodes.get(node.identity) is not node:
+            return
+        del self.nodes[node.identity]
+        log.info("Node {node} is gone ({why}); {count} devices leave the directory",
+                 node=node.name, why=why, count=len(node.devices))
+        self._releaseAll(node, "node lost")
+        self.routes.failNode(node)

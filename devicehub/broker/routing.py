@@ -1,0 +1,132 @@
+"""
+Commands handed to nodes and waiting for their results: ids, deadlines and in-flight limits.
+"""
+
+import secrets
+from collections import Counter
+from typing import Any, Callable, NamedTuple
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from devicehub.broker.directory import NodeRecord
+from devicehub.common.metrics import Metrics
+from devicehub.common.results import TIMEOUT
+from devicehub.wire.frames import Message
+
+log = Logger()
+
+Send = Callable[[bytes, Message], bool]
+
+
+class Routed(NamedTuple):
+    """A command handed to a node, waiting for its result."""
+
+    client: bytes | None
+    """The client to answer, or None for the broker's own delivery of a queued command."""
+    rid: bytes
+    node: NodeRecord
+    imei: str
+    timer: Any
+    started: float
+    waiter: Deferred | None = None
+    """For the broker's own deliveries: fires with the result."""
+
+
+class Routes:
+    """
+    The commands in flight. Each gets an id that is unique across broker incarnations (a
+    node may still answer a command routed by this broker's previous run, CONTRACT §6), a
+    deadline of its timeout plus C{grace}, and counts against its client's in-flight limit.
+    """
+
+    def __init__(
+        self, clock, toNode: Send, answer: Callable[[Routed, dict[str, Any], bytes], None], metrics: Metrics,
+        grace: float, maxClientInflight: int,
+    ) -> None:
+        """
+        @param toNode: sends a message to a node; False when it cannot be reached.
+        @param answer: answers a routed command's caller with a body and a message kind.
+        """
+        self.clock = clock
+        self.toNode = toNode
+        self.answer = answer
+        self.metrics = metrics
+        self.grace = grace
+        self.maxClientInflight = maxClientInflight
+        self.routed: dict[bytes, Routed] = {}
+        self.onNodeIdle: Callable[[NodeRecord], None] = lambda node: None
+        """Called when a leaving node's last command is answered."""
+        self._perClient: Counter[bytes] = Counter()
+        self._counters: dict[str, Any] = {}
+        self._ridPrefix = secrets.token_hex(8).encode() + b"."
+        self._lastRid = 0
+
+    def __len__(self) -> int:
+        return len(self.routed)
+
+    def full(self, client: bytes) -> bool:
+        """Has C{client} as many commands in flight as it may?"""
+        return self._perClient[client] >= self.maxClientInflight
+
+    def route(
+        self, node: NodeRecord, body: dict[str, Any], payload: bytes | None, client: bytes | None, rid: bytes,
+        waiter: Deferred | None = None,
+    ) -> bool:
+        """Hand a command to C{node}; False if it cannot be reached."""
+        self._lastRid += 1
+        brid = b"%s%x" % (self._ridPrefix, self._lastRid)
+        if not self.toNode(node.identity, Message(b"command", brid, body, payload)):
+            return False
+        timer = self.clock.callLater(body["timeout"] + self.grace, self._expire, brid)
+        self.routed[brid] = Routed(client, rid, node, body["imei"], timer, self.clock.seconds(), waiter)
+        node.inflight.add(brid)
+        if client is not None:
+            self._perClient[client] += 1
+        return True
+
+    def resultFor(self, rid: bytes, node: NodeRecord, imei: str) -> Routed | None:
+        """The command a result of C{node} for C{imei} answers, or None (late, or not its own)."""
+        routed = self.routed.get(rid)
+        if routed is None or routed.node is not node or routed.imei != imei:
+            return None
+        return routed
+
+    def finish(self, rid: bytes, result: str) -> Routed:
+        """Forget routed command C{rid}, whose caller is about to be answered C{result}."""
+        routed = self.routed.pop(rid)
+        self.count(result)
+        self.metrics.commandSeconds.observe(self.clock.seconds() - routed.started)
+        if routed.timer.active():
+            routed.timer.cancel()
+        node = routed.node
+        node.inflight.discard(rid)
+        if routed.client is not None:
+            self._perClient[routed.client] -= 1
+            if not self._perClient[routed.client]:
+                del self._perClient[routed.client]
+        if node.leaving and not node.inflight:
+            self.onNodeIdle(node)
+        return routed
+
+    def count(self, result: str) -> None:
+        """Count an answer of C{result} in the metrics."""
+        counter = self._counters.get(result)
+        if counter is None:  # labels() is a locked lookup: once per result, not per command
+            counter = self._counters[result] = self.metrics.commands.labels(result)
+        counter.inc()
+
+    def _expire(self, rid: bytes) -> None:
+        routed = self.finish(rid, TIMEOUT)
+        log.debug("No result from node {node} in time", node=routed.node.name)
+        self.answer(routed, {"result": TIMEOUT}, b"reply")
+
+    def failNode(self, node: NodeRecord) -> None:
+        """C{node} is gone: its commands time out now."""
+        for rid in list(node.inflight):
+            self.answer(self.finish(rid, TIMEOUT), {"result": TIMEOUT}, b"reply")
+
+    def failAll(self, code: str, error: str) -> None:
+        """Answer every command in flight with an error (the broker is going away)."""
+        for rid in list(self.routed):
+            self.answer(self.finish(rid, code), {"error": error, "code": code}, b"error")

@@ -1,0 +1,79 @@
+"""
+The JSON of every devicehub wire (device lines, HTTP bodies, broker messages, events):
+compact UTF-8 out, strict in (no NaN or Infinity, no overflowing numbers, bounded depth).
+"""
+
+import json
+import math
+from typing import Any
+
+MAX_DEPTH = 64
+"""Deepest nesting of arrays and objects accepted from outside (device lines, HTTP bodies)."""
+ENVELOPE_DEPTH = MAX_DEPTH + 2
+"""The same for messages and events, which carry such data one or two levels down."""
+
+
+class BadJSON(ValueError):
+    """Text that is not strict JSON, or nests too deep."""
+
+
+def _reject_constant(name: str) -> None:
+    raise BadJSON(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):  # e.g. 1e999: valid syntax, but no JSON can carry it back
+        raise BadJSON(f"number out of range: {text[:20]}")
+    return number
+
+
+# Built once: json.dumps/json.loads with options build a new encoder/decoder per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_ASCII_ENCODER = json.JSONEncoder(separators=(",", ":"))
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+
+
+def dumps(value: Any) -> bytes:
+    """Compact UTF-8 JSON, as used on every wire of devicehub."""
+    text = _ENCODER.encode(value)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        # A lone surrogate (legal as a JSON escape, e.g. "\udcad") has no UTF-8 form: keep
+        # every non-ASCII character escaped instead, which is lossless.
+        return _ASCII_ENCODER.encode(value).encode()
+
+
+def loads(data: bytes, depth: int = MAX_DEPTH) -> Any:
+    """
+    Parse strict JSON (no NaN, Infinity or overflowing numbers, at most C{depth}
+    levels deep); raise L{BadJSON} on any failure.
+    """
+    try:
+        # As json.loads does with bytes (UTF-8, or UTF-16/32 when it detects them).
+        value = _DECODER.decode(data.decode(json.detect_encoding(data), "surrogatepass"))
+    except BadJSON:
+        raise
+    except RecursionError:  # far deeper than any limit
+        raise BadJSON(f"nested deeper than {depth} levels") from None
+    except ValueError as e:
+        raise BadJSON(f"not JSON: {e.__class__.__name__}") from None
+    # Only a text with that many brackets can be that deep: the exact check is rarely needed.
+    if data.count(b"[") + data.count(b"{") > depth and _too_deep(value, depth):
+        raise BadJSON(f"nested deeper than {depth} levels")
+    return value
+
+
+def _too_deep(value: Any, depth: int) -> bool:
+    """Whether C{value} nests arrays and objects more than C{depth} levels deep."""
+    level: list[Any] = [value]
+    for _ in range(depth):
+        level = [
+            child
+            for item in level if isinstance(item, (list, dict))
+            for child in (item.values() if isinstance(item, dict) else item)
+        ]
+        if not level:
+            return False
+    return any(isinstance(item, (list, dict)) for item in level)
