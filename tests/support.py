@@ -18,10 +18,13 @@ from twisted.internet.task import deferLater
 from twisted.protocols.basic import LineOnlyReceiver
 
 from devicehub.api.resource import ApiService
-from devicehub.broker.service import BrokerService
+from devicehub.api.settings import ApiSettings
+from devicehub.broker.settings import BrokerSettings
 from devicehub.common.metrics import Metrics
-from devicehub.node.service import NodeService
 from devicehub.devices.session import DeviceSettings
+from devicehub.node.service import NodeService
+from devicehub.node.settings import NodeSettings
+from devicehub.tap import apiRole, brokerRole, nodeRole
 
 LOCAL = "tcp://127.0.0.1:*"
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,9 +99,9 @@ class Hub:
         self.pipes = pipes
         self.metrics = Metrics()  # one per process, as makeService does
         # Every node of this hub is registered before start() returns: no warm-up to wait out.
-        self.broker = BrokerService(
-            reactor, frontend=LOCAL, backend=LOCAL, events=LOCAL, metrics=self.metrics,
-            **{"warmup": 0.0, **(brokerOptions or {})}
+        self.broker = brokerRole(
+            reactor, BrokerSettings(**{"frontend": LOCAL, "backend": LOCAL, "events": LOCAL, "warmup": 0.0,
+                                       **(brokerOptions or {})}), self.metrics,
         )
         self.withApi = api
         self.apiToken = apiToken
@@ -144,33 +147,23 @@ class Hub:
         self.broker.startService()
         await self.addNode("node-1")
         if self.withApi:
-            self.api = ApiService(
-                reactor,
-                http=self.http,
-                frontend=self.frontend,
-                commandTimeout=self.commandTimeout,
-                token=self.apiToken,
-                accessLog=self.accessLog,
-                metrics=self.metrics,
-                events=self.events,
-                local=self.broker.connectClient if self.pipes else None,
-            )
+            settings = ApiSettings(http=self.http, frontend=self.frontend, events=self.events,
+                                   commandTimeout=self.commandTimeout, token=self.apiToken, accessLog=self.accessLog)
+            self.api = apiRole(reactor, settings, self.metrics, self.broker if self.pipes else None)
             self.api.startService()
         return self
 
     async def addNode(self, name: str, devices: str = "tcp:0:interface=127.0.0.1") -> NodeService:
-        node = NodeService(
-            reactor,
+        settings = NodeSettings(
+            name=name,
             devices=devices,
-            listen=[(protocol, "tcp:0:interface=127.0.0.1") for protocol in self.listen],
+            listen=tuple((protocol, "tcp:0:interface=127.0.0.1") for protocol in self.listen),
             allow=self.allow,
             backend=self.backend,
-            name=name,
             commandTimeout=self.commandTimeout,
-            settings=self.settings,
-            metrics=self.metrics,
-            local=self.broker.connectNode if self.pipes else None,
+            device=self.settings,
         )
+        node = nodeRole(reactor, settings, self.metrics, self.broker if self.pipes else None)
         node.startService()
         self.nodes.append(node)
         await eventually(lambda: node.link.registered)

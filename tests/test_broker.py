@@ -10,6 +10,8 @@ from twisted.internet.task import Clock
 from devicehub.wire import frames
 from devicehub.broker.broker import Broker
 from devicehub.broker.directory import Directory, NodeRecord
+from devicehub.broker.settings import BrokerSettings
+from devicehub.common.metrics import Metrics
 
 
 class Peers:
@@ -34,7 +36,8 @@ class Peers:
 def make(**kwargs):
     clock = Clock()
     clients, nodes = Peers(), Peers()
-    broker = Broker(clock, clients, nodes, **{"warmup": 0, **kwargs})
+    store = kwargs.pop("store", None)
+    broker = Broker(clock, clients, nodes, BrokerSettings(**{"warmup": 0, **kwargs}), Metrics(), store=store)
     return broker, clock, clients, nodes
 
 
@@ -305,7 +308,7 @@ def test_node_link_survives_any_frames_from_its_broker(garbage, kind):
 
     clock = Clock()
     broker = FakeBroker()
-    link = BrokerLink(Node("n", 5.0, clock), "tcp://unused", clock, local=broker.connectNode)
+    link = BrokerLink(Node("n", 5.0, clock, Metrics()), "tcp://unused", clock, local=broker.connectNode)
     link.startService()
     for raw in garbage + [[b"DH2 " + kind + b" 1", b"{}"], [b"DH2 " + kind + b" 1", b'{"imei":7}']]:
         link.connection.received(raw)

@@ -20,6 +20,8 @@ from devicehub.broker.service import BrokerService
 from devicehub.wire.curve import keygen
 from devicehub.wire.handshake import PATIENCE, HandshakeWatch
 from devicehub.common.limits import MAX_NUM, MAX_TIMEOUT
+from devicehub.broker.settings import BrokerSettings
+from devicehub.common.metrics import Metrics
 
 from .support import LOCAL, Hub, eventually, online
 
@@ -160,7 +162,7 @@ async def test_version():
 @pytest_twisted.ensureDeferred
 async def test_events_without_keys_against_a_curve_broker_says_why_and_exits_64(tmp_path):
     keygen(tmp_path)
-    broker = BrokerService(reactor, frontend=LOCAL, backend=LOCAL, events=LOCAL, store=None, curveKeys=str(tmp_path))
+    broker = BrokerService(reactor, BrokerSettings(frontend=LOCAL, backend=LOCAL, events=LOCAL, curveKeys=str(tmp_path)), Metrics())
     broker.startService()
     try:
         code, output, err = await cli("events", environ={"DEVICEHUB_EVENTS": broker.eventsSocket.lastEndpoint}, limit=30)

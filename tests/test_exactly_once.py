@@ -10,6 +10,8 @@ from twisted.internet.task import Clock
 
 from devicehub.wire import frames
 from devicehub.broker.broker import Broker
+from devicehub.broker.settings import BrokerSettings
+from devicehub.common.metrics import Metrics
 
 NODES = [b"N1", b"N2", b"N3"]
 IMEIS = ["a", "b", "c", "d"]
@@ -27,7 +29,8 @@ class BrokerMachine(RuleBasedStateMachine):
         self.lastId = 0
         self.connections = 0
         self.longestWait = 0.0
-        self.broker = Broker(self.clock, self._toClient, self._toNode, nodeTtl=TTL, maxClientInflight=50)
+        self.broker = Broker(self.clock, self._toClient, self._toNode, BrokerSettings(nodeTtl=TTL, maxClientInflight=50),
+                             Metrics())
 
     def _toClient(self, client, message):
         decoded = frames.decode(message.frames())

@@ -202,10 +202,12 @@ async def test_broker_bounds_what_any_client_sends(hub, demand):
 async def test_a_second_node_with_a_taken_name_is_refused_and_steals_nothing(hub, demand):
     """Issue 12.18: before, two live nodes with one --node-id took devices from each other."""
     from devicehub.node.service import NodeService
+    from devicehub.node.settings import NodeSettings
 
     device = await online(hub, "steady")
-    twin = NodeService(reactor, devices="tcp:0:interface=127.0.0.1", backend=hub.backend, name="node-1",
-                       commandTimeout=5.0, settings=hub.settings)
+    settings = NodeSettings(name="node-1", devices="tcp:0:interface=127.0.0.1", backend=hub.backend,
+                            commandTimeout=5.0, device=hub.settings)
+    twin = NodeService(reactor, settings, hub.metrics)
     twin.startService()
     try:
         await eventually(lambda: twin.link.refused is not None)

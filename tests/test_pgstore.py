@@ -31,6 +31,8 @@ from devicehub import CommandStoreFailed, Demand
 from devicehub.broker.service import BrokerService
 from devicehub.broker.pgstore import _DEVICE_LOCKS, MIGRATIONS, PostgresCommandStore, conninfo, migrate
 from devicehub.broker.store import MAX_ATTEMPTS, CommandStore, NotClaimed, StoreFailed, isPostgres, openStore
+from devicehub.broker.settings import BrokerSettings
+from devicehub.common.metrics import Metrics
 
 from .support import LOCAL, Hub, connect, eventually, free_ports, pause
 
@@ -451,7 +453,7 @@ def test_the_connection_parameters_bound_every_wait():
 @pytest_twisted.ensureDeferred
 async def test_a_database_that_cannot_be_opened_stops_the_broker_start(make, reason):
     url = make(free_ports(1)[0])
-    service = BrokerService(reactor, frontend=LOCAL, backend=LOCAL, store=url)
+    service = BrokerService(reactor, BrokerSettings(frontend=LOCAL, backend=LOCAL, events=None, store=url), Metrics())
     try:
         with pytest.raises(RuntimeError) as raised:
             service.privilegedStartService()

@@ -12,6 +12,8 @@ from devicehub.broker import store as storeModule
 from devicehub.broker.service import STORE_SWEEP, BrokerService
 from devicehub.tap import Options, makeService
 from devicehub.broker.store import MAX_ATTEMPTS, CommandStore, StoreFailed
+from devicehub.broker.settings import BrokerSettings
+from devicehub.common.metrics import Metrics
 
 from .support import LOCAL, Hub, eventually, free_ports, start_twistd
 
@@ -32,7 +34,8 @@ def failures(events) -> list[str]:
 @pytest_twisted.ensureDeferred
 async def test_a_failing_sweep_is_logged_and_the_sweep_goes_on(tmp_path, storeLog):
     clock = Clock()
-    service = BrokerService(reactor, frontend=LOCAL, backend=LOCAL, store=str(tmp_path / "q.sqlite3"), clock=clock)
+    service = BrokerService(reactor, BrokerSettings(frontend=LOCAL, backend=LOCAL, events=None, store=str(tmp_path / "q.sqlite3")),
+                            Metrics(), clock=clock)
     service.startService()
     try:
         store = service.store
@@ -64,7 +67,7 @@ async def test_a_failing_sweep_is_logged_and_the_sweep_goes_on(tmp_path, storeLo
 @pytest_twisted.ensureDeferred
 async def test_a_store_that_cannot_be_opened_stops_the_broker_start(tmp_path, make, reason):
     path = str(make(tmp_path))
-    service = BrokerService(reactor, frontend=LOCAL, backend=LOCAL, store=path)
+    service = BrokerService(reactor, BrokerSettings(frontend=LOCAL, backend=LOCAL, events=None, store=path), Metrics())
     try:
         with pytest.raises(RuntimeError) as raised:
             service.privilegedStartService()
@@ -78,7 +81,8 @@ async def test_a_store_that_cannot_be_opened_stops_the_broker_start(tmp_path, ma
 @pytest_twisted.ensureDeferred
 async def test_the_store_is_opened_at_start(tmp_path):
     path = tmp_path / "q.sqlite3"
-    service = BrokerService(reactor, frontend=LOCAL, backend=LOCAL, store=str(path))
+    service = BrokerService(reactor, BrokerSettings(frontend=LOCAL, backend=LOCAL, events=None, store=str(path)),
+                            Metrics())
     service.startService()
     try:
         assert path.exists()  # at start, not at the first command
@@ -157,7 +161,7 @@ def test_the_broker_can_run_without_a_store(argv, environ):
     options.parseOptions(["--roles", "broker", *argv])
     assert options["store"] is None
     [broker] = makeService(options)
-    assert broker.storePath is None
+    assert broker.settings.store is None
 
 
 @pytest_twisted.ensureDeferred

@@ -23,7 +23,7 @@ from werkzeug.exceptions import HTTPException
 
 from devicehub.client.demand import Demand
 from devicehub.common.errors import BrokerUnavailable, Busy, CommandStoreFailed, RequestRejected
-from devicehub.common.drain import DEFAULT_DRAIN_TIMEOUT, drain
+from devicehub.common.drain import DEFAULT_DRAIN_TIMEOUT, Idle, drain
 from devicehub.client.events import Events
 from devicehub.common.jsoncodec import BadJSON, dumps, loads
 from devicehub.wire.link import Attach
@@ -298,6 +298,8 @@ class ApiRoot(Resource):
         self.inner = inner
         self.streams = streams
         self.inflight = 0
+        self.idle = Idle()
+        """Fires its waiters when no request is in flight."""
         self._token = None if token is None else token.encode()
 
     def render(self, request):
@@ -328,6 +330,8 @@ class ApiRoot(Resource):
 
     def _finished(self, result: object) -> None:
         self.inflight -= 1
+        if not self.inflight and self.idle.waiting:
+            self.idle.fire()
 
 
 # Seconds a stopping api process waits for its connections to flush and close.
@@ -442,6 +446,8 @@ class _Channel(HTTPChannel):
 
     def connectionLost(self, reason) -> None:
         self.factory.channels.discard(self)
+        if not self.factory.channels and self.factory.idle.waiting:
+            self.factory.idle.fire()
         for name in ("_headersDue", "_requestDue", "_lingering"):
             self._cancel(name)
         super().connectionLost(reason)
@@ -472,6 +478,8 @@ class ApiSite(Site):
         )
         self.accessLog = accessLog
         self.channels: set[HTTPChannel] = set()
+        self.idle = Idle()
+        """Fires its waiters when no connection is open."""
 
     def log(self, request) -> None:
         if self.accessLog is not None:
@@ -546,13 +554,13 @@ class ApiService(MultiService):
         self.streams.closeAll()
         if self.subscriber is not None:
             self.subscriber.close()
-        await drain(self.reactor, lambda: self.root.inflight, self.drainTimeout)
+        await drain(self.reactor, self.root.idle.wait(bool(self.root.inflight)), self.drainTimeout)
         self.api.demand.close()  # what still waits answers 503
         # A finished response may still sit in a connection's buffer: close the
         # connections (which flushes them) and wait, instead of leaving them to the
         # reactor's shutdown, which drops unsent data.
         self.site.closeAll()
-        await drain(self.reactor, lambda: self.site.channels, CLOSE_GRACE)
+        await drain(self.reactor, self.site.idle.wait(bool(self.site.channels)), CLOSE_GRACE)
 
     def stopService(self) -> Deferred:
         """Stop listening, let requests in flight finish (up to the drain timeout), then close."""

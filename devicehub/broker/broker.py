@@ -23,27 +23,19 @@ from devicehub.broker.directory import Directory, NodeRecord
 from devicehub.broker.nodes import NodeRegistry
 from devicehub.broker.publish import EventPublisher, Publish
 from devicehub.broker.queue import OfflineQueue
+from devicehub.broker.reads import Reads
 from devicehub.broker.routing import Routed, Routes, Send
+from devicehub.broker.settings import BrokerSettings
 from devicehub.broker.store import CommandStore
-from devicehub.common.imei import is_valid_imei
 from devicehub.common.limits import MAX_TTL
 from devicehub.common.logs import Throttled
 from devicehub.common.metrics import Metrics
-from devicehub.common.results import BUSY, NO, OK, REJECTED, RESULTS
+from devicehub.common.results import BUSY, NO
 from devicehub.wire import frames
 from devicehub.wire.frames import FrameError, Message
 
 log = Logger()
 throttled = Throttled(log)
-
-# Seconds without a message from a node after which it is declared dead.
-DEFAULT_NODE_TTL = 5.0
-# Seconds the broker waits past a command's timeout for the node's answer.
-DEFAULT_GRACE = 0.5
-# Commands one client may have routed and unanswered at once.
-DEFAULT_MAX_CLIENT_INFLIGHT = 10_000
-# Seconds a device has to ack a queued command delivered at its login (default; see --command-timeout).
-DELIVERY_TIMEOUT = 10.0
 
 
 class Broker:
@@ -57,58 +49,54 @@ class Broker:
         clock,
         toClient: Send,
         toNode: Send,
-        nodeTtl: float = DEFAULT_NODE_TTL,
-        grace: float = DEFAULT_GRACE,
-        maxClientInflight: int = DEFAULT_MAX_CLIENT_INFLIGHT,
-        metrics: Metrics | None = None,
+        settings: BrokerSettings,
+        metrics: Metrics,
         publish: Publish | None = None,
         store: CommandStore | None = None,
-        deliveryTimeout: float = DELIVERY_TIMEOUT,
-        warmup: float | None = None,
     ) -> None:
         """
         @param publish: sends an event (topic, body) to subscribers; None: no events.
         @param store: the queue of commands for offline devices; None: no queueing.
-        @param deliveryTimeout: seconds a device has to ack a queued command delivered to it.
-        @param warmup: seconds after start during which the directory may still miss
-            devices of nodes that have not reported yet (default: one node heartbeat
-            plus the grace); meanwhile, questions it cannot answer are answered unavailable.
         """
         self.clock = clock
         self.toClient = toClient
         self.toNode = toNode
-        self.metrics = metrics if metrics is not None else Metrics()
+        self.settings = settings
+        self.metrics = metrics
         self.store = store
         self.directory = Directory()
-        self.routes = Routes(clock, toNode, self._answer, self.metrics, grace, maxClientInflight)
+        self.routes = Routes(clock, toNode, self._answer, metrics, settings.grace, settings.maxClientInflight)
         self.events = EventPublisher(clock, publish, self.metrics)
-        self.registry = NodeRegistry(clock, self.directory, toNode, self.events, self.routes, nodeTtl, grace)
+        self.registry = NodeRegistry(clock, self.directory, toNode, self.events, self.routes, settings.nodeTtl,
+                                     settings.grace)
         self.queue: OfflineQueue | None = None
         if store is not None:
             self.queue = OfflineQueue(clock, store, self.directory, self._reply, self._error, self._routeOwn,
-                                      self.routes.count, deliveryTimeout)
+                                      self.routes.count, settings.deliveryTimeout)
             self.registry.onOnline = self.queue.online
         self.draining = False
         """Shutting down: new requests are refused, routed ones still answered."""
-        self.warmUntil = clock.seconds() + (self.heartbeat + grace if warmup is None else warmup)
-        """Until then, a device missing from the directory may be on a node that has not reported yet."""
+        warmup = settings.warmup
+        warmUntil = clock.seconds() + (self.heartbeat + settings.grace if warmup is None else warmup)
+        self.reads = Reads(clock, self.directory, self.registry, self.queue, store, self._reply, self._error, warmUntil)
+        reads, registry = self.reads, self.registry
         self._clientHandlers = {
             b"send": self._send,
-            b"find": self._find,
-            b"list": self._list,
-            b"total": self._total,
-            b"health": self._health,
-            b"status": self._status,
-            b"queue": self._queue,
-            b"cancel": self._cancel,
+            b"find": reads.find,
+            b"list": reads.list,
+            b"total": reads.total,
+            b"health": reads.health,
+            b"status": reads.status,
+            b"queue": reads.waiting,
+            b"cancel": reads.cancel,
         }
         self._nodeHandlers = {
-            b"online": self._online,
-            b"offline": self._offline,
-            b"uplink": self._uplink,
-            b"ping": self._ping,
-            b"bye": lambda node, message: self.registry.bye(node),
-            b"result": self._result,
+            b"online": lambda node, message: registry.reportedOnline(node, message.body),
+            b"offline": lambda node, message: registry.reportedOffline(node, message.body),
+            b"uplink": lambda node, message: self.events.uplink(node.name, message.body),
+            b"ping": lambda node, message: self.toNode(node.identity, Message(b"pong", b"", {})),
+            b"bye": lambda node, message: registry.bye(node),
+            b"result": lambda node, message: self.routes.result(node, message.rid, message.body),
         }
 
     # The parts' state, as tests and the service read it.
@@ -120,6 +108,11 @@ class Broker:
     @property
     def routed(self) -> dict[bytes, Routed]:
         return self.routes.routed
+
+    @property
+    def warmUntil(self) -> float:
+        """Until then, a device missing from the directory may be on a node that has not reported yet."""
+        return self.reads.warmUntil
 
     @property
     def heartbeat(self) -> float:
@@ -189,7 +182,7 @@ class Broker:
             self._error(client, message.rid, "invalid", f"queue and coalesce must be booleans, 0 < ttl <= {MAX_TTL:g}")
             return
         owner = self.directory.owner(body["imei"])
-        if owner is None and self._warmingUp(client, message.rid):
+        if owner is None and self.reads.warmingUp(client, message.rid):
             return
         if owner is None and queue and self.queue is not None:
             self.queue.enqueue(client, message.rid, body, ttl, coalesce)
@@ -219,53 +212,6 @@ class Broker:
         """Route the broker's own command (a queued one), its result to C{waiter}."""
         return self._route(node, body, None, None, b"", waiter)
 
-    def _warmingUp(self, client: bytes, rid: bytes) -> bool:
-        """
-        Answer unavailable while nodes may not have reported yet (a broker that just
-        started would otherwise say NO of devices that are online).
-        """
-        if self.clock.seconds() >= self.warmUntil:
-            return False
-        self._error(client, rid, "unavailable", "broker starting: not every node has reported yet")
-        return True
-
-    def _find(self, client: bytes, message: Message) -> None:
-        online = self.directory.owner(message.body["imei"]) is not None
-        if online or not self._warmingUp(client, message.rid):
-            self._reply(client, message.rid, {"result": OK if online else NO})
-
-    def _list(self, client: bytes, message: Message) -> None:
-        if not self._warmingUp(client, message.rid):
-            devices = self.directory.page(message.body["num"], message.body["page"])
-            self._reply(client, message.rid, {"devices": devices, "total": len(self.directory)})
-
-    def _total(self, client: bytes, message: Message) -> None:
-        if not self._warmingUp(client, message.rid):
-            self._reply(client, message.rid, {"total": len(self.directory)})
-
-    def _health(self, client: bytes, message: Message) -> None:
-        if self._warmingUp(client, message.rid):
-            return
-        store = "none" if self.store is None else "ok" if self.store.healthy else "failing"
-        self._reply(client, message.rid, {"nodes": self.registry.alive(), "total": len(self.directory), "store": store})
-
-    def _withQueue(self, client: bytes, message: Message) -> bool:
-        if self.queue is None:
-            self._error(client, message.rid, "invalid", "this broker keeps no queue (no --store)")
-        return self.queue is not None
-
-    def _status(self, client: bytes, message: Message) -> None:
-        if self._withQueue(client, message):
-            self.queue.status(client, message.rid, message.body["id"])
-
-    def _queue(self, client: bytes, message: Message) -> None:
-        if self._withQueue(client, message):
-            self.queue.waiting(client, message.rid, message.body["imei"])
-
-    def _cancel(self, client: bytes, message: Message) -> None:
-        if self._withQueue(client, message):
-            self.queue.cancel(client, message.rid, message.body["id"])
-
     # -- nodes
 
     def fromNode(self, raw: list[bytes]) -> None:
@@ -294,47 +240,6 @@ class Broker:
             throttled.warn("Dropped an unexpected {kind} from node {node}", kind=message.kind, node=node.name)
             return
         handler(node, message)
-
-    def _online(self, node: NodeRecord, message: Message) -> None:
-        imei = message.body["imei"]
-        if is_valid_imei(imei) and not node.leaving:
-            protocol = message.body.get("protocol")
-            since = min(message.body["since"], self.clock.seconds())
-            self.registry.own(node, imei, message.body["conn"], since,
-                              protocol=protocol if isinstance(protocol, str) else "jsonl")
-
-    def _offline(self, node: NodeRecord, message: Message) -> None:
-        reason = message.body.get("reason")
-        self.registry.release(message.body["imei"], node, message.body["conn"],
-                              reason if isinstance(reason, str) else "closed")
-
-    def _uplink(self, node: NodeRecord, message: Message) -> None:
-        body = message.body
-        if is_valid_imei(body["imei"]):
-            data = {key: value for key, value in body["message"].items() if key != "type"}
-            protocol = body.get("protocol")
-            self.events.event(body["imei"], node.name, str(body["message"].get("type")), data, body["ts"],
-                              protocol if isinstance(protocol, str) else None)
-
-    def _ping(self, node: NodeRecord, message: Message) -> None:
-        self.toNode(node.identity, Message(b"pong", b"", {}))
-
-    def _result(self, node: NodeRecord, message: Message) -> None:
-        routed = self.routes.resultFor(message.rid, node, message.body["imei"])
-        if routed is None:
-            log.debug("Dropped a late result from node {node}", node=node.name)
-            return
-        result = message.body["result"]
-        self.routes.finish(message.rid, result if result in RESULTS or result in (BUSY, REJECTED) else "invalid")
-        if result in RESULTS:
-            self._answer(routed, {"result": result, "data": message.body["data"]})
-        elif result == BUSY:
-            self._answer(routed, {"error": "the device has too many unanswered commands", "code": "busy"}, b"error")
-        elif result == REJECTED:
-            self._answer(routed, {"error": str(message.body["data"]), "code": "invalid"}, b"error")
-        else:
-            throttled.warn("Node {node} sent an invalid result {result!r}", node=node.name, result=result)
-            self._answer(routed, {"error": "invalid result from node", "code": "unavailable"}, b"error")
 
     def expireNodes(self) -> None:
         """Declare dead every node silent for longer than the TTL."""

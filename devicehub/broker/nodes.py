@@ -103,6 +103,19 @@ class NodeRegistry:
             log.info("{imei} moved from node {old} to node {new}", imei=imei, old=previous.node.name, new=node.name)
             self.toNode(previous.node.identity, Message(b"drop", b"", {"imei": imei, "conn": previous.conn}))
 
+    def reportedOnline(self, node: NodeRecord, body: dict[str, Any]) -> None:
+        """C{node} reports a login; its time is bounded by the broker's clock (a fast node clock wins nothing)."""
+        imei = body["imei"]
+        if is_valid_imei(imei) and not node.leaving:
+            protocol = body.get("protocol")
+            since = min(body["since"], self.clock.seconds())
+            self.own(node, imei, body["conn"], since, protocol=protocol if isinstance(protocol, str) else "jsonl")
+
+    def reportedOffline(self, node: NodeRecord, body: dict[str, Any]) -> None:
+        """C{node} reports a logout (with its reason, "closed" by default)."""
+        reason = body.get("reason")
+        self.release(body["imei"], node, body["conn"], reason if isinstance(reason, str) else "closed")
+
     def release(self, imei: str, node: NodeRecord, conn: int | None, reason: str) -> None:
         """C{imei} logged out of C{node} (of connection C{conn}, if given)."""
         owner = self.directory.owner(imei)

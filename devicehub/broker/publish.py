@@ -5,6 +5,7 @@ published to subscribers (CONTRACT §3, docs/operations.md).
 
 from typing import Any, Callable
 
+from devicehub.common.imei import is_valid_imei
 from devicehub.common.jsoncodec import dumps
 from devicehub.common.metrics import Metrics
 
@@ -22,6 +23,15 @@ class EventPublisher:
         self.publish = publish
         self.metrics = metrics
         self._numbers: dict[str, int] = {}
+
+    def uplink(self, node: str, body: dict[str, Any]) -> None:
+        """A device's own message, as its node reported it, published as its event."""
+        if is_valid_imei(body["imei"]):
+            message = body["message"]
+            data = {key: value for key, value in message.items() if key != "type"}
+            protocol = body.get("protocol")
+            self.event(body["imei"], node, str(message.get("type")), data, body["ts"],
+                       protocol if isinstance(protocol, str) else None)
 
     def event(
         self, imei: str, node: str, kind: str, data: Any, ts: float | None = None, protocol: str | None = None

@@ -10,11 +10,14 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from devicehub.broker.directory import NodeRecord
+from devicehub.common.drain import Idle
 from devicehub.common.metrics import Metrics
-from devicehub.common.results import TIMEOUT
+from devicehub.common.logs import Throttled
+from devicehub.common.results import BUSY, REJECTED, RESULTS, TIMEOUT
 from devicehub.wire.frames import Message
 
 log = Logger()
+throttled = Throttled(log)
 
 Send = Callable[[bytes, Message], bool]
 
@@ -58,12 +61,17 @@ class Routes:
         self.onNodeIdle: Callable[[NodeRecord], None] = lambda node: None
         """Called when a leaving node's last command is answered."""
         self._perClient: Counter[bytes] = Counter()
+        self._idle = Idle()
         self._counters: dict[str, Any] = {}
         self._ridPrefix = secrets.token_hex(8).encode() + b"."
         self._lastRid = 0
 
     def __len__(self) -> int:
         return len(self.routed)
+
+    def whenEmpty(self) -> "Deferred[None]":
+        """Fires once no command is in flight (at once when none is)."""
+        return self._idle.wait(bool(self.routed))
 
     def full(self, client: bytes) -> bool:
         """Has C{client} as many commands in flight as it may?"""
@@ -92,6 +100,24 @@ class Routes:
             return None
         return routed
 
+    def result(self, node: NodeRecord, rid: bytes, body: dict[str, Any]) -> None:
+        """C{node}'s result for routed command C{rid}: answer its caller (a late or foreign one is dropped)."""
+        routed = self.resultFor(rid, node, body["imei"])
+        if routed is None:
+            log.debug("Dropped a late result from node {node}", node=node.name)
+            return
+        result = body["result"]
+        self.finish(rid, result if result in RESULTS or result in (BUSY, REJECTED) else "invalid")
+        if result in RESULTS:
+            self.answer(routed, {"result": result, "data": body["data"]}, b"reply")
+        elif result == BUSY:
+            self.answer(routed, {"error": "the device has too many unanswered commands", "code": "busy"}, b"error")
+        elif result == REJECTED:
+            self.answer(routed, {"error": str(body["data"]), "code": "invalid"}, b"error")
+        else:
+            throttled.warn("Node {node} sent an invalid result {result!r}", node=node.name, result=result)
+            self.answer(routed, {"error": "invalid result from node", "code": "unavailable"}, b"error")
+
     def finish(self, rid: bytes, result: str) -> Routed:
         """Forget routed command C{rid}, whose caller is about to be answered C{result}."""
         routed = self.routed.pop(rid)
@@ -107,6 +133,8 @@ class Routes:
                 del self._perClient[routed.client]
         if node.leaving and not node.inflight:
             self.onNodeIdle(node)
+        if self._idle.waiting and not self.routed:
+            self._idle.fire()
         return routed
 
     def count(self, result: str) -> None:

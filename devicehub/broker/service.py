@@ -10,14 +10,15 @@ from typing import Callable
 import zmq
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
+from twisted.internet.defer import Deferred, DeferredList, gatherResults, maybeDeferred
 from twisted.logger import Logger
 
-from devicehub.broker.broker import DEFAULT_MAX_CLIENT_INFLIGHT, DEFAULT_NODE_TTL, DELIVERY_TIMEOUT, Broker
+from devicehub.broker.broker import Broker
 from devicehub.broker.publish import Publish
 from devicehub.broker.routing import Send
+from devicehub.broker.settings import BrokerSettings
 from devicehub.broker.store import CommandStore, StoreFailed, openStore
-from devicehub.common.drain import DEFAULT_DRAIN_TIMEOUT, drain
+from devicehub.common.drain import allDone, drain
 from devicehub.common.metrics import BrokerGauges, Metrics
 from devicehub.common.startup import StartupError
 from devicehub.wire import frames
@@ -66,47 +67,16 @@ def _ignore(raw: list[bytes]) -> None:
 class BrokerService(MultiService):
     """The broker role: binds the frontend and backend ROUTERs."""
 
-    def __init__(
-        self,
-        reactor,
-        *,
-        frontend: str,
-        backend: str,
-        nodeTtl: float = DEFAULT_NODE_TTL,
-        drainTimeout: float = DEFAULT_DRAIN_TIMEOUT,
-        maxClientInflight: int = DEFAULT_MAX_CLIENT_INFLIGHT,
-        curveKeys: str | None = None,
-        metrics: Metrics | None = None,
-        events: str | None = None,
-        store: str | None = None,
-        deliveryTimeout: float = DELIVERY_TIMEOUT,
-        warmup: float | None = None,
-        clock=None,
-    ) -> None:
-        """
-        @param warmup: see L{Broker}.
-        @param curveKeys: a key directory (see L{devicehub.wire.curve}): admit only authorized clients.
-        @param events: the ZeroMQ address to publish events on (PUB), or None.
-        @param store: the SQLite file of the queue for offline devices, or None.
-        @param clock: the clock of the periodic sweeps (nodes, expired commands); the reactor by default.
-        """
+    def __init__(self, reactor, settings: BrokerSettings, metrics: Metrics, clock=None) -> None:
+        """@param clock: the clock of the periodic sweeps (nodes, expired commands); the reactor by default."""
         super().__init__()
+        self.reactor = reactor
+        self.settings = settings
+        self.metrics = metrics
         self.clock = reactor if clock is None else clock
-        self.events = events
-        self.storePath = store
-        self.deliveryTimeout = deliveryTimeout
-        self.warmup = warmup
         self.store: CommandStore | None = None
         self.eventsSocket: ZmqSocket | None = None
-        self.reactor = reactor
-        self.metrics = metrics or Metrics()
-        self.curveKeys = curveKeys
         self.zap: ZapHandler | None = None
-        self.frontend = frontend
-        self.backend = backend
-        self.nodeTtl = nodeTtl
-        self.drainTimeout = drainTimeout
-        self.maxClientInflight = maxClientInflight
         self.broker: Broker | None = None
         self.frontendSocket: ZmqSocket | None = None
         self.backendSocket: ZmqSocket | None = None
@@ -124,7 +94,7 @@ class BrokerService(MultiService):
         if self.broker is None:
             self._bind()
         self._warm = self.reactor.callLater(max(0.0, self.broker.warmUntil - self.reactor.seconds()), self._warmed)
-        self._sweep(self.nodeTtl / 4, self.broker.expireNodes)
+        self._sweep(self.settings.nodeTtl / 4, self.broker.expireNodes)
         if self.store is not None:
             store = self.store
             self._sweep(STORE_SWEEP, lambda: store.sweep(self.clock.seconds()))
@@ -137,7 +107,7 @@ class BrokerService(MultiService):
         self._sweeps.append(timer)
 
     def _bind(self) -> None:
-        if self.storePath is not None:
+        if self.settings.store is not None:
             self._openStore()
         try:
             self._bindSockets()
@@ -148,14 +118,14 @@ class BrokerService(MultiService):
             raise
 
     def _bindSockets(self) -> None:
-        keys = None
-        if self.curveKeys is not None:
-            keys = serverKeys(self.curveKeys)
+        settings, keys = self.settings, None
+        if settings.curveKeys is not None:
+            keys = serverKeys(settings.curveKeys)
             # Before binding: without a ZAP handler, ZeroMQ would let any CURVE client in.
-            self.zap = ZapHandler(self.reactor, Path(self.curveKeys) / AUTHORIZED)
+            self.zap = ZapHandler(self.reactor, Path(settings.curveKeys) / AUTHORIZED)
         sockets = []
         try:
-            for address, handler in ((self.frontend, self._fromClient), (self.backend, self._fromNode)):
+            for address, handler in ((settings.frontend, self._fromClient), (settings.backend, self._fromNode)):
                 sockets.append(
                     ZmqSocket(self.reactor, zmq.ROUTER, handler, bind=[address], mandatory=True, curve=keys,
                               maxMessageSize=frames.MAX_MESSAGE)
@@ -168,27 +138,24 @@ class BrokerService(MultiService):
             raise StartupError(f"cannot bind the broker on {address!r}: {e}") from None
         self.frontendSocket, self.backendSocket = sockets
         publish = None
-        if self.events is not None:
+        if settings.events is not None:
             try:
-                self.eventsSocket = ZmqSocket(self.reactor, zmq.PUB, _ignore, bind=[self.events], curve=keys)
+                self.eventsSocket = ZmqSocket(self.reactor, zmq.PUB, _ignore, bind=[settings.events], curve=keys)
             except zmq.ZMQError as e:
                 for socket in sockets:
                     socket.shutdown()
                 if self.zap is not None:
                     self.zap.close()
-                raise StartupError(f"cannot bind the event publisher on {self.events!r}: {e}") from None
+                raise StartupError(f"cannot bind the event publisher on {settings.events!r}: {e}") from None
             publish = _publisher(self.eventsSocket)
         self.broker = Broker(
             self.reactor,
             _sender(self.frontendSocket, self._localClients),
             _sender(self.backendSocket, self._localNodes),
-            self.nodeTtl,
-            maxClientInflight=self.maxClientInflight,
-            metrics=self.metrics,
+            settings,
+            self.metrics,
             publish=publish,
             store=self.store,
-            deliveryTimeout=self.deliveryTimeout,
-            warmup=self.warmup,
         )
         broker = self.broker
         self.gauges = BrokerGauges(
@@ -213,8 +180,8 @@ class BrokerService(MultiService):
         # Synchronously, once: at start-up a store that cannot be opened must stop the
         # start (like a port that is taken), not leave a broker that can queue nothing.
         try:
-            self.store = openStore(self.storePath, self.reactor, self.reactor.seconds(),
-                                   deliveryTimeout=self.deliveryTimeout)
+            self.store = openStore(self.settings.store, self.reactor, self.reactor.seconds(),
+                                   deliveryTimeout=self.settings.deliveryTimeout)
         except StoreFailed as e:
             raise StartupError(str(e)) from None
 
@@ -253,7 +220,8 @@ class BrokerService(MultiService):
         self.broker.draining = True
         log.info("Broker stopping: refusing new requests, draining {count} commands in flight",
                  count=len(self.broker.routed))
-        await drain(self.reactor, lambda: self.broker.routed or self.broker.storeCalls, self.drainTimeout)
+        work = gatherResults([self.broker.routes.whenEmpty(), allDone(self.broker.storeCalls)])
+        await drain(self.reactor, work, self.settings.drainTimeout)
         for timer in self._sweeps:
             await maybeDeferred(timer.stopService)
             timer.disownServiceParent()

@@ -19,13 +19,13 @@ from twisted.logger import Logger
 
 from devicehub.wire.curve import clientKeys
 from devicehub.common.jsoncodec import ENVELOPE_DEPTH, BadJSON, loads
+from devicehub.common.addresses import DEFAULT_EVENTS
 from devicehub.common.logs import Throttled
 from devicehub.wire.zmqsocket import ZmqSocket
 
 log = Logger()
 throttled = Throttled(log)
 
-DEFAULT_EVENTS = "tcp://127.0.0.1:5557"
 _CLOSED = object()
 
 Event = dict[str, Any]

@@ -5,6 +5,13 @@ import re
 _ADDRESS = re.compile(r"(tcp|ipc|inproc)://\S+")
 EXAMPLE = "tcp://127.0.0.1:5555"
 
+DEFAULT_FRONTEND = "tcp://127.0.0.1:5555"
+"""The broker's frontend, where clients (api, Demand, CLI) reach it."""
+DEFAULT_BACKEND = "tcp://127.0.0.1:5556"
+"""The broker's backend, where nodes reach it."""
+DEFAULT_EVENTS = "tcp://127.0.0.1:5557"
+"""Where the broker publishes device events."""
+
 
 def address_problem(value: str, *, connect: bool = False) -> str | None:
     """

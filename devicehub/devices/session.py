@@ -223,6 +223,10 @@ class DeviceSession(TwistedProtocol, TimeoutMixin):
         """How many commands wait for this device's answer (written or waiting their turn)."""
         return len(self._commands)
 
+    def pendingResults(self) -> "list[Deferred[Reply]]":
+        """The results of the commands unanswered now (each fires once, answered or timed out)."""
+        return [command.result for command in self._commands.values()]
+
     def whenClosed(self) -> "Deferred[None]":
         """Fires once the connection has closed."""
         waiter: Deferred[None] = Deferred()

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, succeed
 
+from devicehub.common.drain import allDone
 from devicehub.common.metrics import Metrics
 from devicehub.common.results import BUSY, NO, OK, REJECTED, Reply
 from devicehub.devices.codec import Codec, UnsupportedCommand
@@ -21,11 +22,11 @@ if TYPE_CHECKING:
 class Node:
     """The devices connected to this node and the commands sent to them."""
 
-    def __init__(self, name: str, commandTimeout: float, clock, metrics: Metrics | None = None) -> None:
+    def __init__(self, name: str, commandTimeout: float, clock, metrics: Metrics) -> None:
         self.name = name
         self.commandTimeout = commandTimeout
         self.clock = clock
-        self.metrics = metrics or Metrics()
+        self.metrics = metrics
         self._logins = self.metrics.logins.labels(name)
         self._logouts = self.metrics.logouts.labels(name)
         self._errors: dict[tuple[str, str], Any] = {}
@@ -133,6 +134,10 @@ class Node:
     def snapshot(self) -> list[list]:
         """Every online device as C{[imei, conn, since, protocol]}."""
         return [[imei, device.conn, device.since, device.protocol] for imei, device in self.devices.items()]
+
+    def whenAnswered(self) -> "Deferred[None]":
+        """Fires once every command unanswered now is answered or has timed out."""
+        return allDone(result for device in self.devices.values() for result in device.pendingResults())
 
     @property
     def unanswered(self) -> int:

@@ -5,20 +5,19 @@ and its L{BrokerLink}.
 
 import signal
 import threading
-from typing import Sequence
-
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 
-from devicehub.common.drain import DEFAULT_DRAIN_TIMEOUT, drain
+from devicehub.common.drain import drain
 from devicehub.common.listening import ListeningService
 from devicehub.common.metrics import Metrics, NodeGauges
 from devicehub.devices import codecs
-from devicehub.devices.session import DeviceFactory, DeviceSettings
+from devicehub.devices.session import DeviceFactory
 from devicehub.node.allowlist import AllowList
 from devicehub.node.link import BrokerLink
 from devicehub.node.node import Node
+from devicehub.node.settings import NodeSettings
 from devicehub.wire.curve import clientKeys
 from devicehub.wire.link import Attach
 
@@ -31,49 +30,30 @@ CLOSE_GRACE = 2.0
 class NodeService(MultiService):
     """The node role: a device listener and the link to the broker."""
 
-    def __init__(
-        self,
-        reactor,
-        *,
-        devices: str | None = None,
-        listen: Sequence[tuple[str, str]] = (),
-        backend: str,
-        name: str,
-        commandTimeout: float,
-        settings: DeviceSettings,
-        drainTimeout: float = DEFAULT_DRAIN_TIMEOUT,
-        curveKeys: str | None = None,
-        metrics: Metrics | None = None,
-        local: Attach | None = None,
-        allow: "AllowList | str | None" = None,
-    ) -> None:
-        """
-        @param allow: the allow-list (see L{devicehub.node.allowlist}) or its file, or None: any identity.
-        @param devices: the endpoint for JSON Lines devices (the same as C{("jsonl", devices)} in C{listen}).
-        @param listen: C{(protocol, endpoint)} pairs: a listener each, all feeding this node.
-        @param local: the broker of this process: link to it in-process instead of over ZeroMQ.
-        """
+    def __init__(self, reactor, settings: NodeSettings, metrics: Metrics, local: Attach | None = None) -> None:
+        """@param local: the broker of this process: link to it in-process instead of over ZeroMQ."""
         super().__init__()
-        self.drainTimeout = drainTimeout
-        self.node = Node(name, commandTimeout, reactor, metrics)
+        self.settings = settings
+        self.node = Node(settings.name, settings.commandTimeout, reactor, metrics)
         self.allowCheck: TimerService | None = None
         self.factories: list[DeviceFactory] = []
         self.listeners: list[ListeningService] = []
-        for protocol, endpoint in ([("jsonl", devices)] if devices is not None else []) + list(listen):
-            factory = DeviceFactory(self.node, reactor, settings, codecs.load(protocol))
+        for protocol, endpoint in settings.listeners:
+            factory = DeviceFactory(self.node, reactor, settings.device, codecs.load(protocol))
             self.node.speaks(factory.codec)
             listener = ListeningService(reactor, endpoint, factory, "devices" if protocol == "jsonl" else f"{protocol} devices")
             listener.setServiceParent(self)
             self.factories.append(factory)
             self.listeners.append(listener)
         self.factory, self.listener = self.factories[0], self.listeners[0]
+        allow = settings.allow
         if allow is not None:
             self.node.allowList = AllowList(allow) if isinstance(allow, str) else allow
             self.allowCheck = TimerService(ALLOW_LIST_CHECK, self.node.allowList.refresh)
             self.allowCheck.clock = reactor
             self.allowCheck.setServiceParent(self)
-        curve = None if curveKeys is None else clientKeys(curveKeys)
-        self.link = BrokerLink(self.node, backend, reactor, curve=curve, local=local)
+        curve = None if settings.curveKeys is None else clientKeys(settings.curveKeys)
+        self.link = BrokerLink(self.node, settings.backend, reactor, curve=curve, local=local)
         self.link.setServiceParent(self)
         node = self.node
         self.gauges = NodeGauges(node.name, lambda: len(node.devices), lambda: node.framesDecoded)
@@ -93,7 +73,7 @@ class NodeService(MultiService):
         if self.allowCheck is not None:
             await maybeDeferred(self.allowCheck.stopService)
         self.link.leave()
-        await drain(self.reactor, lambda: self.node.unanswered, self.drainTimeout)
+        await drain(self.reactor, self.node.whenAnswered(), self.settings.drainTimeout)
         await gatherResults([factory.closeAll("shutting down", CLOSE_GRACE) for factory in self.factories])
         await maybeDeferred(self.link.stopService)
         Service.stopService(self)
