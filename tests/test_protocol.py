@@ -11,6 +11,7 @@ from devicehub.node.node import Node
 from devicehub.devices.codecs.jsonl import LineError, parse_line
 from devicehub.devices.session import MAX_IDENT, DeviceFactory, DeviceSettings
 from devicehub.common.results import NO, OK, TIMEOUT, Reply
+from devicehub.common.metrics import Metrics
 
 LOGIN_TIMEOUT = 30.0
 IDLE_TIMEOUT = 300.0
@@ -18,7 +19,7 @@ IDLE_TIMEOUT = 300.0
 
 class RecordingNode(Node):
     def __init__(self, clock=None):
-        super().__init__("test-node", commandTimeout=10.0, clock=clock or Clock())
+        super().__init__("test-node", commandTimeout=10.0, clock=clock or Clock(), metrics=Metrics())
         self.uplinks = []
 
     def uplink(self, imei, message):

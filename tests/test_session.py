@@ -10,6 +10,7 @@ from devicehub.devices.codec import Answer, BadFrame, Heartbeat, Identify, Unsup
 from devicehub.devices.session import DeviceFactory, DeviceSettings
 from devicehub.node.node import Node
 from devicehub.common.results import OK, REJECTED, TIMEOUT, Reply
+from devicehub.common.metrics import Metrics
 
 
 class LineCodec:
@@ -65,7 +66,7 @@ class LineCodec:
 
 class Recording(Node):
     def __init__(self, clock):
-        super().__init__("n", commandTimeout=10.0, clock=clock)
+        super().__init__("n", commandTimeout=10.0, clock=clock, metrics=Metrics())
         self.uplinks = []
 
     def uplink(self, imei, message):

@@ -134,8 +134,13 @@ class Routes:
         if node.leaving and not node.inflight:
             self.onNodeIdle(node)
         if self._idle.waiting and not self.routed:
-            self._idle.fire()
+            # Next turn: the caller of finish() still has to answer this command's client.
+            self.clock.callLater(0, self._fireIfEmpty)
         return routed
+
+    def _fireIfEmpty(self) -> None:
+        if not self.routed:
+            self._idle.fire()
 
     def count(self, result: str) -> None:
         """Count an answer of C{result} in the metrics."""
