@@ -29,7 +29,9 @@ from twisted.logger import Logger
 
 from devicehub import CommandStoreFailed, Demand
 from devicehub.broker.service import BrokerService
-from devicehub.broker.pgstore import _DEVICE_LOCKS, MIGRATIONS, PostgresCommandStore, conninfo, migrate
+from devicehub.broker.store.pgconnection import conninfo, migrate
+from devicehub.broker.store.postgres import _DEVICE_LOCKS, PostgresCommandStore
+from devicehub.broker.store.schema import MIGRATIONS
 from devicehub.broker.store import MAX_ATTEMPTS, CommandStore, NotClaimed, StoreFailed, isPostgres, openStore
 from devicehub.broker.settings import BrokerSettings
 from devicehub.common.metrics import Metrics

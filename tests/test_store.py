@@ -8,7 +8,7 @@ from twisted.logger import Logger, formatEvent
 
 from devicehub import NO, Demand
 from devicehub.common.errors import RequestRejected
-from devicehub.broker import store as storeModule
+from devicehub.broker.store import interface as storeModule
 from devicehub.broker.service import STORE_SWEEP, BrokerService
 from devicehub.tap import Options, makeService
 from devicehub.broker.store import MAX_ATTEMPTS, CommandStore, StoreFailed

@@ -9,7 +9,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from devicehub.broker.directory import Directory, NodeRecord
-from devicehub.broker.store import DEFAULT_TTL, CommandStore, NotClaimed, StoreFailed
+from devicehub.broker.store import DEFAULT_TTL, NotClaimed, Store, StoreFailed
 from devicehub.common.results import NO, OK, QUEUED
 
 log = Logger()
@@ -21,12 +21,12 @@ Route = Callable[[NodeRecord, dict[str, Any], Deferred], bool]
 
 class OfflineQueue:
     """
-    Puts commands in the L{CommandStore} and answers about them; delivers a device's
+    Puts commands in the L{Store} and answers about them; delivers a device's
     due commands, oldest first and each acked before the next, when it comes online.
     """
 
     def __init__(
-        self, clock, store: CommandStore, directory: Directory, reply: Reply, error: Error, route: Route,
+        self, clock, store: Store, directory: Directory, reply: Reply, error: Error, route: Route,
         count: Callable[[str], None], deliveryTimeout: float,
     ) -> None:
         """
