@@ -9,7 +9,7 @@ from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.logger import Logger
 
-from devicehub.api.resource import ApiService
+from devicehub.api.service import ApiService
 from devicehub.api.settings import ApiSettings
 from devicehub.broker.service import BrokerService
 from devicehub.broker.settings import BrokerSettings

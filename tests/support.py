@@ -17,7 +17,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.task import deferLater
 from twisted.protocols.basic import LineOnlyReceiver
 
-from devicehub.api.resource import ApiService
+from devicehub.api.service import ApiService
 from devicehub.api.settings import ApiSettings
 from devicehub.broker.settings import BrokerSettings
 from devicehub.common.metrics import Metrics

@@ -18,8 +18,10 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-from devicehub.api import resource as api_module
-from devicehub.api.resource import ApiRoot, ApiSite, DeviceAPI
+from devicehub.api import routes as api_module
+from devicehub.api.root import ApiRoot
+from devicehub.api.routes import DeviceAPI
+from devicehub.api.site import ApiSite
 from devicehub.common.errors import BrokerUnavailable, Busy, RequestRejected
 from devicehub.common.results import NO, OK, QUEUED, TIMEOUT, Reply
 
@@ -72,7 +74,7 @@ ROUTES = {"fast": DeviceAPI.resource, "klein": klein}
 class Exchange:
     """
     One HTTP connection, in memory, to a fresh API whose routes are C{routes(api)};
-    what C{devicehub.api.resource} logs meanwhile is kept in C{logged}.
+    what C{devicehub.api.routes} logs meanwhile is kept in C{logged}.
     """
 
     def __init__(self, routes) -> None:

@@ -13,18 +13,11 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock, LoopingCall
 from twisted.internet.testing import MemoryReactor, StringTransport
 
-from devicehub.api.resource import (
-    HEADERS_TIMEOUT,
-    IDLE_TIMEOUT,
-    LINGER,
-    MAX_BODY,
-    REQUEST_TIMEOUT,
-    ApiRoot,
-    ApiService,
-    ApiSite,
-    DeviceAPI,
-    _Channel,
-)
+from devicehub.api.jsonio import MAX_BODY
+from devicehub.api.root import ApiRoot
+from devicehub.api.routes import DeviceAPI
+from devicehub.api.service import ApiService
+from devicehub.api.site import HEADERS_TIMEOUT, IDLE_TIMEOUT, LINGER, REQUEST_TIMEOUT, ApiSite, _Channel
 from devicehub.common.backlog import LISTEN_BACKLOG, withBacklog
 from devicehub.common.metrics import Metrics
 from devicehub.common.results import OK, Reply

@@ -8,7 +8,7 @@ from twisted.python.usage import UsageError
 
 from devicehub.broker.service import BrokerService
 from devicehub.node.service import NodeService
-from devicehub.api.resource import ApiService
+from devicehub.api.service import ApiService
 from devicehub.tap import GC_THRESHOLD, Options, Roles, TwistdOptions, makeService
 from devicehub.common.startup import EXIT_STARTUP, EXIT_USAGE, StartupError, StartupFailed
 

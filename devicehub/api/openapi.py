@@ -30,6 +30,314 @@ _METHOD = _error("Method not allowed on this path.")
 _UNAUTHORIZED = _error("The hub requires 'Authorization: Bearer TOKEN' (--api-token) and it is missing or wrong.")
 
 
+def _devicePaths() -> dict[str, Any]:
+    """The paths under C{/devices}: presence, listing, commands and queues of devices."""
+    return {
+        "/devices": {
+            "get": {
+                "summary": "Online devices, sorted by imei, one page at a time, across all nodes.",
+                "parameters": [
+                    {
+                        "name": "num",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 0, "maximum": 1000, "default": 50},
+                        "description": "Page size; 0 gives the total only.",
+                    },
+                    {
+                        "name": "page",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 0, "default": 0},
+                        "description": "Page number, 0 first.",
+                    },
+                ],
+                "responses": {
+                    "200": _json(_ref("DeviceList"), "A page of online devices."),
+                    "400": _BAD,
+                    "401": _UNAUTHORIZED,
+                    "405": _METHOD,
+                    "503": _UNAVAILABLE,
+                },
+            }
+        },
+        "/devices/{imei}": {
+            "get": {
+                "summary": "Whether one device is online.",
+                "parameters": [_IMEI_PARAMETER],
+                "responses": {
+                    "200": _json(_ref("Presence"), "The device is online."),
+                    "404": _json(_ref("Presence"), "The device is not online."),
+                    "400": _BAD,
+                    "401": _UNAUTHORIZED,
+                    "405": _METHOD,
+                    "503": _UNAVAILABLE,
+                },
+            }
+        },
+        "/devices/{imei}/commands": {
+            "post": {
+                "summary": "Send a command to a device and (by default) wait for its ack.",
+                "parameters": [_IMEI_PARAMETER],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("Command")}},
+                },
+                "responses": {
+                    "200": _json(_ref("Acked"), "wait true: the device acked; reply is its ack's data."),
+                    "202": _json(
+                        _ref("Accepted"),
+                        "wait false: the command was handed to the device (ok); or, with queue, "
+                        "the device is offline and the command was queued (queued, with its id).",
+                    ),
+                    "404": _json(_ref("Outcome"), "The device is not online (result no)."),
+                    "504": _json(_ref("Outcome"), "The device did not ack in time (result timeout)."),
+                    "400": _BAD,
+                    "401": _UNAUTHORIZED,
+                    "405": _METHOD,
+                    "408": _error("The request took too long to arrive (headers 10 s, all of it 60 s); the connection is closed."),
+                    "413": _error("Body larger than 1 MiB; refused as soon as that is known, and the connection is closed."),
+                    "429": _error("Too many unanswered commands for this device (--max-pending)."),
+                    "503": _UNAVAILABLE,
+                },
+            }
+        },
+        "/devices/{imei}/queue": {
+            "get": {
+                "summary": "The commands queued for a device, oldest first.",
+                "parameters": [_IMEI_PARAMETER],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["imei", "commands"],
+                            "properties": {
+                                "imei": {"type": "string"},
+                                "commands": {"type": "array", "items": _ref("QueuedCommand")},
+                            },
+                        },
+                        "The queue.",
+                    ),
+                    "400": _BAD,
+                    "401": _UNAUTHORIZED,
+                    "405": _METHOD,
+                    "503": _UNAVAILABLE,
+                },
+            }
+        },
+    }
+
+
+def _commandPaths() -> dict[str, Any]:
+    """The paths under C{/commands}: one queued command, by id."""
+    return {
+        "/commands/{id}": {
+            "get": {
+                "summary": "A queued command and its state.",
+                "parameters": [_ID_PARAMETER],
+                "responses": {
+                    "200": _json(_ref("QueuedCommand"), "The command."),
+                    "400": _error("This hub keeps no queue (no --store)."),
+                    "401": _UNAUTHORIZED,
+                    "404": _error("No such command."),
+                    "405": _METHOD,
+                    "503": _UNAVAILABLE,
+                },
+            },
+            "delete": {
+                "summary": "Cancel a command that is still queued (409 when it is not, cancelled already included).",
+                "parameters": [_ID_PARAMETER],
+                "responses": {
+                    "200": _json(_ref("QueuedCommand"), "Cancelled (state cancelled)."),
+                    "400": _error("This hub keeps no queue (no --store)."),
+                    "401": _UNAUTHORIZED,
+                    "404": _error("No such command."),
+                    "409": _json(
+                        {
+                            "type": "object",
+                            "required": ["error", "command"],
+                            "properties": {"error": {"type": "string"}, "command": _ref("QueuedCommand")},
+                        },
+                        "The command is no longer queued (sent, acked, expired, cancelled already, …).",
+                    ),
+                    "405": _METHOD,
+                    "503": _UNAVAILABLE,
+                },
+            },
+        },
+    }
+
+
+def _hubPaths() -> dict[str, Any]:
+    """The paths of the hub itself: health, event stream, metrics, this document."""
+    return {
+        "/health": {
+            "get": {
+                "summary": "Whether the broker answers, with node and device counts.",
+                "responses": {
+                    "200": _json(_ref("Health"), "The broker answers."),
+                    "405": _METHOD,
+                    "503": _error(
+                        "The broker did not answer, or its command store failed"
+                        ' (then also {"status":"store failing","nodes","devices","store":"failing"}).'
+                    ),
+                },
+            }
+        },
+        "/events": {
+            "get": {
+                "summary": "Device events (uplink messages, online/offline) as Server-Sent Events, until the client leaves.",
+                "parameters": [
+                    {
+                        "name": "imei",
+                        "in": "query",
+                        "schema": {"type": "string", "pattern": IMEI_PATTERN},
+                        "description": "Only this device's events; all devices' when absent.",
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": 'A stream of "data: {imei,node,type,data,ts,n,protocol}" events.',
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    "400": _BAD,
+                    "401": _UNAUTHORIZED,
+                    "405": _METHOD,
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics of this process (docs/operations.md).",
+                "responses": {
+                    "200": {
+                        "description": "Prometheus text exposition format.",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    "401": _UNAUTHORIZED,
+                    "405": _METHOD,
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "summary": "This document.",
+                "responses": {
+                    "200": {"description": "The OpenAPI document.", "content": {"application/json": {}}},
+                    "401": _UNAUTHORIZED,
+                    "405": _METHOD,
+                },
+            }
+        },
+    }
+
+
+def _schemas() -> dict[str, Any]:
+    """The schemas of the bodies, under C{#/components/schemas}."""
+    return {
+        "Error": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {"error": {"type": "string"}},
+        },
+        "DeviceList": {
+            "type": "object",
+            "required": ["total", "num", "page", "devices"],
+            "properties": {
+                "total": {"type": "integer", "minimum": 0},
+                "num": {"type": "integer", "minimum": 0, "maximum": 1000},
+                "page": {"type": "integer", "minimum": 0},
+                "devices": {"type": "array", "items": {"type": "string", "pattern": IMEI_PATTERN}},
+            },
+        },
+        "Presence": {
+            "type": "object",
+            "required": ["imei", "online"],
+            "properties": {"imei": {"type": "string"}, "online": {"type": "boolean"}},
+        },
+        "Command": {
+            "type": "object",
+            "required": ["instruct"],
+            "additionalProperties": False,
+            "properties": {
+                "instruct": {"type": "string", "minLength": 1},
+                "data": {"description": "Any JSON value, sent to the device as is."},
+                "wait": {"type": "boolean", "default": True},
+                "queue": {
+                    "type": "boolean",
+                    "default": False,
+                    "description": "When the device is offline, queue the command for its next login.",
+                },
+                "ttl": {
+                    "type": "number",
+                    "nullable": True,
+                    "exclusiveMinimum": True,
+                    "minimum": 0,
+                    "maximum": 2592000,
+                    "description": "Seconds a queued command stays deliverable (default 86400).",
+                },
+                "coalesce": {
+                    "type": "boolean",
+                    "default": False,
+                    "description": "A queued command replaces older queued ones with the same instruct.",
+                },
+                "timeout": {
+                    "type": "number",
+                    "nullable": True,
+                    "exclusiveMinimum": True,
+                    "minimum": 0,
+                    "maximum": 300,
+                    "description": "Seconds to wait for the ack; absent or null: the hub's --command-timeout.",
+                },
+            },
+        },
+        "Acked": {
+            "type": "object",
+            "required": ["result", "reply"],
+            "properties": {
+                "result": {"type": "string", "enum": ["ok"]},
+                "reply": {"description": "The data of the device's ack, or null."},
+            },
+        },
+        "Accepted": {
+            "type": "object",
+            "required": ["result"],
+            "properties": {"result": {"type": "string", "enum": ["ok", "queued"]}, "id": {"type": "string"}},
+        },
+        "QueuedCommand": {
+            "type": "object",
+            "required": ["id", "imei", "instruct", "state", "created", "expires", "updated", "attempts"],
+            "properties": {
+                "id": {"type": "string"},
+                "imei": {"type": "string"},
+                "instruct": {"type": "string"},
+                "data": {"description": "The command's data."},
+                "state": {
+                    "type": "string",
+                    "enum": ["queued", "sent", "acked", "expired", "failed", "cancelled", "replaced"],
+                },
+                "created": {"type": "number"},
+                "expires": {"type": "number"},
+                "updated": {"type": "number"},
+                "attempts": {"type": "integer", "minimum": 0},
+            },
+        },
+        "Outcome": {
+            "type": "object",
+            "required": ["result"],
+            "properties": {"result": {"type": "string", "enum": ["ok", "no", "timeout"]}},
+        },
+        "Health": {
+            "type": "object",
+            "required": ["status", "nodes", "devices"],
+            "properties": {
+                "status": {"type": "string", "enum": ["ok"]},
+                "nodes": {"type": "integer", "minimum": 0},
+                "devices": {"type": "integer", "minimum": 0},
+                "store": {"type": "string", "enum": ["ok", "failing", "none"]},
+            },
+        },
+    }
+
+
 def openapi() -> dict[str, Any]:
     """The document, as a JSON-ready dict."""
     return {
@@ -39,294 +347,6 @@ def openapi() -> dict[str, Any]:
             "version": "1",
             "description": "Send commands to always-connected devices and see which are online.",
         },
-        "paths": {
-            "/devices": {
-                "get": {
-                    "summary": "Online devices, sorted by imei, one page at a time, across all nodes.",
-                    "parameters": [
-                        {
-                            "name": "num",
-                            "in": "query",
-                            "schema": {"type": "integer", "minimum": 0, "maximum": 1000, "default": 50},
-                            "description": "Page size; 0 gives the total only.",
-                        },
-                        {
-                            "name": "page",
-                            "in": "query",
-                            "schema": {"type": "integer", "minimum": 0, "default": 0},
-                            "description": "Page number, 0 first.",
-                        },
-                    ],
-                    "responses": {
-                        "200": _json(_ref("DeviceList"), "A page of online devices."),
-                        "400": _BAD,
-                        "401": _UNAUTHORIZED,
-                        "405": _METHOD,
-                        "503": _UNAVAILABLE,
-                    },
-                }
-            },
-            "/devices/{imei}": {
-                "get": {
-                    "summary": "Whether one device is online.",
-                    "parameters": [_IMEI_PARAMETER],
-                    "responses": {
-                        "200": _json(_ref("Presence"), "The device is online."),
-                        "404": _json(_ref("Presence"), "The device is not online."),
-                        "400": _BAD,
-                        "401": _UNAUTHORIZED,
-                        "405": _METHOD,
-                        "503": _UNAVAILABLE,
-                    },
-                }
-            },
-            "/devices/{imei}/commands": {
-                "post": {
-                    "summary": "Send a command to a device and (by default) wait for its ack.",
-                    "parameters": [_IMEI_PARAMETER],
-                    "requestBody": {
-                        "required": True,
-                        "content": {"application/json": {"schema": _ref("Command")}},
-                    },
-                    "responses": {
-                        "200": _json(_ref("Acked"), "wait true: the device acked; reply is its ack's data."),
-                        "202": _json(
-                            _ref("Accepted"),
-                            "wait false: the command was handed to the device (ok); or, with queue, "
-                            "the device is offline and the command was queued (queued, with its id).",
-                        ),
-                        "404": _json(_ref("Outcome"), "The device is not online (result no)."),
-                        "504": _json(_ref("Outcome"), "The device did not ack in time (result timeout)."),
-                        "400": _BAD,
-                        "401": _UNAUTHORIZED,
-                        "405": _METHOD,
-                        "408": _error("The request took too long to arrive (headers 10 s, all of it 60 s); the connection is closed."),
-                        "413": _error("Body larger than 1 MiB; refused as soon as that is known, and the connection is closed."),
-                        "429": _error("Too many unanswered commands for this device (--max-pending)."),
-                        "503": _UNAVAILABLE,
-                    },
-                }
-            },
-            "/devices/{imei}/queue": {
-                "get": {
-                    "summary": "The commands queued for a device, oldest first.",
-                    "parameters": [_IMEI_PARAMETER],
-                    "responses": {
-                        "200": _json(
-                            {
-                                "type": "object",
-                                "required": ["imei", "commands"],
-                                "properties": {
-                                    "imei": {"type": "string"},
-                                    "commands": {"type": "array", "items": _ref("QueuedCommand")},
-                                },
-                            },
-                            "The queue.",
-                        ),
-                        "400": _BAD,
-                        "401": _UNAUTHORIZED,
-                        "405": _METHOD,
-                        "503": _UNAVAILABLE,
-                    },
-                }
-            },
-            "/commands/{id}": {
-                "get": {
-                    "summary": "A queued command and its state.",
-                    "parameters": [_ID_PARAMETER],
-                    "responses": {
-                        "200": _json(_ref("QueuedCommand"), "The command."),
-                        "400": _error("This hub keeps no queue (no --store)."),
-                        "401": _UNAUTHORIZED,
-                        "404": _error("No such command."),
-                        "405": _METHOD,
-                        "503": _UNAVAILABLE,
-                    },
-                },
-                "delete": {
-                    "summary": "Cancel a command that is still queued (409 when it is not, cancelled already included).",
-                    "parameters": [_ID_PARAMETER],
-                    "responses": {
-                        "200": _json(_ref("QueuedCommand"), "Cancelled (state cancelled)."),
-                        "400": _error("This hub keeps no queue (no --store)."),
-                        "401": _UNAUTHORIZED,
-                        "404": _error("No such command."),
-                        "409": _json(
-                            {
-                                "type": "object",
-                                "required": ["error", "command"],
-                                "properties": {"error": {"type": "string"}, "command": _ref("QueuedCommand")},
-                            },
-                            "The command is no longer queued (sent, acked, expired, cancelled already, …).",
-                        ),
-                        "405": _METHOD,
-                        "503": _UNAVAILABLE,
-                    },
-                },
-            },
-            "/health": {
-                "get": {
-                    "summary": "Whether the broker answers, with node and device counts.",
-                    "responses": {
-                        "200": _json(_ref("Health"), "The broker answers."),
-                        "405": _METHOD,
-                        "503": _error(
-                            "The broker did not answer, or its command store failed"
-                            ' (then also {"status":"store failing","nodes","devices","store":"failing"}).'
-                        ),
-                    },
-                }
-            },
-            "/events": {
-                "get": {
-                    "summary": "Device events (uplink messages, online/offline) as Server-Sent Events, until the client leaves.",
-                    "parameters": [
-                        {
-                            "name": "imei",
-                            "in": "query",
-                            "schema": {"type": "string", "pattern": IMEI_PATTERN},
-                            "description": "Only this device's events; all devices' when absent.",
-                        }
-                    ],
-                    "responses": {
-                        "200": {
-                            "description": 'A stream of "data: {imei,node,type,data,ts,n,protocol}" events.',
-                            "content": {"text/event-stream": {"schema": {"type": "string"}}},
-                        },
-                        "400": _BAD,
-                        "401": _UNAUTHORIZED,
-                        "405": _METHOD,
-                    },
-                }
-            },
-            "/metrics": {
-                "get": {
-                    "summary": "Prometheus metrics of this process (docs/operations.md).",
-                    "responses": {
-                        "200": {
-                            "description": "Prometheus text exposition format.",
-                            "content": {"text/plain": {"schema": {"type": "string"}}},
-                        },
-                        "401": _UNAUTHORIZED,
-                        "405": _METHOD,
-                    },
-                }
-            },
-            "/openapi.json": {
-                "get": {
-                    "summary": "This document.",
-                    "responses": {
-                        "200": {"description": "The OpenAPI document.", "content": {"application/json": {}}},
-                        "401": _UNAUTHORIZED,
-                        "405": _METHOD,
-                    },
-                }
-            },
-        },
-        "components": {
-            "schemas": {
-                "Error": {
-                    "type": "object",
-                    "required": ["error"],
-                    "properties": {"error": {"type": "string"}},
-                },
-                "DeviceList": {
-                    "type": "object",
-                    "required": ["total", "num", "page", "devices"],
-                    "properties": {
-                        "total": {"type": "integer", "minimum": 0},
-                        "num": {"type": "integer", "minimum": 0, "maximum": 1000},
-                        "page": {"type": "integer", "minimum": 0},
-                        "devices": {"type": "array", "items": {"type": "string", "pattern": IMEI_PATTERN}},
-                    },
-                },
-                "Presence": {
-                    "type": "object",
-                    "required": ["imei", "online"],
-                    "properties": {"imei": {"type": "string"}, "online": {"type": "boolean"}},
-                },
-                "Command": {
-                    "type": "object",
-                    "required": ["instruct"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "instruct": {"type": "string", "minLength": 1},
-                        "data": {"description": "Any JSON value, sent to the device as is."},
-                        "wait": {"type": "boolean", "default": True},
-                        "queue": {
-                            "type": "boolean",
-                            "default": False,
-                            "description": "When the device is offline, queue the command for its next login.",
-                        },
-                        "ttl": {
-                            "type": "number",
-                            "nullable": True,
-                            "exclusiveMinimum": True,
-                            "minimum": 0,
-                            "maximum": 2592000,
-                            "description": "Seconds a queued command stays deliverable (default 86400).",
-                        },
-                        "coalesce": {
-                            "type": "boolean",
-                            "default": False,
-                            "description": "A queued command replaces older queued ones with the same instruct.",
-                        },
-                        "timeout": {
-                            "type": "number",
-                            "nullable": True,
-                            "exclusiveMinimum": True,
-                            "minimum": 0,
-                            "maximum": 300,
-                            "description": "Seconds to wait for the ack; absent or null: the hub's --command-timeout.",
-                        },
-                    },
-                },
-                "Acked": {
-                    "type": "object",
-                    "required": ["result", "reply"],
-                    "properties": {
-                        "result": {"type": "string", "enum": ["ok"]},
-                        "reply": {"description": "The data of the device's ack, or null."},
-                    },
-                },
-                "Accepted": {
-                    "type": "object",
-                    "required": ["result"],
-                    "properties": {"result": {"type": "string", "enum": ["ok", "queued"]}, "id": {"type": "string"}},
-                },
-                "QueuedCommand": {
-                    "type": "object",
-                    "required": ["id", "imei", "instruct", "state", "created", "expires", "updated", "attempts"],
-                    "properties": {
-                        "id": {"type": "string"},
-                        "imei": {"type": "string"},
-                        "instruct": {"type": "string"},
-                        "data": {"description": "The command's data."},
-                        "state": {
-                            "type": "string",
-                            "enum": ["queued", "sent", "acked", "expired", "failed", "cancelled", "replaced"],
-                        },
-                        "created": {"type": "number"},
-                        "expires": {"type": "number"},
-                        "updated": {"type": "number"},
-                        "attempts": {"type": "integer", "minimum": 0},
-                    },
-                },
-                "Outcome": {
-                    "type": "object",
-                    "required": ["result"],
-                    "properties": {"result": {"type": "string", "enum": ["ok", "no", "timeout"]}},
-                },
-                "Health": {
-                    "type": "object",
-                    "required": ["status", "nodes", "devices"],
-                    "properties": {
-                        "status": {"type": "string", "enum": ["ok"]},
-                        "nodes": {"type": "integer", "minimum": 0},
-                        "devices": {"type": "integer", "minimum": 0},
-                        "store": {"type": "string", "enum": ["ok", "failing", "none"]},
-                    },
-                },
-            }
-        },
+        "paths": {**_devicePaths(), **_commandPaths(), **_hubPaths()},
+        "components": {"schemas": _schemas()},
     }
