@@ -15,7 +15,7 @@ BUILTIN = {
     "jsonl": "devicehub.devices.codecs.jsonl:JsonLinesCodec",
     "watch": "devicehub.devices.codecs.watch.codec:WatchCodec",
     "gt06": "devicehub.devices.codecs.gt06.codec:Gt06Codec",
-    "teltonika": "devicehub.devices.codecs.teltonika:TeltonikaCodec",
+    "teltonika": "devicehub.devices.codecs.teltonika.codec:TeltonikaCodec",
 }
 
 
