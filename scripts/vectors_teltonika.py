@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from devicehub.devices.codec import Answer, BadFrame, Heartbeat, Identify, Reply, Uplink  # noqa: E402
-from devicehub.devices.codecs.teltonika import AVL_CODECS, TeltonikaCodec, crc, imeiPacket  # noqa: E402
+from devicehub.devices.codecs.teltonika import TeltonikaCodec  # noqa: E402
+from devicehub.devices.codecs.teltonika.protocol import AVL_CODECS, crc, imeiPacket  # noqa: E402
 
 DEFAULT = ROOT.parent / "shared" / "vectors" / "traccar_vectors.json"
 IMEI = "123456789012345"

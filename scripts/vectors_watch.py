@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from devicehub.devices.codec import Answer, BadFrame, Heartbeat, Identify, UnsupportedCommand, Uplink
-from devicehub.devices.codecs.watch import WatchCodec, splitFields
+from devicehub.devices.codecs.watch import WatchCodec
+from devicehub.devices.codecs.watch.protocol import splitFields
 
 DEFAULT = ROOT.parent / "shared" / "vectors" / "traccar_vectors.json"
 ALARMS = {"ALARM_SOS": "sos", "ALARM_REMOVING": "removing", "ALARM_LOW_BATTERY": "lowBattery"}

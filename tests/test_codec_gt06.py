@@ -467,7 +467,7 @@ def test_torn_frame_before_a_whole_one_is_skipped_at_once():
 def test_searching_a_frame_end_is_bounded_however_bytes_trickle(monkeypatch):
     # A frame whose LEN promises 60 000 bytes, full of 0D 0A, sent a byte at a time:
     # a bounded number of CRCs are tried, not one per 0D 0A per read.
-    from devicehub.devices.codecs import gt06
+    from devicehub.devices.codecs.gt06 import framing as gt06
 
     calls = []
     original = gt06.crcX25

@@ -21,7 +21,8 @@ from devicehub.devices.codec import (
     UnsupportedCommand,
     Uplink,
 )
-from devicehub.devices.codecs.teltonika import TeltonikaCodec, crc
+from devicehub.devices.codecs.teltonika import TeltonikaCodec
+from devicehub.devices.codecs.teltonika.protocol import crc
 from devicehub.devices.simulate.teltonika import TeltonikaDevice, avlPacket, encodeRecord
 
 IMEI = "356307042441013"

@@ -13,9 +13,9 @@ ENTRY_POINT_GROUP = "devicehub.codecs"
 
 BUILTIN = {
     "jsonl": "devicehub.devices.codecs.jsonl:JsonLinesCodec",
-    "watch": "devicehub.devices.codecs.watch:WatchCodec",
-    "gt06": "devicehub.devices.codecs.gt06:Gt06Codec",
-    "teltonika": "devicehub.devices.codecs.teltonika:TeltonikaCodec",
+    "watch": "devicehub.devices.codecs.watch.codec:WatchCodec",
+    "gt06": "devicehub.devices.codecs.gt06.codec:Gt06Codec",
+    "teltonika": "devicehub.devices.codecs.teltonika.codec:TeltonikaCodec",
 }
 
 

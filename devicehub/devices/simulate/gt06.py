@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 
 from fastcrc.crc16 import ibm_sdlc
 
-from devicehub.devices.codecs.gt06 import (  # noqa: F401 (the protocol numbers, for users of the simulator too)
+from devicehub.devices.codecs.gt06.protocol import (  # noqa: F401 (the protocol numbers, for users of the simulator too)
     COMMAND, GPS_LBS, GPS_LBS_2, GPS_LBS_STATUS, LOGIN, STATUS, STRING, STRING_INFO,
 )
 

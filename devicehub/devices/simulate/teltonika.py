@@ -8,7 +8,7 @@ Teltonika's Codec 8, 8 Extended and 16 documents; the tests build their packets 
 import time as _time
 from datetime import datetime, timezone
 
-from devicehub.devices.codecs.teltonika import (
+from devicehub.devices.codecs.teltonika.protocol import (
     CODEC_8,
     CODEC_8_EXT,
     CODEC_12,
