@@ -131,10 +131,7 @@ class BrokerService(MultiService):
                               maxMessageSize=frames.MAX_MESSAGE)
                 )
         except zmq.ZMQError as e:
-            for socket in sockets:
-                socket.shutdown()
-            if self.zap is not None:
-                self.zap.close()
+            self._unbind(sockets)
             raise StartupError(f"cannot bind the broker on {address!r}: {e}") from None
         self.frontendSocket, self.backendSocket = sockets
         publish = None
@@ -142,10 +139,7 @@ class BrokerService(MultiService):
             try:
                 self.eventsSocket = ZmqSocket(self.reactor, zmq.PUB, _ignore, bind=[settings.events], curve=keys)
             except zmq.ZMQError as e:
-                for socket in sockets:
-                    socket.shutdown()
-                if self.zap is not None:
-                    self.zap.close()
+                self._unbind(sockets)
                 raise StartupError(f"cannot bind the event publisher on {settings.events!r}: {e}") from None
             publish = _publisher(self.eventsSocket)
         self.broker = Broker(
@@ -171,6 +165,13 @@ class BrokerService(MultiService):
             backend=self.backendSocket.lastEndpoint,
             events=self.eventsSocket.lastEndpoint if self.eventsSocket else "(none)",
         )
+
+    def _unbind(self, sockets: list[ZmqSocket]) -> None:
+        """Undo a start that failed half-way: close what was bound, and ZAP."""
+        for socket in sockets:
+            socket.shutdown()
+        if self.zap is not None:
+            self.zap.close()
 
     def _warmed(self) -> None:
         log.info("Broker warmed up: {nodes} nodes reported {devices} devices; it answers for every device now",
