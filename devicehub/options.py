@@ -16,7 +16,7 @@ from twisted.python import usage
 
 from devicehub import __version__
 from devicehub.common.addresses import DEFAULT_BACKEND, DEFAULT_EVENTS, DEFAULT_FRONTEND, address_problem
-from devicehub.common.limits import MAX_TIMEOUT
+from devicehub.common.limits import MAX_TIMEOUT, isSeconds, parseSeconds
 from devicehub.common.startup import usageFailed
 
 if TYPE_CHECKING:
@@ -31,11 +31,8 @@ ENVIRONMENT_PREFIX = "DEVICEHUB_"
 
 
 def positiveFloat(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        number = float("nan")
-    if not 0 < number < float("inf"):
+    number = parseSeconds(value)
+    if number is None:
         raise ValueError(f"{value!r} is not a positive number")
     return number
 
@@ -45,7 +42,7 @@ positiveFloat.coerceDoc = "A positive number of seconds."
 
 def commandSeconds(value: str) -> float:
     number = positiveFloat(value)
-    if number > MAX_TIMEOUT:
+    if not isSeconds(number, MAX_TIMEOUT):
         raise ValueError(f"{value!r} is more than {MAX_TIMEOUT:g} seconds, the longest a caller may wait")
     return number
 

@@ -87,19 +87,7 @@ def nodeRole(reactor, settings: NodeSettings, metrics: Metrics, broker: BrokerSe
 
 def apiRole(reactor, settings: ApiSettings, metrics: Metrics, broker: BrokerService | None = None) -> ApiService:
     """The api role; with C{broker} (of this process) reaching it in-process, not over ZeroMQ."""
-    return ApiService(
-        reactor,
-        http=settings.http,
-        frontend=settings.frontend,
-        commandTimeout=settings.commandTimeout,
-        drainTimeout=settings.drainTimeout,
-        token=settings.token,
-        accessLog=settings.accessLog,
-        curveKeys=settings.curveKeys,
-        metrics=metrics,
-        events=settings.events,
-        local=None if broker is None else broker.connectClient,
-    )
+    return ApiService(reactor, settings, metrics, local=None if broker is None else broker.connectClient)
 
 
 def makeService(options: Options, reactor=None) -> Roles:

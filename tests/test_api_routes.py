@@ -23,6 +23,7 @@ from devicehub.api.root import ApiRoot
 from devicehub.api.routes import DeviceAPI
 from devicehub.api.site import ApiSite
 from devicehub.common.errors import BrokerUnavailable, Busy, RequestRejected
+from devicehub.common.metrics import Metrics
 from devicehub.common.results import NO, OK, QUEUED, TIMEOUT, Reply
 
 OUTCOMES = {
@@ -79,7 +80,7 @@ class Exchange:
 
     def __init__(self, routes) -> None:
         self.logged: list[dict] = []
-        self.api = DeviceAPI(FakeDemand(), commandTimeout=5.0)
+        self.api = DeviceAPI(FakeDemand(), commandTimeout=5.0, metrics=Metrics())
         self.root = ApiRoot(routes(self.api))
         self.channel = ApiSite(self.root, reactor=Clock()).buildProtocol(None)
         self.transport = StringTransport()

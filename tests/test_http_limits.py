@@ -17,6 +17,7 @@ from devicehub.api.jsonio import MAX_BODY
 from devicehub.api.root import ApiRoot
 from devicehub.api.routes import DeviceAPI
 from devicehub.api.service import ApiService
+from devicehub.api.settings import ApiSettings
 from devicehub.api.site import HEADERS_TIMEOUT, IDLE_TIMEOUT, LINGER, REQUEST_TIMEOUT, ApiSite, _Channel
 from devicehub.common.backlog import LISTEN_BACKLOG, withBacklog
 from devicehub.common.metrics import Metrics
@@ -37,7 +38,7 @@ from .test_api_routes import FakeDemand
 )
 def test_the_http_listener_has_a_backlog_of_1024_unless_its_endpoint_sets_one(http, backlog):
     reactor = MemoryReactor()
-    service = ApiService(reactor, http=http, frontend="tcp://127.0.0.1:5555", commandTimeout=5.0)
+    service = ApiService(reactor, ApiSettings(http=http, commandTimeout=5.0), Metrics())
     service.listener.startService()
     [(port, factory, listened, interface)] = reactor.tcpServers
     assert (port, factory, listened) == (8080, service.site, backlog)
@@ -63,7 +64,7 @@ class Connection:
 
     def __init__(self) -> None:
         self.clock = Clock()
-        self.api = DeviceAPI(FakeDemand(), commandTimeout=5.0)
+        self.api = DeviceAPI(FakeDemand(), commandTimeout=5.0, metrics=Metrics())
         self.streams = EventStreams(Metrics().eventsDropped.labels("sse"))
         self.site = ApiSite(ApiRoot(self.api.resource(), streams=self.streams), reactor=self.clock)
         self.channel = self.site.buildProtocol(None)

@@ -3,11 +3,11 @@ JSON in and out of the API: L{respond} writes a JSON answer; the checks read a
 request's query arguments and JSON body, raising L{BadInput} for what they refuse.
 """
 
-import math
 from typing import Any
 
 from devicehub.common.imei import is_valid_imei
 from devicehub.common.jsoncodec import BadJSON, dumps, loads
+from devicehub.common.limits import isSeconds
 
 MAX_BODY = 1 << 20
 
@@ -68,7 +68,7 @@ def secondsField(body: dict[str, Any], name: str, maximum: float) -> float | Non
     value = body.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 < value <= maximum:
+    if not isSeconds(value, maximum):
         raise BadInput(f"{name} must be a number with 0 < {name} <= {maximum:g}")
     return float(value)
 

@@ -44,13 +44,13 @@ class DeviceAPI:
         self,
         demand: Demand | None,
         commandTimeout: float,
+        metrics: Metrics,
         queryTimeout: float = QUERY_TIMEOUT,
-        metrics: Metrics | None = None,
     ) -> None:
         self.demand = demand
         self.commandTimeout = commandTimeout
         self.queryTimeout = queryTimeout
-        self.metrics = metrics or Metrics()
+        self.metrics = metrics
 
     @app.route("/devices", methods=["GET"])
     async def listDevices(self, request) -> bytes:

@@ -11,15 +11,13 @@ from typing import Any, Mapping, NoReturn
 from twisted.internet.endpoints import clientFromString
 
 from devicehub import __version__
-from devicehub.client.events import DEFAULT_EVENTS
-from devicehub.common.addresses import address_problem
+from devicehub.common.addresses import DEFAULT_EVENTS, DEFAULT_FRONTEND, address_problem
 from devicehub.common.imei import is_valid_imei
 from devicehub.common.jsoncodec import BadJSON, loads
-from devicehub.common.limits import DEFAULT_NUM, MAX_NUM, MAX_TIMEOUT, MAX_TTL
+from devicehub.common.limits import DEFAULT_NUM, MAX_NUM, MAX_TIMEOUT, MAX_TTL, isSeconds
 from devicehub.devices.simulate import MODELS
 from devicehub.wire.curve import BROKER, MissingKeys, clientKeys
 
-DEFAULT_FRONTEND = "tcp://127.0.0.1:5555"
 COMMAND_TIMEOUT = 10.0
 QUERY_TIMEOUT = 2.0
 _KEY_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
@@ -71,14 +69,14 @@ def _number(value: str) -> float:
 
 def _timeout(value: str) -> float:
     seconds = _number(value)
-    if not 0 < seconds <= MAX_TIMEOUT:
+    if not isSeconds(seconds, MAX_TIMEOUT):
         raise argparse.ArgumentTypeError(f"timeout must be in 0 < S <= {MAX_TIMEOUT:g} seconds, not {value!r}")
     return seconds
 
 
 def _ttl(value: str) -> float:
     seconds = _number(value)
-    if not 0 < seconds <= MAX_TTL:
+    if not isSeconds(seconds, MAX_TTL):
         raise argparse.ArgumentTypeError(f"ttl must be in 0 < S <= {MAX_TTL:g} seconds, not {value!r}")
     return seconds
 

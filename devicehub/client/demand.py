@@ -18,7 +18,7 @@ from twisted.internet.defer import Deferred, fail
 from devicehub.common.errors import BrokerUnavailable, Busy, CommandStoreFailed, DevicehubError, RequestRejected
 from devicehub.common.jsoncodec import MAX_DEPTH, dumps
 from devicehub.common.imei import is_valid_imei
-from devicehub.common.limits import MAX_TIMEOUT
+from devicehub.common.limits import MAX_TIMEOUT, isSeconds
 from devicehub.common.results import QUEUED, RESULTS, Reply
 from devicehub.wire import frames
 from devicehub.wire.curve import clientKeys
@@ -40,7 +40,7 @@ class Page(NamedTuple):
 
 
 def _checkedTimeout(timeout: object, maximum: float = MAX_TIMEOUT, name: str = "timeout") -> float:
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= maximum:
+    if not isSeconds(timeout, maximum):
         raise ValueError(f"{name} must be seconds, 0 < {name} <= {maximum:g}, not {timeout!r}")
     return float(timeout)
 

@@ -30,8 +30,8 @@ Backend (broker -> node):
 import math
 from typing import Any, Callable, NamedTuple
 
-from devicehub.common.jsoncodec import ENVELOPE_DEPTH, MAX_DEPTH, BadJSON, dumps, loads
-from devicehub.common.limits import MAX_TIMEOUT
+from devicehub.common.jsoncodec import ENVELOPE_DEPTH, BadJSON, dumps, loads
+from devicehub.common.limits import MAX_TIMEOUT, isSeconds
 
 __all__ = ["Message", "FrameError", "decode", "encode", "request_id", "SCHEMAS", "MAX_MESSAGE", "is_seconds"]
 
@@ -55,13 +55,8 @@ def _is_count(value: object) -> bool:
 
 
 def is_seconds(value: object) -> bool:
-    """A finite number of seconds > 0."""
-    return (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and value > 0
-    )
+    """A finite number of seconds > 0 (L{isSeconds})."""
+    return isSeconds(value)
 
 
 def _is_str(value: object) -> bool:
@@ -99,7 +94,7 @@ def _is_str_list(value: object) -> bool:
 Check = Callable[[object], bool]
 
 def _is_command_timeout(value: object) -> bool:
-    return is_seconds(value) and value <= MAX_TIMEOUT
+    return isSeconds(value, MAX_TIMEOUT)
 
 
 _COMMAND: dict[str, Check] = {
