@@ -78,7 +78,58 @@ class _NamedCoerce(usage.CoerceParameter):
             raise usage.UsageError(f"{self.options.label(parameterName)}: {e}") from None
 
 
-class Options(usage.Options):
+class EnvironmentOptions(usage.Options):
+    """
+    Options that can also be set in the environment as C{DEVICEHUB_<OPTION>} (dashes as
+    underscores), validated like the command line, which wins. The variable of a
+    L{repeatable} option holds its values separated by spaces.
+    """
+
+    repeatable: tuple[str, ...] = ()
+
+    def __init__(self, environ=None) -> None:
+        super().__init__()
+        self.environ = os.environ if environ is None else environ
+        self.environment: dict[str, str] = {}
+        """The C{DEVICEHUB_*} variables that set options, and their values."""
+        for name, dispatcher in self._dispatch.items():
+            if type(dispatcher) is usage.CoerceParameter:
+                self._dispatch[name] = _NamedCoerce(self, dispatcher.coerce)
+
+    def parseOptions(self, options=None) -> None:
+        if options is None:
+            options = sys.argv[1:]
+        options = list(options)
+        given = self._given(options)
+        # Environment values go first, as if typed first, and pass through the same
+        # validation; an option also on the command line ignores its variable.
+        fromEnvironment = []
+        self.environment = {}
+        for name in [name for name, *_ in self.optParameters] + list(self.repeatable):
+            variable = environmentVariable(name)
+            value = self.environ.get(variable)
+            if value is None or name in given:
+                continue
+            values = value.split() if name in self.repeatable else [value]
+            fromEnvironment += [f"--{name}={item}" for item in values]
+            self.environment[variable] = value
+        super().parseOptions(fromEnvironment + options)
+
+    def _given(self, options: list[str]) -> set[str]:
+        """The names of the options on the command line C{options}."""
+        try:
+            found, _ = getopt.getopt(options, self.shortOpt, self.longOpt)
+        except getopt.error:
+            return set()  # parseOptions reports it
+        return {self.synonyms.get(option.lstrip("-"), option.lstrip("-")) for option, _ in found}
+
+    def label(self, name: str) -> str:
+        """How to name option C{name} in an error: C{--name}, or the variable that set it."""
+        variable = environmentVariable(name)
+        return variable if variable in self.environment else f"--{name}"
+
+
+class Options(EnvironmentOptions):
     """
     Options of the devicehub plugin. Each can also be set in the environment as
     C{DEVICEHUB_<OPTION>} (dashes as underscores); the command line wins.
@@ -133,49 +184,11 @@ class Options(usage.Options):
         ["no-store", None, "(broker) Keep no queue of commands for offline devices (the same as --store '')."],
     ]
 
+    repeatable = ("listen",)
+
     def __init__(self, environ=None) -> None:
-        super().__init__()
+        super().__init__(environ)
         self["listen"] = []
-        self.environ = os.environ if environ is None else environ
-        self.environment: dict[str, str] = {}
-        """The C{DEVICEHUB_*} variables that set options, and their values."""
-        for name, dispatcher in self._dispatch.items():
-            if type(dispatcher) is usage.CoerceParameter:
-                self._dispatch[name] = _NamedCoerce(self, dispatcher.coerce)
-
-    def parseOptions(self, options=None) -> None:
-        if options is None:
-            options = sys.argv[1:]
-        options = list(options)
-        given = self._given(options)
-        # Environment values go first, as if typed first, and pass through the same
-        # validation; an option also on the command line ignores its variable.
-        fromEnvironment = []
-        self.environment = {}
-        for name, *_ in self.optParameters:
-            variable = environmentVariable(name)
-            value = self.environ.get(variable)
-            if value is not None and name not in given:
-                fromEnvironment.append(f"--{name}={value}")
-                self.environment[variable] = value
-        listen = self.environ.get(environmentVariable("listen"))
-        if listen is not None and "listen" not in given:  # several, separated by spaces
-            fromEnvironment += [f"--listen={item}" for item in listen.split()]
-            self.environment[environmentVariable("listen")] = listen
-        super().parseOptions(fromEnvironment + options)
-
-    def _given(self, options: list[str]) -> set[str]:
-        """The names of the options on the command line C{options}."""
-        try:
-            found, _ = getopt.getopt(options, self.shortOpt, self.longOpt)
-        except getopt.error:
-            return set()  # parseOptions reports it
-        return {self.synonyms.get(option.lstrip("-"), option.lstrip("-")) for option, _ in found}
-
-    def label(self, name: str) -> str:
-        """How to name option C{name} in an error: C{--name}, or the variable that set it."""
-        variable = environmentVariable(name)
-        return variable if variable in self.environment else f"--{name}"
 
     def opt_listen(self, value: str) -> None:
         """PROTOCOL=ENDPOINT: one more device listener speaking PROTOCOL (jsonl, watch, gt06, teltonika); repeatable."""
