@@ -15,7 +15,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
 from devicehub import __version__
-from devicehub.common.addresses import DEFAULT_BACKEND, DEFAULT_EVENTS, DEFAULT_FRONTEND, address_problem
+from devicehub.common.addresses import DEFAULT_BACKEND, DEFAULT_EVENTS, DEFAULT_FRONTEND, address_problem, addresses
 from devicehub.common.limits import MAX_TIMEOUT, isSeconds, parseSeconds
 from devicehub.common.startup import usageFailed
 
@@ -147,8 +147,12 @@ class Options(EnvironmentOptions):
         ["devices", None, "tcp:7700",
          "Server endpoint string for JSON Lines devices (the same as --listen jsonl=ENDPOINT); '' for none."],
         ["http", None, "tcp:8080:interface=127.0.0.1", "Server endpoint string for the HTTP API."],
-        ["frontend", None, DEFAULT_FRONTEND, "ZeroMQ address of the broker frontend."],
-        ["backend", None, DEFAULT_BACKEND, "ZeroMQ address of the broker backend."],
+        ["frontend", None, DEFAULT_FRONTEND,
+         "ZeroMQ address of the broker frontend, or a comma list of several brokers' (the api uses one and moves"
+         " to another when it stops answering; a broker role binds the first)."],
+        ["backend", None, DEFAULT_BACKEND,
+         "ZeroMQ address of the broker backend, or a comma list of several brokers' (a node reports to each;"
+         " a broker role binds the first)."],
         ["events", None, DEFAULT_EVENTS, "ZeroMQ address the broker publishes device events on."],
         ["command-timeout", None, 10.0, "Seconds a command waits for its ack by default.", commandSeconds],
         ["login-timeout", None, 30.0, "Seconds a new device connection has to log in.", positiveFloat],
@@ -217,9 +221,15 @@ class Options(EnvironmentOptions):
             )
         self["roles"] = tuple(role for role in ROLES if role in roles)
         for name in ("frontend", "backend", "events"):
-            problem = address_problem(self[name])
-            if problem is not None:
-                raise usage.UsageError(f"{self.label(name)}: {problem}")
+            several = addresses(self[name]) if name != "events" else (self[name],)
+            if not several:
+                raise usage.UsageError(f"{self.label(name)} is empty: give a ZeroMQ address like {DEFAULT_FRONTEND}")
+            for address in several:
+                problem = address_problem(address)
+                if problem is not None:
+                    raise usage.UsageError(f"{self.label(name)}: {problem}")
+            if name != "events":
+                self[name] = ",".join(several)
         if not self["devices"]:  # --devices '': no JSON Lines listener
             self["devices"] = None
         if "node" in self["roles"] and self["devices"] is None and not self["listen"]:
@@ -289,8 +299,8 @@ class Options(EnvironmentOptions):
         from devicehub.broker.settings import BrokerSettings
 
         return BrokerSettings(
-            frontend=self["frontend"],
-            backend=self["backend"],
+            frontend=addresses(self["frontend"])[0],  # a broker binds the first of a list
+            backend=addresses(self["backend"])[0],
             events=self["events"],
             store=self["store"],
             nodeTtl=self["node-ttl"],

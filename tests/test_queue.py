@@ -230,3 +230,17 @@ async def test_queue_metrics_and_cli(hub, demand):
     await eventually(lambda: sample("devicehub_commands_total", {"result": "ok"}) == 1)  # the delivery
     await eventually(lambda: sample("devicehub_queue_depth") == 0)
     await device.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_repeated_request_queues_one_command_through_any_broker(store):
+    """CONTRACT §6: a caller that moved to another broker repeats its request; one command is queued."""
+    from devicehub.broker.queue import queuedId
+
+    id = queuedId("caller.1")
+    assert await store.add("dev", "0x10", {"n": 1}, 60.0, False, 1.0, id) == id
+    assert await store.add("dev", "0x10", {"n": 1}, 60.0, True, 2.0, id) == id  # a coalescing repeat changes nothing
+    [command] = await store.waiting("dev")
+    assert (command["id"], command["state"], command["data"], command["created"]) == (id, "queued", {"n": 1}, 1.0)
+    assert store.depth == 1
+    assert queuedId("caller.2") != id and len(id) == 32

@@ -89,6 +89,7 @@ class Broker:
             b"status": reads.status,
             b"queue": reads.waiting,
             b"cancel": reads.cancel,
+            b"ping": self._ping,
         }
         self._nodeHandlers = {
             b"online": lambda node, message: registry.reportedOnline(node, message.body),
@@ -172,6 +173,10 @@ class Broker:
             routed.waiter.callback(body.get("result", body.get("code")))
         else:
             self._reply(routed.client, routed.rid, body, kind)
+
+    def _ping(self, client: bytes, message: Message) -> None:
+        """A client with several brokers asks whether this one answers (and has warmed up)."""
+        self._reply(client, message.rid, {"warm": self.clock.seconds() >= self.reads.warmUntil})
 
     def _send(self, client: bytes, message: Message) -> None:
         body = message.body

@@ -3,6 +3,7 @@ The queue of commands for offline devices, on the broker's side: clients' reques
 and the delivery of a device's queued commands when it logs in (docs/operations.md).
 """
 
+import hashlib
 from typing import Any, Callable
 
 from twisted.internet.defer import Deferred
@@ -17,6 +18,15 @@ log = Logger()
 Reply = Callable[[bytes, bytes, dict[str, Any]], None]
 Error = Callable[[bytes, bytes, str, str], None]
 Route = Callable[[NodeRecord, dict[str, Any], Deferred], bool]
+
+
+def queuedId(request: str) -> str:
+    """
+    The id of the command queued for a caller's request C{request} (a L{devicehub.client.Demand}
+    with several brokers names each request): the same through every broker, so a request
+    repeated to another broker queues no second command.
+    """
+    return hashlib.sha256(b"devicehub queued " + request.encode()).hexdigest()[:32]
 
 
 class OfflineQueue:
@@ -55,8 +65,10 @@ class OfflineQueue:
     def enqueue(self, client: bytes, rid: bytes, body: dict[str, Any], ttl: float | None, coalesce: bool) -> None:
         """Queue a command for an offline device; answer its id."""
         imei = body["imei"]
+        request = body.get("request")
+        id = queuedId(request) if isinstance(request, str) else None
         added = self.store.add(imei, body["instruct"], body["data"], DEFAULT_TTL if ttl is None else ttl, coalesce,
-                               self.clock.seconds())
+                               self.clock.seconds(), id)
 
         def queued(id: str) -> None:
             self.count(QUEUED)

@@ -11,7 +11,7 @@ from typing import Any, Mapping, NoReturn
 from twisted.internet.endpoints import clientFromString
 
 from devicehub import __version__
-from devicehub.common.addresses import DEFAULT_EVENTS, DEFAULT_FRONTEND, address_problem
+from devicehub.common.addresses import DEFAULT_EVENTS, DEFAULT_FRONTEND, address_problem, addresses
 from devicehub.common.imei import is_valid_imei
 from devicehub.common.jsoncodec import BadJSON, loads
 from devicehub.common.limits import DEFAULT_NUM, MAX_NUM, MAX_TIMEOUT, MAX_TTL, isSeconds
@@ -136,7 +136,7 @@ def _commonOptions(parser: argparse.ArgumentParser, top: bool) -> None:
     default = None if top else argparse.SUPPRESS
     parser.add_argument(
         "--frontend", default=default, metavar="ADDRESS",
-        help=f"the broker frontend (default: $DEVICEHUB_FRONTEND or {DEFAULT_FRONTEND})",
+        help=f"the broker frontend, or a comma list of several brokers' (default: $DEVICEHUB_FRONTEND or {DEFAULT_FRONTEND})",
     )
     parser.add_argument(
         "--events", default=default, metavar="ADDRESS",
@@ -232,9 +232,11 @@ def parse(argv: list[str] | None = None, environ: Mapping[str, str] | None = Non
     if arguments.verb in ("keygen", "simulate"):
         return arguments
     address = "events" if arguments.verb == "events" else "frontend"
-    problem = address_problem(getattr(arguments, address), connect=True)
-    if problem is not None:
-        raise UsageError(f"{arguments.sources[address]}: {problem}")
+    value = getattr(arguments, address)
+    for item in (addresses(value) or (value,)) if address == "frontend" else (value,):
+        problem = address_problem(item, connect=True)
+        if problem is not None:
+            raise UsageError(f"{arguments.sources[address]}: {problem}")
     if arguments.curve_keys is not None:
         try:
             clientKeys(arguments.curve_keys)

@@ -8,22 +8,25 @@ only queues to a connected broker, so a call made while the broker is down is ne
 delivered late, after its caller was told it failed.
 """
 
+import secrets
 import sys
 from collections import deque
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Sequence
 
 import zmq
 from twisted.internet.defer import Deferred, fail
 
 from devicehub.common.errors import BrokerUnavailable, Busy, CommandStoreFailed, DevicehubError, RequestRejected
 from devicehub.common.jsoncodec import MAX_DEPTH, dumps
+from devicehub.common.addresses import addresses
 from devicehub.common.imei import is_valid_imei
 from devicehub.common.limits import MAX_TIMEOUT, isSeconds
 from devicehub.common.results import QUEUED, RESULTS, Reply
 from devicehub.wire import frames
 from devicehub.wire.curve import clientKeys
 from devicehub.wire.frames import Message
-from devicehub.wire.link import Attach, Link
+from devicehub.client.failover import Brokers
+from devicehub.wire.link import Attach
 
 __all__ = ["Demand", "Page", "DevicehubError", "BrokerUnavailable", "Busy", "CommandStoreFailed", "RequestRejected"]
 
@@ -45,6 +48,12 @@ def _checkedTimeout(timeout: object, maximum: float = MAX_TIMEOUT, name: str = "
     return float(timeout)
 
 
+class _Sent(NamedTuple):
+    message: Message
+    broker: int
+    tried: frozenset[int]
+
+
 class Demand:
     """
     Send commands to devices and query the directory through the broker at
@@ -56,27 +65,39 @@ class Demand:
     """Seconds past a call's timeout before it fails with L{BrokerUnavailable}."""
 
     def __init__(
-        self, frontend: str, timeout: float = DEFAULT_TIMEOUT, *, reactor=None, clock=None, curve_keys=None,
-        local: Attach | None = None,
+        self, frontend: "str | Sequence[str]", timeout: float = DEFAULT_TIMEOUT, *, reactor=None, clock=None,
+        curve_keys=None, local: Attach | None = None,
     ) -> None:
         """
+        @param frontend: the broker's frontend; or several brokers' (a comma list, or a
+            list): the Demand uses one and moves to another when it stops answering, and
+            no command is executed twice because it moved (L{devicehub.client.failover}).
         @param curve_keys: a key directory (C{devicehub keygen DIR}) when the broker
             requires CURVE: its C{client.key_secret} and C{broker.key} are used.
         @param local: a broker running in this process (the api role's C{connectClient}),
-            to reach in-process instead of over ZeroMQ at C{frontend}.
+            to reach in-process instead of over ZeroMQ at the (first) frontend.
         """
         if reactor is None:
             from twisted.internet import reactor
-        self.frontend = frontend
+        frontends = addresses(frontend) if isinstance(frontend, str) else tuple(frontend)
+        if not frontends:
+            raise ValueError(f"no broker frontend in {frontend!r}")
+        self.frontend = ",".join(frontends)
         self.timeout = _checkedTimeout(timeout)
         self._reactor = reactor
         self._clock = clock if clock is not None else reactor  # the calls' deadlines
-        curve = None if curve_keys is None or local is not None else clientKeys(curve_keys)
-        self._link: Link | None = Link(reactor, frontend, self._answered, local=local, curve=curve)
+        # Secrets are read only when a ZeroMQ link needs them.
+        curve = None if curve_keys is None or (local is not None and len(frontends) == 1) else clientKeys(curve_keys)
+        self._brokers: Brokers | None = Brokers(
+            reactor, self._clock, frontends, self._answered, curve=curve, local=local, onChange=self._rescue
+        )
         self._pending: dict[bytes, Deferred[dict[str, Any]]] = {}
+        self._sent: dict[bytes, _Sent] = {}
+        """With several brokers: each unanswered call, and the brokers it went to."""
         self._unsent: deque[Message] = deque()
         self._resend = None
         self._lastId = 0
+        self._prefix = secrets.token_hex(8).encode() + b"." if self._brokers.several else b""
 
     # -- the contract's calls
 
@@ -159,16 +180,20 @@ class Demand:
         S is C{"ok"}, C{"failing"} (the queue's database) or C{"none"} (no queue).
         """
         answer = self._query(b"health", {}, timeout)
-        return answer.addCallback(
-            lambda body: {"nodes": _field(body, "nodes"), "devices": _field(body, "total"), "store": body.get("store", "none")}
-        )
+        return answer.addCallback(self._health)
+
+    def _health(self, body: dict[str, Any]) -> dict[str, Any]:
+        health = {"nodes": _field(body, "nodes"), "devices": _field(body, "total"), "store": body.get("store", "none")}
+        if self._brokers is not None and self._brokers.several:
+            health["brokers"] = self._brokers.states()
+        return health
 
     def close(self) -> None:
         """Release the socket; calls still waiting fail with L{BrokerUnavailable}."""
-        if self._link is None:
+        if self._brokers is None:
             return
-        self._link.close()
-        self._link = None
+        self._brokers.close()
+        self._brokers = None
         if self._resend is not None and self._resend.active():
             self._resend.cancel()
         self._unsent.clear()
@@ -205,10 +230,12 @@ class Demand:
         return self._call(kind, body, wait)
 
     def _call(self, kind: bytes, body: dict[str, Any], wait: float) -> "Deferred[dict[str, Any]]":
-        if self._link is None:
+        if self._brokers is None:
             return fail(BrokerUnavailable("the Demand is closed"))
         self._lastId += 1
-        rid = b"%x" % self._lastId
+        rid = b"%s%x" % (self._prefix, self._lastId)
+        if self._prefix and kind == b"send":
+            body["request"] = rid.decode()  # the node answers a repeat through another broker from what it did
         try:
             message = Message(kind, rid, body, dumps(body))
         except (TypeError, ValueError) as e:  # data that is not JSON
@@ -223,7 +250,7 @@ class Demand:
         answer.addBoth(self._forget, rid)
         if self._resend is None and not self._unsent:  # nothing waits before it: straight to ZeroMQ
             try:
-                self._link.send(message)
+                self._sendNow(message)
                 return answer
             except zmq.Again:
                 pass
@@ -237,7 +264,27 @@ class Demand:
 
     def _forget(self, result: object, rid: bytes) -> object:
         del self._pending[rid]
+        self._sent.pop(rid, None)
         return result
+
+    def _sendNow(self, message: Message, avoid: frozenset[int] = frozenset()) -> None:
+        """Send to the broker in use (raises C{zmq.Again}); with several, remember which one."""
+        broker = self._brokers.send(message, avoid)
+        if self._prefix:
+            tried = self._sent[message.rid].tried if message.rid in self._sent else frozenset()
+            self._sent[message.rid] = _Sent(message, broker, tried | {broker})
+
+    def _rescue(self) -> None:
+        """Calls sent to a broker that went down go to the one in use now, with the same id."""
+        brokers = self._brokers
+        if brokers is None:
+            return
+        for sent in list(self._sent.values()):
+            if sent.broker != brokers.current and not brokers.up(sent.broker) and brokers.up(brokers.current):
+                try:
+                    self._sendNow(sent.message)
+                except zmq.Again:
+                    return
 
     def _flush(self) -> None:
         """Hand queued calls to ZeroMQ, oldest first, skipping those already failed."""
@@ -246,17 +293,25 @@ class Demand:
             message = self._unsent[0]
             if message.rid in self._pending:
                 try:
-                    self._link.send(message)
+                    self._sendNow(message)
                 except zmq.Again:
                     # No broker connected yet (or its queue is full): try again shortly.
                     self._resend = self._reactor.callLater(RESEND_INTERVAL, self._flush)
                     return
             self._unsent.popleft()
 
-    def _answered(self, message: Message) -> None:
+    def _answered(self, broker: int, message: Message) -> None:
         waiting = self._pending.get(message.rid)
         if waiting is None:
-            return  # the call already failed with BrokerUnavailable
+            return  # the call already failed with BrokerUnavailable (or another broker answered it)
+        sent = self._sent.get(message.rid)
+        if sent is not None and message.kind == b"error" and message.body.get("code") == "unavailable":
+            # Warming up or shutting down: another broker may answer it.
+            try:
+                self._sendNow(sent.message, avoid=sent.tried)
+                return
+            except zmq.Again:
+                pass
         if message.kind == b"reply":
             waiting.callback(message.body)
         elif message.kind == b"error" and message.body["code"] == "invalid":

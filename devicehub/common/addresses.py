@@ -13,6 +13,11 @@ DEFAULT_EVENTS = "tcp://127.0.0.1:5557"
 """Where the broker publishes device events."""
 
 
+def addresses(value: str) -> tuple[str, ...]:
+    """The addresses of a comma list (several brokers' frontends or backends, CONTRACT §6)."""
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
 def address_problem(value: str, *, connect: bool = False) -> str | None:
     """
     Why C{value} is not a usable ZeroMQ address (C{tcp://HOST:PORT}, C{ipc://PATH},

@@ -1,5 +1,5 @@
 """
-L{BrokerLink}: the node's link to a broker's backend. It registers with a full snapshot of
+L{BrokerLink}: the node's link to one broker's backend (L{devicehub.node.upstreams} holds one per broker). It registers with a full snapshot of
 the node's devices, reports presence changes and uplinks, heartbeats, and turns the broker's
 C{command} messages into L{devicehub.node.node.Node.execute} calls.
 """
@@ -59,7 +59,6 @@ class BrokerLink(Service):
         super().startService()
         # On close, ZeroMQ's own thread (or the pipe) still delivers what was sent for a second.
         self.connection = Link(self.reactor, self.backend, self.handle, local=self.local, curve=self.curve, linger=1.0)
-        self.node.upstream = self
         self._tick()
 
     def leave(self) -> None:
@@ -69,7 +68,6 @@ class BrokerLink(Service):
         """
         if not self.leaving:
             self.leaving = True
-            self.node.upstream = None
             self._send(b"bye", {})
 
     def stopService(self) -> Deferred | None:
@@ -137,7 +135,7 @@ class BrokerLink(Service):
         kind, body = message.kind, message.body
         if kind == b"command":
             done = self.node.execute(
-                body["imei"], body["instruct"], body["data"], body["timeout"], body["wait"]
+                body["imei"], body["instruct"], body["data"], body["timeout"], body["wait"], body.get("request")
             )
             done.addCallback(self._answer, message.rid, body["imei"])
         elif kind == b"pong":

@@ -1,7 +1,8 @@
 """
 L{Node}: the node role's domain, the devices connected to this process and the commands sent
 to them. Device sessions report to it (it is their L{devicehub.devices.session.SessionController});
-it reports presence and uplinks to its L{upstream} (the L{devicehub.node.link.BrokerLink}).
+it reports presence and uplinks to its L{upstream} (L{devicehub.node.upstreams.Upstreams}, a link
+to each broker), and executes each command once however many brokers pass it on (L{Repeats}).
 """
 
 from typing import TYPE_CHECKING, Any
@@ -14,9 +15,10 @@ from devicehub.common.results import BUSY, NO, OK, REJECTED, Reply
 from devicehub.devices.codec import Codec, UnsupportedCommand
 from devicehub.devices.session import SESSION_ERROR_KINDS, DeviceSession
 from devicehub.node.allowlist import AllowList
+from devicehub.node.repeats import Repeats
 
 if TYPE_CHECKING:
-    from devicehub.node.link import BrokerLink
+    from devicehub.node.upstreams import Upstreams
 
 
 class Node:
@@ -34,11 +36,12 @@ class Node:
         self.framesDecoded: dict[str, int] = {}
         """Messages decoded from device frames, by protocol (read by the metrics at scrape time)."""
         self.devices: dict[str, DeviceSession] = {}
-        self.upstream: "BrokerLink | None" = None
+        self.upstream: "Upstreams | None" = None
         """Told of every device coming online or going offline, and of their uplink messages."""
         self._lastConn = 0
         self.allowList: AllowList | None = None
         """When set, only the identities on it may log in (C{--allow})."""
+        self.repeats = Repeats(clock)
 
     def admit(self, device: DeviceSession, imei: str) -> tuple[int, str] | None:
         """
@@ -91,14 +94,21 @@ class Node:
             device.close("replaced")
 
     def execute(
-        self, imei: str, instruct: str, data: Any, timeout: float | None, wait: bool
+        self, imei: str, instruct: str, data: Any, timeout: float | None, wait: bool, request: object = None
     ) -> "Deferred[Reply]":
         """
         Send a command to a device of this node. Fires NO when it is not here,
         BUSY when it has too many unanswered commands, REJECTED (with the reason)
         when its protocol cannot carry the command; with C{wait}, the device's
         ack or TIMEOUT; without, OK once written (or queued behind its predecessor).
+        A C{request} named before (its caller moved to another broker) is not
+        executed again: it gets the first one's answer.
         """
+        if request is None:
+            return self._execute(imei, instruct, data, timeout, wait)
+        return self.repeats.execute(imei, request, lambda: self._execute(imei, instruct, data, timeout, wait))
+
+    def _execute(self, imei: str, instruct: str, data: Any, timeout: float | None, wait: bool) -> "Deferred[Reply]":
         device = self.devices.get(imei)
         if device is None:
             return succeed(Reply(NO))

@@ -1,6 +1,6 @@
 """
 L{NodeService}: the node role, device listeners (one per protocol) feeding one L{Node},
-and its L{BrokerLink}.
+and its links to the brokers (L{Upstreams}).
 """
 
 import signal
@@ -15,9 +15,9 @@ from devicehub.common.metrics import Metrics, NodeGauges
 from devicehub.devices import codecs
 from devicehub.devices.session import DeviceFactory
 from devicehub.node.allowlist import AllowList
-from devicehub.node.link import BrokerLink
 from devicehub.node.node import Node
 from devicehub.node.settings import NodeSettings
+from devicehub.node.upstreams import Upstreams
 from devicehub.wire.curve import clientKeys
 from devicehub.wire.link import Attach
 
@@ -28,7 +28,7 @@ CLOSE_GRACE = 2.0
 
 
 class NodeService(MultiService):
-    """The node role: a device listener and the link to the broker."""
+    """The node role: device listeners and a link to each broker."""
 
     def __init__(self, reactor, settings: NodeSettings, metrics: Metrics, local: Attach | None = None) -> None:
         """@param local: the broker of this process: link to it in-process instead of over ZeroMQ."""
@@ -53,8 +53,9 @@ class NodeService(MultiService):
             self.allowCheck.clock = reactor
             self.allowCheck.setServiceParent(self)
         curve = None if settings.curveKeys is None else clientKeys(settings.curveKeys)
-        self.link = BrokerLink(self.node, settings.backend, reactor, curve=curve, local=local)
-        self.link.setServiceParent(self)
+        self.upstreams = Upstreams(self.node, settings.backends, reactor, curve=curve, local=local)
+        self.upstreams.setServiceParent(self)
+        self.link = self.upstreams.links[0]
         node = self.node
         self.gauges = NodeGauges(node.name, lambda: len(node.devices), lambda: node.framesDecoded)
         self.reactor = reactor
@@ -72,10 +73,10 @@ class NodeService(MultiService):
         await gatherResults([listener.stopService() for listener in self.listeners])
         if self.allowCheck is not None:
             await maybeDeferred(self.allowCheck.stopService)
-        self.link.leave()
+        self.upstreams.leave()
         await drain(self.reactor, self.node.whenAnswered(), self.settings.drainTimeout)
         await gatherResults([factory.closeAll("shutting down", CLOSE_GRACE) for factory in self.factories])
-        await maybeDeferred(self.link.stopService)
+        await maybeDeferred(self.upstreams.stopService)
         Service.stopService(self)
 
     def stopService(self) -> Deferred:

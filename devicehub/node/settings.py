@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass, field
 
-from devicehub.common.addresses import DEFAULT_BACKEND
+from devicehub.common.addresses import DEFAULT_BACKEND, addresses
 from devicehub.common.drain import DEFAULT_DRAIN_TIMEOUT
 from devicehub.devices.session import DeviceSettings
 from devicehub.node.allowlist import AllowList
@@ -22,6 +22,7 @@ class NodeSettings:
     listen: tuple[tuple[str, str], ...] = ()
     """C{(protocol, endpoint)} pairs: a listener each, all feeding this node."""
     backend: str = DEFAULT_BACKEND
+    """The broker backend, or a comma list of several brokers' backends (the node reports to each)."""
     commandTimeout: float = DEFAULT_COMMAND_TIMEOUT
     device: DeviceSettings = field(default_factory=DeviceSettings)
     """What every device session of this node is held to."""
@@ -29,6 +30,11 @@ class NodeSettings:
     curveKeys: str | None = None
     allow: "AllowList | str | None" = None
     """The allow-list (L{devicehub.node.allowlist}) or its file; None: any identity may log in."""
+
+    @property
+    def backends(self) -> tuple[str, ...]:
+        """Every broker backend this node reports to."""
+        return addresses(self.backend)
 
     @property
     def listeners(self) -> list[tuple[str, str]]:

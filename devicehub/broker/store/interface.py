@@ -113,8 +113,14 @@ class Store:
         """
         raise NotImplementedError
 
-    def add(self, imei: str, instruct: str, data: Any, ttl: float, coalesce: bool, now: float) -> "Deferred[str]":
-        """Queue a command, fire its id; with C{coalesce}, it replaces queued ones with the same instruct."""
+    def add(
+        self, imei: str, instruct: str, data: Any, ttl: float, coalesce: bool, now: float, id: str | None = None
+    ) -> "Deferred[str]":
+        """
+        Queue a command, fire its id; with C{coalesce}, it replaces queued ones with the same instruct.
+        With C{id} (a caller's repeated request), a command already stored under it is kept as it
+        is and its id fired: one request queues at most one command, through any broker.
+        """
         raise NotImplementedError
 
     def due(self, imei: str, now: float) -> "Deferred[list[Command]]":

@@ -122,14 +122,18 @@ def _opened(cursor, now: float, migrationTimeout: bool = False) -> tuple[int, No
 
 def _add(cursor, id: str, imei: str, instruct: str, data: Any, ttl: float, coalesce: bool, now: float):
     with cursor.connection.transaction():
+        cursor.execute(f"SELECT 1 FROM {T} WHERE id = %s", (id,))
+        if cursor.fetchone() is not None:  # a repeated request: queued already
+            return _depth(cursor), id
         if coalesce:
             cursor.execute(
                 f"UPDATE {T} SET state = '{REPLACED}', updated = %s, {_RELEASE} "
                 f"WHERE imei = %s AND instruct = %s AND state = '{QUEUED}'",
                 (now, imei, instruct),
             )
+        # Two brokers may take one repeated request at the same time: the second insert is a no-op.
         cursor.execute(
-            f"INSERT INTO {T} ({COLUMNS}) VALUES (%s, %s, %s, %s, '{QUEUED}', %s, %s, %s, 0)",
+            f"INSERT INTO {T} ({COLUMNS}) VALUES (%s, %s, %s, %s, '{QUEUED}', %s, %s, %s, 0) ON CONFLICT (id) DO NOTHING",
             (id, imei, instruct, json.dumps(data), now, now + ttl, now),
         )
         return _depth(cursor), id
@@ -305,9 +309,11 @@ class PostgresCommandStore(Store):
             raise StoreFailed(f"cannot open the command store {self.name!r}: {oneLine(e)}") from None
         self.depth = depth
 
-    def add(self, imei: str, instruct: str, data: Any, ttl: float, coalesce: bool, now: float) -> "Deferred[str]":
-        """Queue a command; with C{coalesce}, it replaces queued ones with the same instruct."""
-        return self._run(_add, uuid.uuid4().hex, imei, instruct, data, ttl, coalesce, now)
+    def add(
+        self, imei: str, instruct: str, data: Any, ttl: float, coalesce: bool, now: float, id: str | None = None
+    ) -> "Deferred[str]":
+        """Queue a command (L{Store.add}); with C{coalesce}, it replaces queued ones with the same instruct."""
+        return self._run(_add, id or uuid.uuid4().hex, imei, instruct, data, ttl, coalesce, now)
 
     def due(self, imei: str, now: float) -> "Deferred[list[Command]]":
         """

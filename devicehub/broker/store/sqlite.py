@@ -69,6 +69,9 @@ def _opened(cursor, now: float) -> tuple[int, None, set[str]]:
 
 
 def _add(cursor, id: str, imei: str, instruct: str, data: Any, ttl: float, coalesce: bool, now: float):
+    cursor.execute("SELECT 1 FROM commands WHERE id = ?", (id,))
+    if cursor.fetchone() is not None:  # a repeated request: queued already
+        return _depth(cursor), id, {}
     if coalesce:
         cursor.execute(
             "UPDATE commands SET state = ?, updated = ? WHERE imei = ? AND instruct = ? AND state = ?",
@@ -204,9 +207,11 @@ class CommandStore(Store):
             raise StoreFailed(f"cannot open the command store {self.path!r}: {e}") from e
         self._keep(opened)
 
-    def add(self, imei: str, instruct: str, data: Any, ttl: float, coalesce: bool, now: float) -> "Deferred[str]":
-        """Queue a command; with C{coalesce}, it replaces queued ones with the same instruct."""
-        return self._change(_add, uuid.uuid4().hex, imei, instruct, data, ttl, coalesce, now)
+    def add(
+        self, imei: str, instruct: str, data: Any, ttl: float, coalesce: bool, now: float, id: str | None = None
+    ) -> "Deferred[str]":
+        """Queue a command (L{Store.add}); with C{coalesce}, it replaces queued ones with the same instruct."""
+        return self._change(_add, id or uuid.uuid4().hex, imei, instruct, data, ttl, coalesce, now)
 
     def due(self, imei: str, now: float) -> "Deferred[list[Command]]":
         """The commands to deliver to C{imei}, oldest first (expired ones are marked so first)."""
