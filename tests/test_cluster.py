@@ -19,6 +19,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 
 from devicehub import NO, OK, TIMEOUT, BrokerUnavailable, Demand, Reply
 
+from .test_pgstore import pgdatabase, postgres  # noqa: F401 (fixtures: the suite's PostgreSQL server)
 from .support import ROOT, Device, Twistd, connect, eventually, free_ports, pause, start_twistd, until_online
 
 TTL = 1.0  # short, so that dead nodes are noticed quickly in tests
@@ -344,18 +345,20 @@ async def test_api_sigterm_finishes_requests_in_flight(cluster, demand):
 
 
 @pytest_twisted.ensureDeferred
-async def test_example_cluster_script_runs_three_nodes_and_two_apis(tmp_path):
-    frontend, backend, events, *ports = free_ports(8)
+async def test_example_cluster_script_runs_two_brokers_three_nodes_and_two_apis(tmp_path, pgdatabase):
+    ports = free_ports(11)
+    frontends, backends, events, nodes, apis = ports[0:2], ports[2:4], ports[4:6], ports[6:9], ports[9:11]
     script = Twistd()
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-        "FRONTEND": str(frontend),
-        "BACKEND": str(backend),
-        "EVENTS": str(events),
-        "NODE_PORTS": " ".join(map(str, ports[:3])),
-        "API_PORTS": " ".join(map(str, ports[3:5])),
+        "FRONTENDS": " ".join(map(str, frontends)),
+        "BACKENDS": " ".join(map(str, backends)),
+        "EVENTS": " ".join(map(str, events)),
+        "NODE_PORTS": " ".join(map(str, nodes)),
+        "API_PORTS": " ".join(map(str, apis)),
+        "STORE": pgdatabase,  # the suite's server (without it the script starts a PostgreSQL of its own)
         "LOGS": str(tmp_path),  # else a directory of its own, kept for the user to read
     }
     reactor.spawnProcess(script, "/bin/bash", ["bash", str(ROOT / "examples" / "cluster.sh")], env=env, path=str(ROOT))
@@ -365,25 +368,27 @@ async def test_example_cluster_script_runs_three_nodes_and_two_apis(tmp_path):
     async def healthy(port):
         try:
             response = await http.get(f"http://127.0.0.1:{port}/health")
-            return response.code == 200 and json.loads(await response.content())["nodes"] == 3
+            body = json.loads(await response.content())
+            return response.code == 200 and body["nodes"] == 3 and set(body["brokers"].values()) == {"ok"}
         except Exception:
             return False
 
     try:
         deadline = reactor.seconds() + 30
-        while not (await healthy(ports[3]) and await healthy(ports[4])):
+        while not (await healthy(apis[0]) and await healthy(apis[1])):
             assert reactor.seconds() < deadline and not script.ended.called, script.output
             await pause(0.2)
-        device = await connect(ports[1], "via-script", reply="ok")
-        demand = Demand(f"tcp://127.0.0.1:{frontend}")
-        await until_online(demand, "via-script")  # the node tells the broker after the login reply
-        assert await demand.request("via-script", "0x10") == Reply(OK, "ok")
-        demand.close()
+        device = await connect(nodes[1], "via-script", reply="ok")
+        for frontend in frontends:  # each broker knows the device and reaches it
+            demand = Demand(f"tcp://127.0.0.1:{frontend}")
+            await until_online(demand, "via-script")  # the node tells the brokers after the login reply
+            assert await demand.request("via-script", "0x10") == Reply(OK, "ok")
+            demand.close()
         await device.close()
     finally:
         await pool.closeCachedConnections()
         await script.stop(signal.SIGTERM)
-    assert "stopping 6 processes" in script.output
+    assert "stopping 7 processes" in script.output
     assert script.exitCode is not None  # the script itself ended (after waiting for its children)
 
 

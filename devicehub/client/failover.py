@@ -51,7 +51,8 @@ class Brokers:
             for index, address in enumerate(frontends)
         ]
         self.heard: list[float | None] = [None] * len(frontends)
-        self.warm = [False] * len(frontends)
+        self.warm: list[bool | None] = [None] * len(frontends)
+        """Whether each broker said it warmed up (None: not asked yet)."""
         self.current = 0
         """The broker calls go to."""
         self._wasUp: frozenset[int] = frozenset()
@@ -91,7 +92,7 @@ class Brokers:
     def states(self) -> dict[str, str]:
         """Each frontend's state: C{ok}, C{warming} (answers, not warmed up yet) or C{down}."""
         return {
-            address: ("ok" if self.warm[index] else "warming") if self.up(index) and self.heard[index] else "down"
+            address: ("warming" if self.warm[index] is False else "ok") if self.up(index) and self.heard[index] else "down"
             for index, address in enumerate(self.frontends)
         }
 
@@ -104,7 +105,7 @@ class Brokers:
     def _preferred(self) -> list[int]:
         """Brokers up and warm first, then those up, in the order given."""
         up = [index for index in range(len(self.links)) if self.up(index)]
-        return [index for index in up if self.warm[index]] + [index for index in up if not self.warm[index]]
+        return sorted(up, key=lambda index: {True: 0, None: 1, False: 2}[self.warm[index]])
 
     def _ping(self) -> None:
         for index, link in enumerate(self.links):
