@@ -333,6 +333,12 @@ def _schemas() -> dict[str, Any]:
                 "nodes": {"type": "integer", "minimum": 0},
                 "devices": {"type": "integer", "minimum": 0},
                 "store": {"type": "string", "enum": ["ok", "failing", "none"]},
+                "brokers": {
+                    "type": "object",
+                    "description": "With several --frontend brokers: each one's state as this api sees it"
+                    " (down: silent for a second or more; warming: not every node has reported to it yet).",
+                    "additionalProperties": {"type": "string", "enum": ["ok", "warming", "down"]},
+                },
             },
         },
     }
