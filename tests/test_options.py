@@ -95,6 +95,26 @@ def test_roles_in_one_process_reach_the_broker_in_process():
     assert node.link.local is None and api.local is None  # over ZeroMQ, to --backend and --frontend
 
 
+def test_several_brokers_the_broker_binds_the_first_the_others_use_all():
+    """CONTRACT §6: a node reports to every backend, an api uses every frontend; a broker binds the first."""
+    options = parse(["--frontend", "tcp://127.0.0.1:5555, tcp://b2:5555", "--backend", "tcp://127.0.0.1:5556,tcp://b2:5556"])
+    assert options.brokerSettings().frontend == "tcp://127.0.0.1:5555"
+    assert options.brokerSettings().backend == "tcp://127.0.0.1:5556"
+    assert options.nodeSettings().backends == ("tcp://127.0.0.1:5556", "tcp://b2:5556")
+    assert options.apiSettings().frontend == "tcp://127.0.0.1:5555,tcp://b2:5555"
+    broker, node, api = makeService(options)
+    first, second = node.upstreams.links
+    assert (first.local, second.local) == (broker.connectNode, None)  # the broker of this process binds the first
+    assert (first.backend, second.backend) == ("tcp://127.0.0.1:5556", "tcp://b2:5556")
+    assert api.local == broker.connectClient
+
+
+@pytest.mark.parametrize("value", ["tcp://a:1,nonsense", ",", "tcp://a:1,tcp://b"])
+def test_every_broker_of_a_list_is_checked(value):
+    with pytest.raises(UsageError, match="--backend"):
+        parse(["--backend", value])
+
+
 @pytest.mark.parametrize(
     "argv, environ, says",
     [
