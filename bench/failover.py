@@ -110,7 +110,7 @@ async def main(reactor, options) -> None:
         await brokers[0].ended
         await pause(options.after + 1)
         await broker(0)
-        while (await demand.health())["brokers"][frontends[0]] != "ok" or demand._brokers.current != 0:
+        while (await demand.health())["brokers"][frontends[0]] != "ok" or demand._calls.brokers.current != 0:
             await pause(0.1)
         await pause(options.settle)
         progress(f"kill -STOP the broker in use for {options.freeze} s")

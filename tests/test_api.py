@@ -179,9 +179,9 @@ async def test_a_client_hanging_up_while_it_waits_lets_go_of_the_call(hub, http)
     endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", hub.api.listener.port.getHost().port)
     client = await connectProtocol(endpoint, Protocol())
     client.transport.write(b"POST /devices/mute/commands HTTP/1.1\r\nHost: hub\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
-    await eventually(lambda: silent.commands and demand._pending and hub.api.root.inflight == 1)
+    await eventually(lambda: silent.commands and demand._calls.pending and hub.api.root.inflight == 1)
     client.transport.loseConnection()
-    await eventually(lambda: not demand._pending and hub.api.root.inflight == 0)
+    await eventually(lambda: not demand._calls.pending and hub.api.root.inflight == 0)
     assert await call(http, hub, "POST", "/devices/mute/commands", {"instruct": "0x11", "timeout": 0.2}) == (
         504,
         {"result": "timeout"},

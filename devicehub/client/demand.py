@@ -1,38 +1,30 @@
 """
 L{Demand}: the Python client of the broker frontend (CONTRACT §3).
 
-One DEALER socket carries any number of calls at once, each matched to its answer
-by a request id. Every call has a deadline (its timeout plus L{Demand.margin}); a
-call the broker does not answer by then fails with L{BrokerUnavailable}. The socket
-only queues to a connected broker, so a call made while the broker is down is never
-delivered late, after its caller was told it failed.
+One DEALER socket per broker carries any number of calls at once, each matched to its
+answer by a request id (L{devicehub.client.calls}). Every call has a deadline (its timeout
+plus L{Demand.margin}); a call the broker does not answer by then fails with
+L{BrokerUnavailable}. The socket only queues to a connected broker, so a call made while
+the broker is down is never delivered late, after its caller was told it failed.
 """
 
-import secrets
 import sys
-from collections import deque
 from typing import Any, NamedTuple, Sequence
 
-import zmq
 from twisted.internet.defer import Deferred, fail
 
-from devicehub.common.errors import BrokerUnavailable, Busy, CommandStoreFailed, DevicehubError, RequestRejected
-from devicehub.common.jsoncodec import MAX_DEPTH, dumps
+from devicehub.client.calls import Calls
 from devicehub.common.addresses import addresses
+from devicehub.common.errors import BrokerUnavailable, Busy, CommandStoreFailed, DevicehubError, RequestRejected
 from devicehub.common.imei import is_valid_imei
 from devicehub.common.limits import MAX_TIMEOUT, isSeconds
 from devicehub.common.results import QUEUED, RESULTS, Reply
-from devicehub.wire import frames
 from devicehub.wire.curve import clientKeys
-from devicehub.wire.frames import Message
-from devicehub.client.failover import Brokers
 from devicehub.wire.link import Attach
 
 __all__ = ["Demand", "Page", "DevicehubError", "BrokerUnavailable", "Busy", "CommandStoreFailed", "RequestRejected"]
 
 DEFAULT_TIMEOUT = 10.0
-# Seconds between attempts to hand calls to ZeroMQ while the broker is not connected.
-RESEND_INTERVAL = 0.02
 
 
 class Page(NamedTuple):
@@ -48,21 +40,12 @@ def _checkedTimeout(timeout: object, maximum: float = MAX_TIMEOUT, name: str = "
     return float(timeout)
 
 
-class _Sent(NamedTuple):
-    message: Message
-    broker: int
-    tried: frozenset[int]
-
-
 class Demand:
     """
     Send commands to devices and query the directory through the broker at
     C{frontend}; C{timeout} is the default wait for a command's ack.
     Every method returns a L{Deferred}.
     """
-
-    margin = 1.0
-    """Seconds past a call's timeout before it fails with L{BrokerUnavailable}."""
 
     def __init__(
         self, frontend: "str | Sequence[str]", timeout: float = DEFAULT_TIMEOUT, *, reactor=None, clock=None,
@@ -84,20 +67,10 @@ class Demand:
             raise ValueError(f"no broker frontend in {frontend!r}")
         self.frontend = ",".join(frontends)
         self.timeout = _checkedTimeout(timeout)
-        self._reactor = reactor
         self._clock = clock if clock is not None else reactor  # the calls' deadlines
         # Secrets are read only when a ZeroMQ link needs them.
         curve = None if curve_keys is None or (local is not None and len(frontends) == 1) else clientKeys(curve_keys)
-        self._brokers: Brokers | None = Brokers(
-            reactor, self._clock, frontends, self._answered, curve=curve, local=local, onChange=self._rescue
-        )
-        self._pending: dict[bytes, Deferred[dict[str, Any]]] = {}
-        self._sent: dict[bytes, _Sent] = {}
-        """With several brokers: each unanswered call, and the brokers it went to."""
-        self._unsent: deque[Message] = deque()
-        self._resend = None
-        self._lastId = 0
-        self._prefix = secrets.token_hex(8).encode() + b"." if self._brokers.several else b""
+        self._calls: Calls | None = Calls(reactor, self._clock, frontends, curve=curve, local=local)
 
     # -- the contract's calls
 
@@ -184,21 +157,24 @@ class Demand:
 
     def _health(self, body: dict[str, Any]) -> dict[str, Any]:
         health = {"nodes": _field(body, "nodes"), "devices": _field(body, "total"), "store": body.get("store", "none")}
-        if self._brokers is not None and self._brokers.several:
-            health["brokers"] = self._brokers.states()
+        if self._calls is not None and self._calls.brokers.several:
+            health["brokers"] = self._calls.brokers.states()
         return health
 
     def close(self) -> None:
         """Release the socket; calls still waiting fail with L{BrokerUnavailable}."""
-        if self._brokers is None:
-            return
-        self._brokers.close()
-        self._brokers = None
-        if self._resend is not None and self._resend.active():
-            self._resend.cancel()
-        self._unsent.clear()
-        for waiting in list(self._pending.values()):
-            waiting.errback(BrokerUnavailable("the Demand was closed"))
+        if self._calls is not None:
+            calls, self._calls = self._calls, None
+            calls.close()
+
+    @property
+    def margin(self) -> float:
+        """Seconds past a call's timeout before it fails with L{BrokerUnavailable}."""
+        return Calls.margin if self._calls is None else self._calls.margin
+
+    @margin.setter
+    def margin(self, seconds: float) -> None:
+        self._calls.margin = seconds
 
     # -- plumbing
 
@@ -230,100 +206,9 @@ class Demand:
         return self._call(kind, body, wait)
 
     def _call(self, kind: bytes, body: dict[str, Any], wait: float) -> "Deferred[dict[str, Any]]":
-        if self._brokers is None:
+        if self._calls is None:
             return fail(BrokerUnavailable("the Demand is closed"))
-        self._lastId += 1
-        rid = b"%s%x" % (self._prefix, self._lastId)
-        if self._prefix and kind == b"send":
-            body["request"] = rid.decode()  # the node answers a repeat through another broker from what it did
-        try:
-            message = Message(kind, rid, body, dumps(body))
-        except (TypeError, ValueError) as e:  # data that is not JSON
-            return fail(e)
-        except RecursionError:
-            return fail(ValueError(f"data nested deeper than {MAX_DEPTH} levels"))
-        if len(message.payload) > frames.MAX_MESSAGE:
-            return fail(ValueError(f"request larger than {frames.MAX_MESSAGE} bytes"))
-        answer: Deferred[dict[str, Any]] = Deferred()
-        self._pending[rid] = answer
-        answer.addTimeout(wait + self.margin, self._clock, onTimeoutCancel=self._unavailable)
-        answer.addBoth(self._forget, rid)
-        if self._resend is None and not self._unsent:  # nothing waits before it: straight to ZeroMQ
-            try:
-                self._sendNow(message)
-                return answer
-            except zmq.Again:
-                pass
-        self._unsent.append(message)
-        if self._resend is None:
-            self._flush()
-        return answer
-
-    def _unavailable(self, result: object, timeout: float) -> None:
-        raise BrokerUnavailable(f"no answer from the broker at {self.frontend} within {timeout:g} s")
-
-    def _forget(self, result: object, rid: bytes) -> object:
-        del self._pending[rid]
-        self._sent.pop(rid, None)
-        return result
-
-    def _sendNow(self, message: Message, avoid: frozenset[int] = frozenset()) -> None:
-        """Send to the broker in use (raises C{zmq.Again}); with several, remember which one."""
-        broker = self._brokers.send(message, avoid)
-        if self._prefix:
-            tried = self._sent[message.rid].tried if message.rid in self._sent else frozenset()
-            self._sent[message.rid] = _Sent(message, broker, tried | {broker})
-
-    def _rescue(self) -> None:
-        """Calls sent to a broker that went down go to the one in use now, with the same id."""
-        brokers = self._brokers
-        if brokers is None:
-            return
-        for sent in list(self._sent.values()):
-            if sent.broker != brokers.current and not brokers.up(sent.broker) and brokers.up(brokers.current):
-                try:
-                    self._sendNow(sent.message)
-                except zmq.Again:
-                    return
-
-    def _flush(self) -> None:
-        """Hand queued calls to ZeroMQ, oldest first, skipping those already failed."""
-        self._resend = None
-        while self._unsent:
-            message = self._unsent[0]
-            if message.rid in self._pending:
-                try:
-                    self._sendNow(message)
-                except zmq.Again:
-                    # No broker connected yet (or its queue is full): try again shortly.
-                    self._resend = self._reactor.callLater(RESEND_INTERVAL, self._flush)
-                    return
-            self._unsent.popleft()
-
-    def _answered(self, broker: int, message: Message) -> None:
-        waiting = self._pending.get(message.rid)
-        if waiting is None:
-            return  # the call already failed with BrokerUnavailable (or another broker answered it)
-        sent = self._sent.get(message.rid)
-        if sent is not None and message.kind == b"error" and message.body.get("code") == "unavailable":
-            # Warming up or shutting down: another broker may answer it.
-            try:
-                self._sendNow(sent.message, avoid=sent.tried)
-                return
-            except zmq.Again:
-                pass
-        if message.kind == b"reply":
-            waiting.callback(message.body)
-        elif message.kind == b"error" and message.body["code"] == "invalid":
-            waiting.errback(RequestRejected(message.body["error"]))
-        elif message.kind == b"error" and message.body["code"] == "busy":
-            waiting.errback(Busy(message.body["error"]))
-        elif message.kind == b"error" and message.body["code"] == "store":
-            waiting.errback(CommandStoreFailed(message.body["error"]))
-        elif message.kind == b"error":
-            waiting.errback(BrokerUnavailable(message.body["error"]))
-        else:
-            waiting.errback(BrokerUnavailable(f"unexpected {message.kind!r} from the broker"))
+        return self._calls.call(kind, body, wait)
 
 
 def _field(body: dict[str, Any], name: str) -> Any:
