@@ -76,15 +76,17 @@ class Brokers:
         Send C{message} to the broker in use (or the next one up, not in C{avoid}); return
         its index. Raises C{zmq.Again} when no broker can take it now.
         """
+        if len(self.links) == 1:
+            self.links[0].send(message)
+            return 0
         candidates = [self.current] + [index for index in self._preferred() if index != self.current]
         for index in candidates:
-            if index in avoid or (self.several and index != self.current and not self.up(index)):
+            if index in avoid or (index != self.current and not self.up(index)):
                 continue
             try:
                 self.links[index].send(message)
             except zmq.Again:
-                if self.several:
-                    self._down(index)
+                self._down(index)
                 continue
             return index
         raise zmq.Again()
