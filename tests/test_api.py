@@ -63,6 +63,22 @@ async def test_device_presence(hub, http):
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_devices_session_and_the_cluster(hub, http):
+    """For the console (CONTRACT §7): where a device is connected, and the devices of each node."""
+    device = await online(hub, "861234567890123")
+    code, body = await call(http, hub, "GET", "/devices/861234567890123/session")
+    since = hub.node.node.devices["861234567890123"].since
+    assert (code, body) == (200, {"imei": "861234567890123", "online": True, "node": "node-1", "protocol": "jsonl",
+                                  "since": since})
+    assert await call(http, hub, "GET", "/devices/000/session") == (404, {"imei": "000", "online": False})
+    await hub.addNode("node-2")
+    assert await call(http, hub, "GET", "/cluster") == (
+        200, {"nodes": {"node-1": 1, "node-2": 0}, "devices": 1, "store": "none"}
+    )
+    await device.close()
+
+
+@pytest_twisted.ensureDeferred
 async def test_commands_and_their_status_codes(hub, http):
     device = await online(hub, "acker", reply={"battery": 77})
     silent = await online(hub, "mute", silent=True)

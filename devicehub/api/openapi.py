@@ -73,6 +73,20 @@ def _devicePaths() -> dict[str, Any]:
                 },
             }
         },
+        "/devices/{imei}/session": {
+            "get": {
+                "summary": "Where a device is connected: its node, protocol and login time.",
+                "parameters": [_IMEI_PARAMETER],
+                "responses": {
+                    "200": _json(_ref("Session"), "The device is online."),
+                    "404": _json(_ref("Presence"), "The device is not online."),
+                    "400": _BAD,
+                    "401": _UNAUTHORIZED,
+                    "405": _METHOD,
+                    "503": _UNAVAILABLE,
+                },
+            }
+        },
         "/devices/{imei}/commands": {
             "post": {
                 "summary": "Send a command to a device and (by default) wait for its ack.",
@@ -169,6 +183,17 @@ def _commandPaths() -> dict[str, Any]:
 def _hubPaths() -> dict[str, Any]:
     """The paths of the hub itself: health, event stream, metrics, this document."""
     return {
+        "/cluster": {
+            "get": {
+                "summary": "The nodes and the devices online on each, the store and (with several) the brokers.",
+                "responses": {
+                    "200": _json(_ref("Cluster"), "The broker answers."),
+                    "401": _UNAUTHORIZED,
+                    "405": _METHOD,
+                    "503": _UNAVAILABLE,
+                },
+            }
+        },
         "/health": {
             "get": {
                 "summary": "Whether the broker answers, with node and device counts.",
@@ -252,6 +277,28 @@ def _schemas() -> dict[str, Any]:
             "type": "object",
             "required": ["imei", "online"],
             "properties": {"imei": {"type": "string"}, "online": {"type": "boolean"}},
+        },
+        "Session": {
+            "type": "object",
+            "required": ["imei", "online", "node", "protocol", "since"],
+            "properties": {
+                "imei": {"type": "string"},
+                "online": {"type": "boolean", "enum": [True]},
+                "node": {"type": "string"},
+                "protocol": {"type": "string"},
+                "since": {"type": "number", "description": "Login time, seconds since the epoch (the node's clock)."},
+            },
+        },
+        "Cluster": {
+            "type": "object",
+            "required": ["nodes", "devices", "store"],
+            "properties": {
+                "nodes": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0},
+                          "description": "Devices online on each node, by node name."},
+                "devices": {"type": "integer", "minimum": 0},
+                "store": {"type": "string", "enum": ["ok", "failing", "none"]},
+                "brokers": {"type": "object", "additionalProperties": {"type": "string", "enum": ["ok", "warming", "down"]}},
+            },
         },
         "Command": {
             "type": "object",

@@ -65,6 +65,11 @@ class DeviceAPI:
         online = result == OK
         return respond(request, 200 if online else 404, {"imei": imei, "online": online})
 
+    @app.route("/devices/<imei>/session", methods=["GET"])
+    async def deviceSession(self, request, imei: str) -> bytes:
+        found = await self.demand.locate(checkedImei(imei), timeout=self.queryTimeout)
+        return respond(request, 200 if found["online"] else 404, {"imei": imei, **found})
+
     @app.route("/devices/<imei>/commands", methods=["POST"])
     async def postCommand(self, request, imei: str) -> bytes:
         checkedImei(imei)
@@ -127,6 +132,15 @@ class DeviceAPI:
         if state["store"] == "failing":
             return respond(request, 503, {"status": "store failing", "error": "the command store failed", **state})
         return respond(request, 200, {"status": "ok", **state})
+
+    @app.route("/cluster", methods=["GET"])
+    async def cluster(self, request) -> bytes:
+        state = await self.demand.health(timeout=self.queryTimeout)
+        body = {"nodes": await self.demand.nodes(timeout=self.queryTimeout), "devices": state["devices"],
+                "store": state["store"]}
+        if "brokers" in state:
+            body["brokers"] = state["brokers"]
+        return respond(request, 200, body)
 
     @app.route("/metrics", methods=["GET"])
     def metricsText(self, request) -> bytes:

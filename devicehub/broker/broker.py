@@ -90,6 +90,8 @@ class Broker:
             b"queue": reads.waiting,
             b"cancel": reads.cancel,
             b"ping": self._ping,
+            b"locate": reads.locate,
+            b"cluster": reads.cluster,
         }
         self._nodeHandlers = {
             b"online": lambda node, message: registry.reportedOnline(node, message.body),

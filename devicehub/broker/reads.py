@@ -52,6 +52,15 @@ class Reads:
         if online or not self.warmingUp(client, message.rid):
             self.reply(client, message.rid, {"result": OK if online else NO})
 
+    def locate(self, client: bytes, message: Message) -> None:
+        """L{find}, with the node, protocol and login time of a device online."""
+        owner = self.directory.owner(message.body["imei"])
+        if owner is not None:
+            self.reply(client, message.rid, {"result": OK, "node": owner.node.name, "protocol": owner.protocol,
+                                             "since": owner.since})
+        elif not self.warmingUp(client, message.rid):
+            self.reply(client, message.rid, {"result": NO})
+
     def list(self, client: bytes, message: Message) -> None:
         if not self.warmingUp(client, message.rid):
             devices = self.directory.page(message.body["num"], message.body["page"])
@@ -66,6 +75,12 @@ class Reads:
             return
         store = "none" if self.store is None else "ok" if self.store.healthy else "failing"
         self.reply(client, message.rid, {"nodes": self.registry.alive(), "total": len(self.directory), "store": store})
+
+    def cluster(self, client: bytes, message: Message) -> None:
+        """The devices of each node (as L{health}, per node)."""
+        if not self.warmingUp(client, message.rid):
+            perNode = {node.name: len(node.devices) for node in self.registry.nodes.values() if not node.leaving}
+            self.reply(client, message.rid, {"perNode": perNode, "total": len(self.directory)})
 
     def _withQueue(self, client: bytes, message: Message) -> bool:
         if self.queue is None:

@@ -18,7 +18,7 @@ from devicehub.common.addresses import addresses
 from devicehub.common.errors import BrokerUnavailable, Busy, CommandStoreFailed, DevicehubError, RequestRejected
 from devicehub.common.imei import is_valid_imei
 from devicehub.common.limits import MAX_TIMEOUT, isSeconds
-from devicehub.common.results import QUEUED, RESULTS, Reply
+from devicehub.common.results import OK, QUEUED, RESULTS, Reply
 from devicehub.wire.curve import clientKeys
 from devicehub.wire.link import Attach
 
@@ -131,6 +131,15 @@ class Demand:
             return fail(ValueError(f"invalid imei {imei!r}"))
         return self._query(b"find", {"imei": imei}, timeout).addCallback(_result)
 
+    def locate(self, imei: str, *, timeout: float | None = None) -> "Deferred[dict[str, Any]]":
+        """
+        Fires with C{{"online": False}}, or C{{"online": True, "node", "protocol", "since"}}:
+        the node holding the device, its protocol and when it logged in (seconds since the epoch).
+        """
+        if not is_valid_imei(imei):
+            return fail(ValueError(f"invalid imei {imei!r}"))
+        return self._query(b"locate", {"imei": imei}, timeout).addCallback(_located)
+
     def getlist(self, num: int, page: int = 0, *, timeout: float | None = None) -> "Deferred[list[str]]":
         """Fires with page C{page} (0 first) of C{num} online imeis, sorted, across all nodes."""
         return self.getpage(num, page, timeout=timeout).addCallback(lambda found: found.devices)
@@ -160,6 +169,10 @@ class Demand:
         if self._calls is not None and self._calls.brokers.several:
             health["brokers"] = self._calls.brokers.states()
         return health
+
+    def nodes(self, *, timeout: float | None = None) -> "Deferred[dict[str, int]]":
+        """Fires with the devices online on each node, by node name."""
+        return self._query(b"cluster", {}, timeout).addCallback(_field, "perNode")
 
     def close(self) -> None:
         """Release the socket; calls still waiting fail with L{BrokerUnavailable}."""
@@ -222,6 +235,12 @@ def _result(body: dict[str, Any]) -> str:
     if result not in RESULTS and result != QUEUED:
         raise BrokerUnavailable(f"the broker answered an unknown result {result!r}")
     return result
+
+
+def _located(body: dict[str, Any]) -> dict[str, Any]:
+    if _result(body) != OK:
+        return {"online": False}
+    return {"online": True, "node": body.get("node"), "protocol": body.get("protocol"), "since": body.get("since")}
 
 
 def _reply(body: dict[str, Any]) -> Reply:

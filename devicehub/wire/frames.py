@@ -111,6 +111,8 @@ SCHEMAS: dict[bytes, dict[str, Check]] = {
     # frontend requests
     b"send": _COMMAND,
     b"find": {"imei": _is_str},
+    b"locate": {"imei": _is_str},
+    b"cluster": {},
     b"list": {"num": _is_count, "page": _is_count},
     b"total": {},
     b"health": {},
@@ -148,6 +150,10 @@ REPLY_FIELDS: dict[str, Check] = {
     "command": lambda value: value is None or isinstance(value, dict),
     "commands": lambda value: isinstance(value, list) and all(isinstance(item, dict) for item in value),
     "store": _is_str,
+    "node": _is_str,
+    "protocol": _is_str,
+    "since": _is_time,
+    "perNode": lambda value: isinstance(value, dict) and all(_is_count(count) for count in value.values()),
 }
 
 
