@@ -12,11 +12,9 @@ Limits (L{DeviceSettings}): more than C{maxBadLines} bad frames within
 L{BAD_LINE_WINDOW} seconds close the connection ("too many errors"); a device that
 stops reading is cut off once C{maxOutgoing} bytes wait for it beyond the transport's
 own buffer; with a C{secret}, a login of a protocol that carries tokens must carry
-C{token} = hex HMAC-SHA256(secret, imei).
+C{token} = hex HMAC-SHA256(secret, imei) (L{device_token}).
 """
 
-import hashlib
-import hmac
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Protocol
@@ -29,11 +27,14 @@ from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from zope.interface import implementer
 
-from devicehub.common.imei import is_valid_imei
 from devicehub.common.logs import Throttled, peerName
 from devicehub.common.results import OK, TIMEOUT, Reply
 from devicehub.devices.codec import Answer, BadFrame, Codec, Heartbeat, Identify, Message, Uplink
 from devicehub.devices.codec import Reply as ReplyBytes
+from devicehub.devices.login import device_token, login_refusal
+from devicehub.devices.settings import DeviceSettings
+
+__all__ = ["SESSION_ERROR_KINDS", "DeviceFactory", "DeviceSession", "DeviceSettings", "SessionController", "device_token"]
 
 log = Logger()
 deviceLog = Throttled(log)
@@ -51,39 +52,6 @@ SESSION_ERROR_KINDS = (
 LINES_PER_TURN = 100
 # Bytes handed to the codec at a time, so that decoding too is spread over turns.
 FEED_BYTES = 8192
-
-
-@dataclass(frozen=True)
-class DeviceSettings:
-    """How a node treats device connections (the device options of twistd devicehub)."""
-
-    loginTimeout: float = 30.0
-    idleTimeout: float = 300.0
-    maxLine: int = 65536
-    """The longest frame in bytes, for every protocol."""
-    secret: bytes | None = None
-    """When set, logins of protocols that carry a token must carry one (see L{device_token})."""
-    maxDevices: int = 10_000
-    """Devices logged in at once; further logins are refused with "node full"."""
-    maxLogins: int | None = None
-    """Connections not yet logged in at once, on top of C{maxDevices} (default: a tenth of it, at least 16)."""
-    maxPending: int = 64
-    """Unanswered commands per device; more are refused as busy."""
-    maxOutgoing: int = 1 << 20
-    """Bytes that may wait for a device that stopped reading before it is cut off."""
-    maxBadLines: int = 10
-    """Bad frames tolerated within L{BAD_LINE_WINDOW} seconds."""
-
-    @property
-    def loginBudget(self) -> int:
-        """Connections that may be waiting to log in at once; more are refused."""
-        return self.maxLogins if self.maxLogins is not None else max(16, self.maxDevices // 10)
-
-
-def device_token(secret: bytes | str, imei: str) -> str:
-    """The login token of C{imei}: hex HMAC-SHA256 keyed with the node's device secret (UTF-8 if a str)."""
-    key = secret.encode() if isinstance(secret, str) else secret
-    return hmac.new(key, imei.encode(), hashlib.sha256).hexdigest()
 
 
 class SessionController(Protocol):
@@ -320,18 +288,7 @@ class DeviceSession(TwistedProtocol, TimeoutMixin):
             self.rejectFrame("already logged in")
             return
         imei = message.imei
-        if not is_valid_imei(imei):
-            self.refuseLogin(400, "invalid imei", imei)
-            return
-        secret = self.settings.secret
-        if secret is not None and self._tokens:
-            token = message.token
-            if not isinstance(token, str) or not hmac.compare_digest(
-                token.encode(errors="surrogatepass"), device_token(secret, imei).encode()
-            ):
-                self.refuseLogin(401, "invalid token", imei)
-                return
-        refusal = self.node.admit(self, imei)
+        refusal = login_refusal(message, self.settings.secret, self._tokens) or self.node.admit(self, imei)
         if refusal is not None:
             status, error = refusal
             if status:
