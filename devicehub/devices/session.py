@@ -29,18 +29,18 @@ from zope.interface import implementer
 
 from devicehub.common.logs import Throttled, peerName
 from devicehub.common.results import OK, TIMEOUT, Reply
+from devicehub.devices.budget import BAD_LINE_WINDOW, BadFrameBudget
 from devicehub.devices.codec import Answer, BadFrame, Codec, Heartbeat, Identify, Message, Uplink
 from devicehub.devices.codec import Reply as ReplyBytes
 from devicehub.devices.login import device_token, login_refusal
 from devicehub.devices.settings import DeviceSettings
 
-__all__ = ["SESSION_ERROR_KINDS", "DeviceFactory", "DeviceSession", "DeviceSettings", "SessionController", "device_token"]
+__all__ = ["BAD_LINE_WINDOW", "SESSION_ERROR_KINDS", "DeviceFactory", "DeviceSession", "DeviceSettings", "SessionController", "device_token"]
 
 log = Logger()
 deviceLog = Throttled(log)
 
 MAX_IDENT = 2_147_483_647
-BAD_LINE_WINDOW = 60.0
 # The kinds of refused frames or connections the session counts for every protocol
 # (devicehub_protocol_errors_total), besides its codec's own L{Codec.errorKinds}.
 SESSION_ERROR_KINDS = (
@@ -131,8 +131,7 @@ class DeviceSession(TwistedProtocol, TimeoutMixin):
         self._closeWaiters: list[Deferred[None]] = []
         self._paused = False
         self._backlog = 0
-        self._badLines = 0
-        self._badWindowStart = 0.0
+        self._badFrames = BadFrameBudget(clock, settings.maxBadLines)
         self._nextTurn = None
         self._refused = False
         self._lost = False
@@ -347,11 +346,7 @@ class DeviceSession(TwistedProtocol, TimeoutMixin):
 
     def rejectFrame(self, error: str, kind: str | None = None) -> None:
         """Count a bad frame (and answer it, if the protocol can); past the budget, close."""
-        now = self.clock.seconds()
-        if now - self._badWindowStart > BAD_LINE_WINDOW:
-            self._badWindowStart, self._badLines = now, 0
-        self._badLines += 1
-        if self._badLines > self.settings.maxBadLines:
+        if not self._badFrames.spend():
             self.refuse("too many errors")
         else:
             self.node.protocolError(self.protocol, kind or error)

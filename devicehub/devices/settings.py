@@ -22,7 +22,7 @@ class DeviceSettings:
     maxOutgoing: int = 1 << 20
     """Bytes that may wait for a device that stopped reading before it is cut off."""
     maxBadLines: int = 10
-    """Bad frames tolerated within L{devicehub.devices.session.BAD_LINE_WINDOW} seconds."""
+    """Bad frames tolerated within L{devicehub.devices.budget.BAD_LINE_WINDOW} seconds."""
 
     @property
     def loginBudget(self) -> int:
