@@ -16,8 +16,7 @@ C{token} = hex HMAC-SHA256(secret, imei) (L{device_token}).
 """
 
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable, Protocol
+from typing import Any, Callable, Protocol
 
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.interfaces import IPushProducer
@@ -28,19 +27,22 @@ from twisted.protocols.policies import TimeoutMixin
 from zope.interface import implementer
 
 from devicehub.common.logs import Throttled, peerName
-from devicehub.common.results import OK, TIMEOUT, Reply
+from devicehub.common.results import Reply
 from devicehub.devices.budget import BAD_LINE_WINDOW, BadFrameBudget
 from devicehub.devices.codec import Answer, BadFrame, Codec, Heartbeat, Identify, Message, Uplink
 from devicehub.devices.codec import Reply as ReplyBytes
+from devicehub.devices.commands import MAX_IDENT, PendingCommands
 from devicehub.devices.login import device_token, login_refusal
 from devicehub.devices.settings import DeviceSettings
 
-__all__ = ["BAD_LINE_WINDOW", "SESSION_ERROR_KINDS", "DeviceFactory", "DeviceSession", "DeviceSettings", "SessionController", "device_token"]
+__all__ = [
+    "BAD_LINE_WINDOW", "MAX_IDENT", "SESSION_ERROR_KINDS",
+    "DeviceFactory", "DeviceSession", "DeviceSettings", "SessionController", "device_token",
+]
 
 log = Logger()
 deviceLog = Throttled(log)
 
-MAX_IDENT = 2_147_483_647
 # The kinds of refused frames or connections the session counts for every protocol
 # (devicehub_protocol_errors_total), besides its codec's own L{Codec.errorKinds}.
 SESSION_ERROR_KINDS = (
@@ -79,21 +81,6 @@ class SessionController(Protocol):
         """Connections accepted and frames decoded, for the metrics."""
 
 
-@dataclass(eq=False, slots=True)
-class _Command:
-    number: int
-    lane: Hashable
-    frame: bytes
-    key: Hashable
-    instruct: str
-    result: "Deferred[Reply]" = field(default_factory=Deferred)
-    written: bool = False
-
-
-def _timedOut(result: object, timeout: float) -> Reply:
-    return Reply(TIMEOUT)
-
-
 @implementer(IPushProducer)
 class DeviceSession(TwistedProtocol, TimeoutMixin):
     """One device connection: login, heartbeats, commands and their answers."""
@@ -119,22 +106,14 @@ class DeviceSession(TwistedProtocol, TimeoutMixin):
         self._strict = getattr(codec, "strict", False)
         self._unfed = b""
         self._inbox: deque[Message] = deque()
-        self._commands: dict[int, _Command] = {}
-        """Every unanswered command, written or waiting its turn, by number."""
-        self._written: dict[Hashable, _Command] = {}
-        """The written unanswered commands by the key their answer carries (one command per key)."""
-        self._waiting: dict[Hashable, deque[_Command]] = {}
-        """A serial codec's commands waiting for their lane, by lane."""
-        self._lastIdent = 0
-        self._finishedKeys: deque[Hashable] = deque(maxlen=64)
-        """The keys of this connection's last answered or timed-out commands."""
+        self.pending = PendingCommands(codec, clock, self.write, self._ready, self._notAcked)
+        """The commands waiting for this device's answer."""
         self._closeWaiters: list[Deferred[None]] = []
         self._paused = False
         self._backlog = 0
         self._badFrames = BadFrameBudget(clock, settings.maxBadLines)
         self._nextTurn = None
         self._refused = False
-        self._lost = False
         self._handlers: dict[type, Callable[[Any], None]] = {
             Identify: self._identify, Heartbeat: self._heartbeat, Answer: self._answer,
             Uplink: self._uplink, ReplyBytes: self._reply, BadFrame: self._badFrame,
@@ -171,10 +150,7 @@ class DeviceSession(TwistedProtocol, TimeoutMixin):
             self._handle(limit=None)
         self.factory.connections.discard(self)
         self.factory.loggingIn.discard(self)
-        self._lost = True
-        commands, self._commands = self._commands, {}
-        for command in commands.values():
-            command.result.callback(Reply(TIMEOUT))
+        self.pending.close()
         if self.imei is not None:
             reason = self.closeReason or "closed"
             deviceLog.info("{imei} at {peer} is offline: {reason}", imei=self.imei, peer=self.peer, reason=reason)
@@ -188,11 +164,11 @@ class DeviceSession(TwistedProtocol, TimeoutMixin):
     @property
     def unanswered(self) -> int:
         """How many commands wait for this device's answer (written or waiting their turn)."""
-        return len(self._commands)
+        return len(self.pending)
 
     def pendingResults(self) -> "list[Deferred[Reply]]":
         """The results of the commands unanswered now (each fires once, answered or timed out)."""
-        return [command.result for command in self._commands.values()]
+        return self.pending.results()
 
     def whenClosed(self) -> "Deferred[None]":
         """Fires once the connection has closed."""
@@ -274,8 +250,8 @@ class DeviceSession(TwistedProtocol, TimeoutMixin):
             handled += 1
         if handled:
             self.node.counted(self.protocol, frames=handled)
-        if self._waiting and self.codec.ready and not self._inbox:
-            self._pump()
+        if self.pending.waiting and self._ready():
+            self.pending.pump()
 
     def _loggedIn(self) -> bool:
         if self.imei is None:
@@ -328,15 +304,8 @@ class DeviceSession(TwistedProtocol, TimeoutMixin):
         if not self._loggedIn():
             return
         self.write(message.reply)
-        command = self._written.get(message.key)
-        if command is None and message.fallback and len(self._written) == 1 and message.key not in self._finishedKeys:
-            # (a late answer naming a command that already timed out is not the next one's)
-            command = next(iter(self._written.values()))
-        if command is None:
-            if message.unmatched is not None:  # a frame of the device's own after all
-                self._uplink(message.unmatched)
-            return
-        command.result.callback(Reply(OK, message.data))
+        if not self.pending.answer(message.key, message.fallback, message.data) and message.unmatched is not None:
+            self._uplink(message.unmatched)  # a frame of the device's own after all
 
     def _badFrame(self, message: BadFrame) -> None:
         if message.fatal or (self.imei is None and self._strict):
@@ -362,68 +331,18 @@ class DeviceSession(TwistedProtocol, TimeoutMixin):
 
         @raise UnsupportedCommand: the protocol cannot carry this command.
         """
-        number = self._nextNumber()
-        frame, key = self.codec.encodeCommand(instruct, data, number)
-        lane = self.codec.lane(instruct) if self.codec.serial else None
-        command = _Command(number, lane, frame, key, instruct)
-        self._commands[number] = command
-        command.result.addTimeout(timeout, self.clock, onTimeoutCancel=_timedOut)
-        command.result.addBoth(self._forget, command)
-        if self._mayWrite(command):
-            self._write(command)
-        else:
-            self._waiting.setdefault(lane, deque()).append(command)
-        return command.result
+        return self.pending.send(instruct, data, timeout)
 
-    def _mayWrite(self, command: _Command) -> bool:
-        if command.key in self._written:  # its answer could not be told from the other's
-            return False
-        if not self.codec.serial:
-            return True
-        # Ready only once what made the codec ready was handled (e.g. Teltonika's first ack written).
-        ready = self.codec.ready and not self._inbox
-        return ready and not any(c.lane == command.lane for c in self._written.values())
+    def _ready(self) -> bool:
+        # A serial codec is ready only once what made it ready was handled (e.g. Teltonika's first ack written).
+        return self.codec.ready and not self._inbox
 
-    def _write(self, command: _Command) -> None:
-        command.written = True
-        self._written[command.key] = command
-        self.write(command.frame)
+    def _notAcked(self, number: int, instruct: str, result: str) -> None:
+        deviceLog.info("{imei} at {peer}: command {ident} ({instruct!r}) not acked: {result}",
+                       imei=self.imei, peer=self.peer, ident=number, instruct=instruct[:80], result=result)
 
-    def _forget(self, result: Reply, command: _Command) -> Reply:
-        self._commands.pop(command.number, None)
-        self._finishedKeys.append(command.key)
-        if command.written:
-            del self._written[command.key]
-        elif command.lane in self._waiting:
-            queue = self._waiting[command.lane]
-            queue.remove(command)
-            if not queue:
-                del self._waiting[command.lane]
-        if result.result != OK:  # an ack is the common case, and counted in the metrics
-            deviceLog.info("{imei} at {peer}: command {ident} ({instruct!r}) not acked: {result}",
-                           imei=self.imei, peer=self.peer, ident=command.number, instruct=command.instruct[:80],
-                           result=result.result)
-        if self._waiting and not self._lost:
-            self._pump()
-        return result
-
-    def _pump(self) -> None:
-        """Write each lane's next waiting command once its lane is free."""
-        for lane in list(self._waiting):
-            queue = self._waiting[lane]
-            if self._mayWrite(queue[0]):
-                command = queue.popleft()
-                if not queue:
-                    del self._waiting[lane]
-                self._write(command)
-
-    def _nextNumber(self) -> int:
-        number = self._lastIdent
-        while True:
-            number = number % MAX_IDENT + 1
-            if number not in self._commands:
-                self._lastIdent = number
-                return number
+    # (the number given last, which the tests set to try the wrap-around)
+    _lastIdent = property(lambda self: self.pending.lastNumber, lambda self, n: setattr(self.pending, "lastNumber", n))
 
     def write(self, data: bytes) -> None:
         """Write to the device, or cut off a device that stopped reading."""
