@@ -33,6 +33,7 @@ from devicehub.devices.codec import Answer, BadFrame, Codec, Heartbeat, Identify
 from devicehub.devices.codec import Reply as ReplyBytes
 from devicehub.devices.commands import MAX_IDENT, PendingCommands
 from devicehub.devices.login import device_token, login_refusal
+from devicehub.devices.outgoing import Outgoing
 from devicehub.devices.settings import DeviceSettings
 
 __all__ = [
@@ -94,6 +95,8 @@ class DeviceSession(TwistedProtocol, TimeoutMixin):
     """The device's address, C{host:port}."""
     closeReason: str | None = None
     """Why the hub closed the connection (its error), if it did."""
+    write: Callable[[bytes], None]
+    """Write to the device, or cut off a device that stopped reading (L{Outgoing.write})."""
 
     def __init__(self, controller: SessionController, codec: Codec, clock, settings: DeviceSettings) -> None:
         self.node = controller
@@ -104,13 +107,14 @@ class DeviceSession(TwistedProtocol, TimeoutMixin):
         self.settings = settings
         self._tokens = getattr(codec, "tokens", False)
         self._strict = getattr(codec, "strict", False)
+        # write is the part's own method: no call in between, on every frame's path.
+        self._outgoing = Outgoing(settings.maxOutgoing, self._stoppedReading)
+        self.write = self._outgoing.write
         self._unfed = b""
         self._inbox: deque[Message] = deque()
         self.pending = PendingCommands(codec, clock, self.write, self._ready, self._notAcked)
         """The commands waiting for this device's answer."""
         self._closeWaiters: list[Deferred[None]] = []
-        self._paused = False
-        self._backlog = 0
         self._badFrames = BadFrameBudget(clock, settings.maxBadLines)
         self._nextTurn = None
         self._refused = False
@@ -122,6 +126,7 @@ class DeviceSession(TwistedProtocol, TimeoutMixin):
     # -- connection lifecycle
 
     def connectionMade(self) -> None:
+        self._outgoing.transport = self.transport
         self.peer = peerName(self.transport)
         # Connections that have not logged in have a budget of their own, so idle or
         # hostile sockets can never lock real devices out.
@@ -182,11 +187,10 @@ class DeviceSession(TwistedProtocol, TimeoutMixin):
     # -- the transport tells when the device stops reading (IPushProducer)
 
     def pauseProducing(self) -> None:
-        self._paused = True
+        self._outgoing.pause()
 
     def resumeProducing(self) -> None:
-        self._paused = False
-        self._backlog = 0
+        self._outgoing.resume()
 
     def stopProducing(self) -> None:
         pass
@@ -344,20 +348,11 @@ class DeviceSession(TwistedProtocol, TimeoutMixin):
     # (the number given last, which the tests set to try the wrap-around)
     _lastIdent = property(lambda self: self.pending.lastNumber, lambda self, n: setattr(self.pending, "lastNumber", n))
 
-    def write(self, data: bytes) -> None:
-        """Write to the device, or cut off a device that stopped reading."""
-        if not data:
-            return
-        if self._paused:
-            self._backlog += len(data)
-            if self._backlog > self.settings.maxOutgoing:
-                deviceLog.warn("{imei} at {peer} stopped reading; closing its connection", imei=self.imei, peer=self.peer)
-                self.node.protocolError(self.protocol, "stopped reading")
-                self.closeReason = self.closeReason or "stopped reading"
-                self.transport.abortConnection()
-                return
-        self.transport.write(data)
-
+    def _stoppedReading(self) -> None:
+        deviceLog.warn("{imei} at {peer} stopped reading; closing its connection", imei=self.imei, peer=self.peer)
+        self.node.protocolError(self.protocol, "stopped reading")
+        self.closeReason = self.closeReason or "stopped reading"
+        self.transport.abortConnection()
 
 class DeviceFactory(Factory):
     """Builds a L{DeviceSession} speaking C{codec} for each device connection to a node."""
