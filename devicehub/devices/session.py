@@ -8,6 +8,11 @@ backpressure from a device that stops reading, and how much of a flood one
 connection may handle per reactor turn. Its L{Codec} only turns bytes into
 messages and commands into bytes (see L{devicehub.devices.codec}).
 
+The session is the Twisted protocol and dispatches the codec's messages; its
+parts do the rest: L{Intake} (bytes to messages, a bounded number per turn),
+L{PendingCommands} (numbers, lanes, answers, timeouts), L{Outgoing} (writes and
+backpressure), L{BadFrameBudget}, and L{login_refusal} (IMEI and token checks).
+
 Limits (L{DeviceSettings}): more than C{maxBadLines} bad frames within
 L{BAD_LINE_WINDOW} seconds close the connection ("too many errors"); a device that
 stops reading is cut off once C{maxOutgoing} bytes wait for it beyond the transport's
@@ -15,7 +20,6 @@ own buffer; with a C{secret}, a login of a protocol that carries tokens must car
 C{token} = hex HMAC-SHA256(secret, imei) (L{device_token}).
 """
 
-from collections import deque
 from typing import Any, Callable, Protocol
 
 from twisted.internet.defer import Deferred, gatherResults, succeed
@@ -29,15 +33,16 @@ from zope.interface import implementer
 from devicehub.common.logs import Throttled, peerName
 from devicehub.common.results import Reply
 from devicehub.devices.budget import BAD_LINE_WINDOW, BadFrameBudget
-from devicehub.devices.codec import Answer, BadFrame, Codec, Heartbeat, Identify, Message, Uplink
+from devicehub.devices.codec import Answer, BadFrame, Codec, Heartbeat, Identify, Uplink
 from devicehub.devices.codec import Reply as ReplyBytes
 from devicehub.devices.commands import MAX_IDENT, PendingCommands
+from devicehub.devices.intake import FEED_BYTES, LINES_PER_TURN, Intake
 from devicehub.devices.login import device_token, login_refusal
 from devicehub.devices.outgoing import Outgoing
 from devicehub.devices.settings import DeviceSettings
 
 __all__ = [
-    "BAD_LINE_WINDOW", "MAX_IDENT", "SESSION_ERROR_KINDS",
+    "BAD_LINE_WINDOW", "FEED_BYTES", "LINES_PER_TURN", "MAX_IDENT", "SESSION_ERROR_KINDS",
     "DeviceFactory", "DeviceSession", "DeviceSettings", "SessionController", "device_token",
 ]
 
@@ -50,11 +55,6 @@ SESSION_ERROR_KINDS = (
     "already logged in", "login first", "invalid imei", "invalid token", "login timeout", "idle timeout",
     "too many errors", "node full", "logins full", "stopped reading", "not allowed",
 )
-# Messages handled per reactor turn for one connection; the rest wait a turn (reading paused),
-# so a flooding device cannot hold the reactor for long (64 KiB of pings is ~4 000 lines).
-LINES_PER_TURN = 100
-# Bytes handed to the codec at a time, so that decoding too is spread over turns.
-FEED_BYTES = 8192
 
 
 class SessionController(Protocol):
@@ -97,6 +97,8 @@ class DeviceSession(TwistedProtocol, TimeoutMixin):
     """Why the hub closed the connection (its error), if it did."""
     write: Callable[[bytes], None]
     """Write to the device, or cut off a device that stopped reading (L{Outgoing.write})."""
+    dataReceived: Callable[[bytes], None]
+    """Bytes from the device (L{Intake.receive}: handled now, or in the next reactor turn)."""
 
     def __init__(self, controller: SessionController, codec: Codec, clock, settings: DeviceSettings) -> None:
         self.node = controller
@@ -107,26 +109,25 @@ class DeviceSession(TwistedProtocol, TimeoutMixin):
         self.settings = settings
         self._tokens = getattr(codec, "tokens", False)
         self._strict = getattr(codec, "strict", False)
-        # write is the part's own method: no call in between, on every frame's path.
+        # write and dataReceived are the parts' own methods: no call in between, on every frame's path.
         self._outgoing = Outgoing(settings.maxOutgoing, self._stoppedReading)
         self.write = self._outgoing.write
-        self._unfed = b""
-        self._inbox: deque[Message] = deque()
-        self.pending = PendingCommands(codec, clock, self.write, self._ready, self._notAcked)
-        """The commands waiting for this device's answer."""
-        self._closeWaiters: list[Deferred[None]] = []
-        self._badFrames = BadFrameBudget(clock, settings.maxBadLines)
-        self._nextTurn = None
-        self._refused = False
-        self._handlers: dict[type, Callable[[Any], None]] = {
+        handlers: dict[type, Callable[[Any], None]] = {
             Identify: self._identify, Heartbeat: self._heartbeat, Answer: self._answer,
             Uplink: self._uplink, ReplyBytes: self._reply, BadFrame: self._badFrame,
         }
+        self._intake = Intake(codec, clock, handlers, self.resetTimeout, self._handled)
+        self.dataReceived = self._intake.receive
+        self.pending = PendingCommands(codec, clock, self.write, self._ready, self._notAcked)
+        """The commands waiting for this device's answer."""
+        self._badFrames = BadFrameBudget(clock, settings.maxBadLines)
+        self._closeWaiters: list[Deferred[None]] = []
+        self._refused = False
 
     # -- connection lifecycle
 
     def connectionMade(self) -> None:
-        self._outgoing.transport = self.transport
+        self._outgoing.transport = self._intake.transport = self.transport
         self.peer = peerName(self.transport)
         # Connections that have not logged in have a budget of their own, so idle or
         # hostile sockets can never lock real devices out.
@@ -148,11 +149,10 @@ class DeviceSession(TwistedProtocol, TimeoutMixin):
 
     def connectionLost(self, reason=None) -> None:
         self.setTimeout(None)
-        if self._nextTurn is not None and self._nextTurn.active():
-            self._nextTurn.cancel()
+        self._intake.close()
         if self.imei is not None and not self._refused:
             # What was received before the close still counts: an ack among it is an answer.
-            self._handle(limit=None)
+            self._intake.handle(limit=None)
         self.factory.connections.discard(self)
         self.factory.loggingIn.discard(self)
         self.pending.close()
@@ -209,51 +209,15 @@ class DeviceSession(TwistedProtocol, TimeoutMixin):
         else:
             deviceLog.info("Refused {imei} at {peer}: {error}", imei=self.imei, peer=self.peer, error=error)
         self._refused = True
+        self._intake.stop()
         self.node.protocolError(self.protocol, kind or error)
         self.close(error)
 
     # -- frames from the device
 
-    def dataReceived(self, data: bytes) -> None:
-        self._unfed += data
-        if self._nextTurn is None:
-            self._turn()
-
-    def _turn(self) -> None:
-        """Handle up to L{LINES_PER_TURN} messages; leave the rest for the next turn, not reading meanwhile."""
-        self._nextTurn = None
-        self._handle(LINES_PER_TURN)
-        if not self.transport.disconnecting and (self._inbox or self._unfed):
-            self.transport.pauseProducing()  # stop reading this socket meanwhile
-            self._nextTurn = self.clock.callLater(0, self._nextMessages)
-
-    def _nextMessages(self) -> None:
-        self.transport.resumeProducing()
-        self._turn()
-
-    def _handle(self, limit: int | None) -> None:
-        """Handle up to C{limit} messages (all, if None), feeding the codec as needed."""
-        handled = 0
-        while limit is None or handled < limit:
-            if not self._inbox:
-                if not self._unfed:
-                    break
-                if len(self._unfed) <= FEED_BYTES:
-                    data, self._unfed = self._unfed, b""
-                else:
-                    data, self._unfed = self._unfed[:FEED_BYTES], self._unfed[FEED_BYTES:]
-                self._inbox.extend(self.codec.feed(data))
-                continue
-            if self._refused or (limit is not None and self.transport.disconnecting):
-                self._inbox.clear()
-                self._unfed = b""
-                break
-            message = self._inbox.popleft()
-            self.resetTimeout()
-            self._handlers[type(message)](message)
-            handled += 1
-        if handled:
-            self.node.counted(self.protocol, frames=handled)
+    def _handled(self, count: int) -> None:
+        if count:
+            self.node.counted(self.protocol, frames=count)
         if self.pending.waiting and self._ready():
             self.pending.pump()
 
@@ -339,7 +303,7 @@ class DeviceSession(TwistedProtocol, TimeoutMixin):
 
     def _ready(self) -> bool:
         # A serial codec is ready only once what made it ready was handled (e.g. Teltonika's first ack written).
-        return self.codec.ready and not self._inbox
+        return self.codec.ready and not self._intake.messages
 
     def _notAcked(self, number: int, instruct: str, result: str) -> None:
         deviceLog.info("{imei} at {peer}: command {ident} ({instruct!r}) not acked: {result}",
@@ -353,6 +317,7 @@ class DeviceSession(TwistedProtocol, TimeoutMixin):
         self.node.protocolError(self.protocol, "stopped reading")
         self.closeReason = self.closeReason or "stopped reading"
         self.transport.abortConnection()
+
 
 class DeviceFactory(Factory):
     """Builds a L{DeviceSession} speaking C{codec} for each device connection to a node."""
