@@ -8,18 +8,19 @@ backpressure from a device that stops reading, and how much of a flood one
 connection may handle per reactor turn. Its L{Codec} only turns bytes into
 messages and commands into bytes (see L{devicehub.devices.codec}).
 
+The session is the Twisted protocol and dispatches the codec's messages; its
+parts do the rest: L{Intake} (bytes to messages, a bounded number per turn),
+L{PendingCommands} (numbers, lanes, answers, timeouts), L{Outgoing} (writes and
+backpressure), L{BadFrameBudget}, and L{login_refusal} (IMEI and token checks).
+
 Limits (L{DeviceSettings}): more than C{maxBadLines} bad frames within
 L{BAD_LINE_WINDOW} seconds close the connection ("too many errors"); a device that
 stops reading is cut off once C{maxOutgoing} bytes wait for it beyond the transport's
 own buffer; with a C{secret}, a login of a protocol that carries tokens must carry
-C{token} = hex HMAC-SHA256(secret, imei).
+C{token} = hex HMAC-SHA256(secret, imei) (L{device_token}).
 """
 
-import hashlib
-import hmac
-from collections import deque
-from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable, Protocol
+from typing import Any, Callable, Protocol
 
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.interfaces import IPushProducer
@@ -29,61 +30,31 @@ from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from zope.interface import implementer
 
-from devicehub.common.imei import is_valid_imei
 from devicehub.common.logs import Throttled, peerName
-from devicehub.common.results import OK, TIMEOUT, Reply
-from devicehub.devices.codec import Answer, BadFrame, Codec, Heartbeat, Identify, Message, Uplink
+from devicehub.common.results import Reply
+from devicehub.devices.budget import BAD_LINE_WINDOW, BadFrameBudget
+from devicehub.devices.codec import Answer, BadFrame, Codec, Heartbeat, Identify, Uplink
 from devicehub.devices.codec import Reply as ReplyBytes
+from devicehub.devices.commands import MAX_IDENT, PendingCommands
+from devicehub.devices.intake import FEED_BYTES, LINES_PER_TURN, Intake
+from devicehub.devices.login import device_token, login_refusal
+from devicehub.devices.outgoing import Outgoing
+from devicehub.devices.settings import DeviceSettings
+
+__all__ = [
+    "BAD_LINE_WINDOW", "FEED_BYTES", "LINES_PER_TURN", "MAX_IDENT", "SESSION_ERROR_KINDS",
+    "DeviceFactory", "DeviceSession", "DeviceSettings", "SessionController", "device_token",
+]
 
 log = Logger()
 deviceLog = Throttled(log)
 
-MAX_IDENT = 2_147_483_647
-BAD_LINE_WINDOW = 60.0
 # The kinds of refused frames or connections the session counts for every protocol
 # (devicehub_protocol_errors_total), besides its codec's own L{Codec.errorKinds}.
 SESSION_ERROR_KINDS = (
     "already logged in", "login first", "invalid imei", "invalid token", "login timeout", "idle timeout",
     "too many errors", "node full", "logins full", "stopped reading", "not allowed",
 )
-# Messages handled per reactor turn for one connection; the rest wait a turn (reading paused),
-# so a flooding device cannot hold the reactor for long (64 KiB of pings is ~4 000 lines).
-LINES_PER_TURN = 100
-# Bytes handed to the codec at a time, so that decoding too is spread over turns.
-FEED_BYTES = 8192
-
-
-@dataclass(frozen=True)
-class DeviceSettings:
-    """How a node treats device connections (the device options of twistd devicehub)."""
-
-    loginTimeout: float = 30.0
-    idleTimeout: float = 300.0
-    maxLine: int = 65536
-    """The longest frame in bytes, for every protocol."""
-    secret: bytes | None = None
-    """When set, logins of protocols that carry a token must carry one (see L{device_token})."""
-    maxDevices: int = 10_000
-    """Devices logged in at once; further logins are refused with "node full"."""
-    maxLogins: int | None = None
-    """Connections not yet logged in at once, on top of C{maxDevices} (default: a tenth of it, at least 16)."""
-    maxPending: int = 64
-    """Unanswered commands per device; more are refused as busy."""
-    maxOutgoing: int = 1 << 20
-    """Bytes that may wait for a device that stopped reading before it is cut off."""
-    maxBadLines: int = 10
-    """Bad frames tolerated within L{BAD_LINE_WINDOW} seconds."""
-
-    @property
-    def loginBudget(self) -> int:
-        """Connections that may be waiting to log in at once; more are refused."""
-        return self.maxLogins if self.maxLogins is not None else max(16, self.maxDevices // 10)
-
-
-def device_token(secret: bytes | str, imei: str) -> str:
-    """The login token of C{imei}: hex HMAC-SHA256 keyed with the node's device secret (UTF-8 if a str)."""
-    key = secret.encode() if isinstance(secret, str) else secret
-    return hmac.new(key, imei.encode(), hashlib.sha256).hexdigest()
 
 
 class SessionController(Protocol):
@@ -111,21 +82,6 @@ class SessionController(Protocol):
         """Connections accepted and frames decoded, for the metrics."""
 
 
-@dataclass(eq=False, slots=True)
-class _Command:
-    number: int
-    lane: Hashable
-    frame: bytes
-    key: Hashable
-    instruct: str
-    result: "Deferred[Reply]" = field(default_factory=Deferred)
-    written: bool = False
-
-
-def _timedOut(result: object, timeout: float) -> Reply:
-    return Reply(TIMEOUT)
-
-
 @implementer(IPushProducer)
 class DeviceSession(TwistedProtocol, TimeoutMixin):
     """One device connection: login, heartbeats, commands and their answers."""
@@ -139,6 +95,10 @@ class DeviceSession(TwistedProtocol, TimeoutMixin):
     """The device's address, C{host:port}."""
     closeReason: str | None = None
     """Why the hub closed the connection (its error), if it did."""
+    write: Callable[[bytes], None]
+    """Write to the device, or cut off a device that stopped reading (L{Outgoing.write})."""
+    dataReceived: Callable[[bytes], None]
+    """Bytes from the device (L{Intake.receive}: handled now, or in the next reactor turn)."""
 
     def __init__(self, controller: SessionController, codec: Codec, clock, settings: DeviceSettings) -> None:
         self.node = controller
@@ -149,33 +109,25 @@ class DeviceSession(TwistedProtocol, TimeoutMixin):
         self.settings = settings
         self._tokens = getattr(codec, "tokens", False)
         self._strict = getattr(codec, "strict", False)
-        self._unfed = b""
-        self._inbox: deque[Message] = deque()
-        self._commands: dict[int, _Command] = {}
-        """Every unanswered command, written or waiting its turn, by number."""
-        self._written: dict[Hashable, _Command] = {}
-        """The written unanswered commands by the key their answer carries (one command per key)."""
-        self._waiting: dict[Hashable, deque[_Command]] = {}
-        """A serial codec's commands waiting for their lane, by lane."""
-        self._lastIdent = 0
-        self._finishedKeys: deque[Hashable] = deque(maxlen=64)
-        """The keys of this connection's last answered or timed-out commands."""
-        self._closeWaiters: list[Deferred[None]] = []
-        self._paused = False
-        self._backlog = 0
-        self._badLines = 0
-        self._badWindowStart = 0.0
-        self._nextTurn = None
-        self._refused = False
-        self._lost = False
-        self._handlers: dict[type, Callable[[Any], None]] = {
+        # write and dataReceived are the parts' own methods: no call in between, on every frame's path.
+        self._outgoing = Outgoing(settings.maxOutgoing, self._stoppedReading)
+        self.write = self._outgoing.write
+        handlers: dict[type, Callable[[Any], None]] = {
             Identify: self._identify, Heartbeat: self._heartbeat, Answer: self._answer,
             Uplink: self._uplink, ReplyBytes: self._reply, BadFrame: self._badFrame,
         }
+        self._intake = Intake(codec, clock, handlers, self.resetTimeout, self._handled)
+        self.dataReceived = self._intake.receive
+        self.pending = PendingCommands(codec, clock, self.write, self._ready, self._notAcked)
+        """The commands waiting for this device's answer."""
+        self._badFrames = BadFrameBudget(clock, settings.maxBadLines)
+        self._closeWaiters: list[Deferred[None]] = []
+        self._refused = False
 
     # -- connection lifecycle
 
     def connectionMade(self) -> None:
+        self._outgoing.transport = self._intake.transport = self.transport
         self.peer = peerName(self.transport)
         # Connections that have not logged in have a budget of their own, so idle or
         # hostile sockets can never lock real devices out.
@@ -197,17 +149,13 @@ class DeviceSession(TwistedProtocol, TimeoutMixin):
 
     def connectionLost(self, reason=None) -> None:
         self.setTimeout(None)
-        if self._nextTurn is not None and self._nextTurn.active():
-            self._nextTurn.cancel()
+        self._intake.close()
         if self.imei is not None and not self._refused:
             # What was received before the close still counts: an ack among it is an answer.
-            self._handle(limit=None)
+            self._intake.handle(limit=None)
         self.factory.connections.discard(self)
         self.factory.loggingIn.discard(self)
-        self._lost = True
-        commands, self._commands = self._commands, {}
-        for command in commands.values():
-            command.result.callback(Reply(TIMEOUT))
+        self.pending.close()
         if self.imei is not None:
             reason = self.closeReason or "closed"
             deviceLog.info("{imei} at {peer} is offline: {reason}", imei=self.imei, peer=self.peer, reason=reason)
@@ -221,11 +169,11 @@ class DeviceSession(TwistedProtocol, TimeoutMixin):
     @property
     def unanswered(self) -> int:
         """How many commands wait for this device's answer (written or waiting their turn)."""
-        return len(self._commands)
+        return len(self.pending)
 
     def pendingResults(self) -> "list[Deferred[Reply]]":
         """The results of the commands unanswered now (each fires once, answered or timed out)."""
-        return [command.result for command in self._commands.values()]
+        return self.pending.results()
 
     def whenClosed(self) -> "Deferred[None]":
         """Fires once the connection has closed."""
@@ -239,11 +187,10 @@ class DeviceSession(TwistedProtocol, TimeoutMixin):
     # -- the transport tells when the device stops reading (IPushProducer)
 
     def pauseProducing(self) -> None:
-        self._paused = True
+        self._outgoing.pause()
 
     def resumeProducing(self) -> None:
-        self._paused = False
-        self._backlog = 0
+        self._outgoing.resume()
 
     def stopProducing(self) -> None:
         pass
@@ -262,53 +209,17 @@ class DeviceSession(TwistedProtocol, TimeoutMixin):
         else:
             deviceLog.info("Refused {imei} at {peer}: {error}", imei=self.imei, peer=self.peer, error=error)
         self._refused = True
+        self._intake.stop()
         self.node.protocolError(self.protocol, kind or error)
         self.close(error)
 
     # -- frames from the device
 
-    def dataReceived(self, data: bytes) -> None:
-        self._unfed += data
-        if self._nextTurn is None:
-            self._turn()
-
-    def _turn(self) -> None:
-        """Handle up to L{LINES_PER_TURN} messages; leave the rest for the next turn, not reading meanwhile."""
-        self._nextTurn = None
-        self._handle(LINES_PER_TURN)
-        if not self.transport.disconnecting and (self._inbox or self._unfed):
-            self.transport.pauseProducing()  # stop reading this socket meanwhile
-            self._nextTurn = self.clock.callLater(0, self._nextMessages)
-
-    def _nextMessages(self) -> None:
-        self.transport.resumeProducing()
-        self._turn()
-
-    def _handle(self, limit: int | None) -> None:
-        """Handle up to C{limit} messages (all, if None), feeding the codec as needed."""
-        handled = 0
-        while limit is None or handled < limit:
-            if not self._inbox:
-                if not self._unfed:
-                    break
-                if len(self._unfed) <= FEED_BYTES:
-                    data, self._unfed = self._unfed, b""
-                else:
-                    data, self._unfed = self._unfed[:FEED_BYTES], self._unfed[FEED_BYTES:]
-                self._inbox.extend(self.codec.feed(data))
-                continue
-            if self._refused or (limit is not None and self.transport.disconnecting):
-                self._inbox.clear()
-                self._unfed = b""
-                break
-            message = self._inbox.popleft()
-            self.resetTimeout()
-            self._handlers[type(message)](message)
-            handled += 1
-        if handled:
-            self.node.counted(self.protocol, frames=handled)
-        if self._waiting and self.codec.ready and not self._inbox:
-            self._pump()
+    def _handled(self, count: int) -> None:
+        if count:
+            self.node.counted(self.protocol, frames=count)
+        if self.pending.waiting and self._ready():
+            self.pending.pump()
 
     def _loggedIn(self) -> bool:
         if self.imei is None:
@@ -320,18 +231,7 @@ class DeviceSession(TwistedProtocol, TimeoutMixin):
             self.rejectFrame("already logged in")
             return
         imei = message.imei
-        if not is_valid_imei(imei):
-            self.refuseLogin(400, "invalid imei", imei)
-            return
-        secret = self.settings.secret
-        if secret is not None and self._tokens:
-            token = message.token
-            if not isinstance(token, str) or not hmac.compare_digest(
-                token.encode(errors="surrogatepass"), device_token(secret, imei).encode()
-            ):
-                self.refuseLogin(401, "invalid token", imei)
-                return
-        refusal = self.node.admit(self, imei)
+        refusal = login_refusal(message, self.settings.secret, self._tokens) or self.node.admit(self, imei)
         if refusal is not None:
             status, error = refusal
             if status:
@@ -372,15 +272,8 @@ class DeviceSession(TwistedProtocol, TimeoutMixin):
         if not self._loggedIn():
             return
         self.write(message.reply)
-        command = self._written.get(message.key)
-        if command is None and message.fallback and len(self._written) == 1 and message.key not in self._finishedKeys:
-            # (a late answer naming a command that already timed out is not the next one's)
-            command = next(iter(self._written.values()))
-        if command is None:
-            if message.unmatched is not None:  # a frame of the device's own after all
-                self._uplink(message.unmatched)
-            return
-        command.result.callback(Reply(OK, message.data))
+        if not self.pending.answer(message.key, message.fallback, message.data) and message.unmatched is not None:
+            self._uplink(message.unmatched)  # a frame of the device's own after all
 
     def _badFrame(self, message: BadFrame) -> None:
         if message.fatal or (self.imei is None and self._strict):
@@ -390,11 +283,7 @@ class DeviceSession(TwistedProtocol, TimeoutMixin):
 
     def rejectFrame(self, error: str, kind: str | None = None) -> None:
         """Count a bad frame (and answer it, if the protocol can); past the budget, close."""
-        now = self.clock.seconds()
-        if now - self._badWindowStart > BAD_LINE_WINDOW:
-            self._badWindowStart, self._badLines = now, 0
-        self._badLines += 1
-        if self._badLines > self.settings.maxBadLines:
+        if not self._badFrames.spend():
             self.refuse("too many errors")
         else:
             self.node.protocolError(self.protocol, kind or error)
@@ -410,82 +299,24 @@ class DeviceSession(TwistedProtocol, TimeoutMixin):
 
         @raise UnsupportedCommand: the protocol cannot carry this command.
         """
-        number = self._nextNumber()
-        frame, key = self.codec.encodeCommand(instruct, data, number)
-        lane = self.codec.lane(instruct) if self.codec.serial else None
-        command = _Command(number, lane, frame, key, instruct)
-        self._commands[number] = command
-        command.result.addTimeout(timeout, self.clock, onTimeoutCancel=_timedOut)
-        command.result.addBoth(self._forget, command)
-        if self._mayWrite(command):
-            self._write(command)
-        else:
-            self._waiting.setdefault(lane, deque()).append(command)
-        return command.result
+        return self.pending.send(instruct, data, timeout)
 
-    def _mayWrite(self, command: _Command) -> bool:
-        if command.key in self._written:  # its answer could not be told from the other's
-            return False
-        if not self.codec.serial:
-            return True
-        # Ready only once what made the codec ready was handled (e.g. Teltonika's first ack written).
-        ready = self.codec.ready and not self._inbox
-        return ready and not any(c.lane == command.lane for c in self._written.values())
+    def _ready(self) -> bool:
+        # A serial codec is ready only once what made it ready was handled (e.g. Teltonika's first ack written).
+        return self.codec.ready and not self._intake.messages
 
-    def _write(self, command: _Command) -> None:
-        command.written = True
-        self._written[command.key] = command
-        self.write(command.frame)
+    def _notAcked(self, number: int, instruct: str, result: str) -> None:
+        deviceLog.info("{imei} at {peer}: command {ident} ({instruct!r}) not acked: {result}",
+                       imei=self.imei, peer=self.peer, ident=number, instruct=instruct[:80], result=result)
 
-    def _forget(self, result: Reply, command: _Command) -> Reply:
-        self._commands.pop(command.number, None)
-        self._finishedKeys.append(command.key)
-        if command.written:
-            del self._written[command.key]
-        elif command.lane in self._waiting:
-            queue = self._waiting[command.lane]
-            queue.remove(command)
-            if not queue:
-                del self._waiting[command.lane]
-        if result.result != OK:  # an ack is the common case, and counted in the metrics
-            deviceLog.info("{imei} at {peer}: command {ident} ({instruct!r}) not acked: {result}",
-                           imei=self.imei, peer=self.peer, ident=command.number, instruct=command.instruct[:80],
-                           result=result.result)
-        if self._waiting and not self._lost:
-            self._pump()
-        return result
+    # (the number given last, which the tests set to try the wrap-around)
+    _lastIdent = property(lambda self: self.pending.lastNumber, lambda self, n: setattr(self.pending, "lastNumber", n))
 
-    def _pump(self) -> None:
-        """Write each lane's next waiting command once its lane is free."""
-        for lane in list(self._waiting):
-            queue = self._waiting[lane]
-            if self._mayWrite(queue[0]):
-                command = queue.popleft()
-                if not queue:
-                    del self._waiting[lane]
-                self._write(command)
-
-    def _nextNumber(self) -> int:
-        number = self._lastIdent
-        while True:
-            number = number % MAX_IDENT + 1
-            if number not in self._commands:
-                self._lastIdent = number
-                return number
-
-    def write(self, data: bytes) -> None:
-        """Write to the device, or cut off a device that stopped reading."""
-        if not data:
-            return
-        if self._paused:
-            self._backlog += len(data)
-            if self._backlog > self.settings.maxOutgoing:
-                deviceLog.warn("{imei} at {peer} stopped reading; closing its connection", imei=self.imei, peer=self.peer)
-                self.node.protocolError(self.protocol, "stopped reading")
-                self.closeReason = self.closeReason or "stopped reading"
-                self.transport.abortConnection()
-                return
-        self.transport.write(data)
+    def _stoppedReading(self) -> None:
+        deviceLog.warn("{imei} at {peer} stopped reading; closing its connection", imei=self.imei, peer=self.peer)
+        self.node.protocolError(self.protocol, "stopped reading")
+        self.closeReason = self.closeReason or "stopped reading"
+        self.transport.abortConnection()
 
 
 class DeviceFactory(Factory):

@@ -1,0 +1,99 @@
+"""
+L{Intake}: what a device connection received and has not handled yet.
+
+A flooding device must not hold the reactor: the bytes are fed to the codec
+L{FEED_BYTES} at a time, at most L{LINES_PER_TURN} messages are handled per reactor
+turn, and the transport stops reading meanwhile.
+"""
+
+from collections import deque
+from typing import Any, Callable
+
+from devicehub.devices.codec import Codec, Message
+
+# Messages handled per reactor turn for one connection; the rest wait a turn (reading paused),
+# so a flooding device cannot hold the reactor for long (64 KiB of pings is ~4 000 lines).
+LINES_PER_TURN = 100
+# Bytes handed to the codec at a time, so that decoding too is spread over turns.
+FEED_BYTES = 8192
+
+
+class Intake:
+    """
+    Feeds one connection's bytes to its codec and hands each message to its handler,
+    a bounded number per reactor turn.
+
+    @param handlers: the handler of each type of message.
+    @param reset: called before each message is handled (the idle timeout).
+    @param handled: called with how many messages were handled, after each batch.
+    """
+
+    transport = None
+    """The connection's transport (set once connected): paused while messages wait a turn."""
+
+    def __init__(self, codec: Codec, clock, handlers: dict[type, Callable[[Any], None]],
+                 reset: Callable[[], None], handled: Callable[[int], None]) -> None:
+        self._codec = codec
+        self._clock = clock
+        self._handlers = handlers
+        self._reset = reset
+        self._handled = handled
+        self._unfed = b""
+        self.messages: deque[Message] = deque()
+        """The messages decoded and not handled yet."""
+        self._nextTurn = None
+        self._stopped = False
+
+    def receive(self, data: bytes) -> None:
+        """Take bytes from the device; handle them now unless earlier ones wait for the next turn."""
+        self._unfed += data
+        if self._nextTurn is None:
+            self._turn()
+
+    def stop(self) -> None:
+        """Handle no more messages (the connection was refused); what waits is dropped."""
+        self._stopped = True
+
+    def close(self) -> None:
+        """The connection closed: cancel the next turn."""
+        if self._nextTurn is not None and self._nextTurn.active():
+            self._nextTurn.cancel()
+
+    def _turn(self) -> None:
+        """Handle up to L{LINES_PER_TURN} messages; leave the rest for the next turn, not reading meanwhile."""
+        self._nextTurn = None
+        self.handle(LINES_PER_TURN)
+        if not self.transport.disconnecting and (self.messages or self._unfed):
+            self.transport.pauseProducing()  # stop reading this socket meanwhile
+            self._nextTurn = self._clock.callLater(0, self._nextMessages)
+
+    def _nextMessages(self) -> None:
+        self.transport.resumeProducing()
+        self._turn()
+
+    def handle(self, limit: int | None) -> None:
+        """
+        Handle up to C{limit} messages (all, if None), feeding the codec as needed; with a
+        C{limit}, none once the transport is disconnecting.
+        """
+        messages, handlers, reset = self.messages, self._handlers, self._reset
+        handled = 0
+        while limit is None or handled < limit:
+            if not messages:
+                if not self._unfed:
+                    break
+                if len(self._unfed) <= FEED_BYTES:
+                    data, self._unfed = self._unfed, b""
+                else:
+                    data, self._unfed = self._unfed[:FEED_BYTES], self._unfed[FEED_BYTES:]
+                messages.extend(self._codec.feed(data))
+                continue
+            if self._stopped or (limit is not None and self.transport.disconnecting):
+                messages.clear()
+                self._unfed = b""
+                break
+            message = messages.popleft()
+            reset()
+            handlers[type(message)](message)
+            handled += 1
+        self._handled(handled)

@@ -1,0 +1,48 @@
+"""
+L{Outgoing}: writing to one device, with backpressure.
+
+While the transport's buffer is full (the device stopped reading, the transport paused its
+producer, the session), what is written still goes to the transport, but is counted; past
+C{limit} bytes the device is cut off.
+"""
+
+from typing import Callable
+
+
+class Outgoing:
+    """
+    Writes to one device and counts what waits while it is not reading.
+
+    @param stoppedReading: called, instead of writing, once more than C{limit} bytes were
+        written since the device stopped reading (the session cuts it off).
+    """
+
+    transport = None
+    """The connection's transport (set once connected)."""
+
+    def __init__(self, limit: int, stoppedReading: Callable[[], None]) -> None:
+        self._limit = limit
+        self._stoppedReading = stoppedReading
+        self.paused = False
+        """Whether the device stopped reading (the transport's buffer is full)."""
+        self._backlog = 0
+
+    def pause(self) -> None:
+        """The device stopped reading: count what is written from now on."""
+        self.paused = True
+
+    def resume(self) -> None:
+        """The device reads again."""
+        self.paused = False
+        self._backlog = 0
+
+    def write(self, data: bytes) -> None:
+        """Write C{data} to the device, unless that would put it past the limit."""
+        if not data:
+            return
+        if self.paused:
+            self._backlog += len(data)
+            if self._backlog > self._limit:
+                self._stoppedReading()
+                return
+        self.transport.write(data)
