@@ -168,6 +168,8 @@ class Options(EnvironmentOptions):
          "Connections not logged in yet that a node keeps at once [default: a tenth of --max-devices, at least 16]",
          positiveInt],
         ["max-pending", None, 64, "Unanswered commands per device; more are refused as busy (HTTP 429).", positiveInt],
+        ["job-inflight", None, 100,
+         "(api) Commands one job to many devices (POST /commands) keeps in flight at most.", positiveInt],
         ["max-client-inflight", None, 10_000,
          "Commands one broker client may have in flight; more are refused as busy.", positiveInt],
         ["device-secret", None, None, "Devices must log in with token = hex HMAC-SHA256(secret, imei)."],
@@ -349,6 +351,7 @@ class Options(EnvironmentOptions):
             token=self["api-token"],
             accessLog=self["access-log"],
             curveKeys=self["curve-keys"],
+            jobInflight=self["job-inflight"],
         )
 
 

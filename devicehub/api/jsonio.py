@@ -10,6 +10,13 @@ from devicehub.common.jsoncodec import BadJSON, dumps, loads
 from devicehub.common.limits import isSeconds
 
 MAX_BODY = 1 << 20
+MAX_JOB_BODY = 8 << 20
+"""Largest body of C{POST /commands} (up to 100 000 imeis of 64 characters)."""
+
+
+def bodyLimit(path: bytes) -> int:
+    """The largest body a request for C{path} (its query included) may have."""
+    return MAX_JOB_BODY if path.split(b"?", 1)[0] == b"/commands" else MAX_BODY
 
 
 class BadInput(Exception):
@@ -49,11 +56,11 @@ def checkedImei(imei: str) -> str:
     return imei
 
 
-def jsonBody(request) -> dict[str, Any]:
-    """The request's body, a JSON object of at most L{MAX_BODY} bytes."""
-    raw = request.content.read(MAX_BODY + 1)
-    if len(raw) > MAX_BODY:
-        raise BadInput(f"body larger than {MAX_BODY} bytes", 413)
+def jsonBody(request, limit: int = MAX_BODY) -> dict[str, Any]:
+    """The request's body, a JSON object of at most C{limit} bytes."""
+    raw = request.content.read(limit + 1)
+    if len(raw) > limit:
+        raise BadInput(f"body larger than {limit} bytes", 413)
     try:
         body = loads(raw)
     except BadJSON:

@@ -141,8 +141,56 @@ def _devicePaths() -> dict[str, Any]:
 
 
 def _commandPaths() -> dict[str, Any]:
-    """The paths under C{/commands}: one queued command, by id."""
+    """The paths under C{/commands}: one queued command, by id; and commands to many devices (jobs)."""
     return {
+        "/commands": {
+            "post": {
+                "summary": "Send one command to many devices (a job); its outcomes are at /jobs/{id}.",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("Job")}}},
+                "responses": {
+                    "202": _json(_ref("JobStarted"), "The job started (Location: /jobs/{id})."),
+                    "400": _BAD,
+                    "401": _UNAUTHORIZED,
+                    "405": _METHOD,
+                    "413": _error("Body larger than 8 MiB."),
+                    "429": _error("16 jobs are running already in this api process."),
+                    "503": _UNAVAILABLE,
+                },
+            }
+        },
+        "/jobs/{id}": {
+            "get": {
+                "summary": "A job's state and counts; with num or page, a page of its devices' outcomes.",
+                "parameters": [
+                    _ID_PARAMETER,
+                    {"name": "num", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 1000}},
+                    {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                ],
+                "responses": {
+                    "200": _json(_ref("JobState"), "The job."),
+                    "400": _BAD,
+                    "401": _UNAUTHORIZED,
+                    "404": _error("No such job (unknown, forgotten after an hour, or the api restarted)."),
+                    "405": _METHOD,
+                },
+            }
+        },
+        "/jobs/{id}/events": {
+            "get": {
+                "summary": "A job's outcomes as Server-Sent Events while it runs, then a done event.",
+                "parameters": [_ID_PARAMETER],
+                "responses": {
+                    "200": {
+                        "description": '"event: result" with "data: {imei,result,data|id|error}" per device'
+                        ' (ids count from 0: Last-Event-ID resumes), then "event: done" with the job\'s state.',
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    "401": _UNAUTHORIZED,
+                    "404": _error("No such job."),
+                    "405": _METHOD,
+                },
+            }
+        },
         "/commands/{id}": {
             "get": {
                 "summary": "A queued command and its state.",
@@ -277,6 +325,60 @@ def _schemas() -> dict[str, Any]:
             "type": "object",
             "required": ["imei", "online"],
             "properties": {"imei": {"type": "string"}, "online": {"type": "boolean"}},
+        },
+        "Job": {
+            "type": "object",
+            "required": ["instruct"],
+            "additionalProperties": False,
+            "description": "The command, and exactly one of imeis, prefix or all.",
+            "oneOf": [{"required": ["imeis"]}, {"required": ["prefix"]}, {"required": ["all"]}],
+            "properties": {
+                "instruct": {"type": "string", "minLength": 1},
+                "data": {},
+                "timeout": {"type": "number", "nullable": True, "exclusiveMinimum": True, "minimum": 0, "maximum": 300},
+                "queue": {"type": "boolean", "default": False},
+                "imeis": {"type": "array", "minItems": 1, "maxItems": 100000,
+                          "items": {"type": "string", "pattern": IMEI_PATTERN}},
+                "prefix": {"type": "string", "pattern": IMEI_PATTERN,
+                           "description": "The devices online when the job starts whose imei starts with it."},
+                "all": {"type": "boolean", "enum": [True], "description": "The devices online when the job starts."},
+            },
+        },
+        "JobStarted": {
+            "type": "object",
+            "required": ["id", "devices"],
+            "properties": {"id": {"type": "string"}, "devices": {"type": "integer", "minimum": 0}},
+        },
+        "JobState": {
+            "type": "object",
+            "required": ["id", "state", "devices", "results"],
+            "properties": {
+                "id": {"type": "string"},
+                "state": {"type": "string", "enum": ["running", "done"]},
+                "devices": {"type": "integer", "minimum": 0},
+                "results": {
+                    "type": "object",
+                    "properties": {name: {"type": "integer", "minimum": 0}
+                                   for name in ("ok", "no", "timeout", "queued", "error")},
+                },
+                "num": {"type": "integer"},
+                "page": {"type": "integer"},
+                "outcomes": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["imei", "result"],
+                        "properties": {
+                            "imei": {"type": "string"},
+                            "result": {"type": "string", "nullable": True,
+                                       "enum": ["ok", "no", "timeout", "queued", "error", None]},
+                            "data": {},
+                            "id": {"type": "string"},
+                            "error": {"type": "string"},
+                        },
+                    },
+                },
+            },
         },
         "Session": {
             "type": "object",

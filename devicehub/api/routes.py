@@ -16,9 +16,13 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from werkzeug.exceptions import HTTPException
 
-from devicehub.api.jsonio import BadInput, boolField, checkedImei, intArg, jsonBody, respond, secondsField
+from devicehub.api.jobbody import jobRequest
+from devicehub.api.jobs import Jobs, TooManyJobs
+from devicehub.api.jobstream import streamJob
+from devicehub.api.jsonio import MAX_JOB_BODY, BadInput, boolField, checkedImei, intArg, jsonBody, respond, secondsField
 from devicehub.api.openapi import openapi
 from devicehub.client.demand import Demand
+from devicehub.client.many import DEFAULT_INFLIGHT
 from devicehub.common.errors import BrokerUnavailable, Busy, CommandStoreFailed, RequestRejected
 from devicehub.common.imei import is_valid_imei
 from devicehub.common.limits import MAX_NUM, MAX_TIMEOUT, MAX_TTL
@@ -46,11 +50,17 @@ class DeviceAPI:
         commandTimeout: float,
         metrics: Metrics,
         queryTimeout: float = QUERY_TIMEOUT,
+        clock=None,
+        jobInflight: int = DEFAULT_INFLIGHT,
     ) -> None:
+        """@param jobInflight: the commands a job keeps in flight (C{--job-inflight})."""
+        if clock is None:
+            from twisted.internet import reactor as clock
         self.demand = demand
         self.commandTimeout = commandTimeout
         self.queryTimeout = queryTimeout
         self.metrics = metrics
+        self.jobs = Jobs(clock, lambda: self.demand, jobInflight)
 
     @app.route("/devices", methods=["GET"])
     async def listDevices(self, request) -> bytes:
@@ -132,6 +142,37 @@ class DeviceAPI:
         if state["store"] == "failing":
             return respond(request, 503, {"status": "store failing", "error": "the command store failed", **state})
         return respond(request, 200, {"status": "ok", **state})
+
+    @app.route("/commands", methods=["POST"])
+    async def postJob(self, request) -> bytes:
+        targets, command = jobRequest(jsonBody(request, MAX_JOB_BODY), self.commandTimeout)
+        try:
+            job = await self.jobs.start(targets, command, self.queryTimeout)
+        except TooManyJobs as e:
+            return respond(request, 429, {"error": str(e)})
+        except ValueError as e:
+            raise BadInput(str(e)) from None
+        request.setHeader(b"Location", f"/jobs/{job.id}".encode())
+        return respond(request, 202, {"id": job.id, "devices": len(job.imeis)})
+
+    @app.route("/jobs/<id>", methods=["GET"])
+    def getJob(self, request, id: str) -> bytes:
+        job = self._job(id)
+        body = job.summary()
+        if b"num" in request.args or b"page" in request.args:
+            num, page = intArg(request, "num", 50, MAX_NUM), intArg(request, "page", 0, None)
+            body.update(num=num, page=page, outcomes=job.page(num, page))
+        return respond(request, 200, body)
+
+    @app.route("/jobs/<id>/events", methods=["GET"])
+    def jobEvents(self, request, id: str):
+        return streamJob(request, self._job(id))
+
+    def _job(self, id: str):
+        job = self.jobs.get(id)
+        if job is None:
+            raise BadInput("no such job", 404)
+        return job
 
     @app.route("/cluster", methods=["GET"])
     async def cluster(self, request) -> bytes:

@@ -29,7 +29,7 @@ class ApiService(MultiService):
         self.settings = settings
         self.local = local
         self.subscriber: Events | None = None
-        self.api = DeviceAPI(None, settings.commandTimeout, metrics)
+        self.api = DeviceAPI(None, settings.commandTimeout, metrics, clock=reactor, jobInflight=settings.jobInflight)
         self.streams = EventStreams(metrics.eventsDropped.labels("sse"))
         self.root = ApiRoot(self.api.resource(), settings.token, self.streams)
         self.site = ApiSite(self.root, settings.accessLog, reactor)

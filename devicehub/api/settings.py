@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 
 from devicehub.common.addresses import DEFAULT_EVENTS, DEFAULT_FRONTEND
+from devicehub.client.many import DEFAULT_INFLIGHT
 from devicehub.common.drain import DEFAULT_DRAIN_TIMEOUT
 
 DEFAULT_HTTP = "tcp:8080:interface=127.0.0.1"
@@ -26,3 +27,5 @@ class ApiSettings:
     accessLog: str | None = None
     """A file to append the access log to (Combined Log Format), C{"-"} for the process log, or None."""
     curveKeys: str | None = None
+    jobInflight: int = DEFAULT_INFLIGHT
+    """Commands one job (C{POST /commands}) keeps in flight at most."""

@@ -7,7 +7,7 @@ from twisted.internet.interfaces import IDelayedCall, IHalfCloseableDescriptor
 from twisted.web.http import RESPONSES, HTTPChannel
 from twisted.web.server import Request, Site
 
-from devicehub.api.jsonio import MAX_BODY
+from devicehub.api.jsonio import bodyLimit
 from devicehub.common.drain import Idle
 from devicehub.common.jsoncodec import dumps
 
@@ -26,7 +26,7 @@ LINGER = 2.0
 
 
 class _Request(Request):
-    """A request that refuses its body (413) as soon as it passes L{MAX_BODY}, chunked too."""
+    """A request that refuses its body (413) as soon as it passes its limit (L{bodyLimit}), chunked too."""
 
     received = 0
 
@@ -35,8 +35,9 @@ class _Request(Request):
         if channel is None or channel.refused:
             return
         self.received += len(data)
-        if self.received > channel.maxBody:
-            channel.refuse(413, f"body larger than {channel.maxBody} bytes")
+        limit = channel.bodyLimit()
+        if self.received > limit:
+            channel.refuse(413, f"body larger than {limit} bytes")
         else:
             super().handleContentChunk(data)
 
@@ -45,14 +46,13 @@ class _Channel(HTTPChannel):
     """
     Twisted's HTTP channel with deadlines for receiving a request (L{HEADERS_TIMEOUT},
     L{REQUEST_TIMEOUT}: 408 when missed) and a body limit enforced as the body arrives
-    (L{MAX_BODY}: 413 from the C{Content-Length} alone, or once a chunked body passes it).
+    (L{bodyLimit}: 413 from the C{Content-Length} alone, or once a chunked body passes it).
     Neither deadline runs while a request is answered, so event streams and commands
     that wait for their device are not cut.
     """
 
     headersTimeout = HEADERS_TIMEOUT
     requestTimeout = REQUEST_TIMEOUT
-    maxBody = MAX_BODY
     refused = False
     _headersDue: IDelayedCall | None = None
     _requestDue: IDelayedCall | None = None
@@ -68,10 +68,15 @@ class _Channel(HTTPChannel):
 
     def allHeadersReceived(self) -> None:
         self._cancel("_headersDue")
-        if self.length is not None and self.length > self.maxBody:
-            self.refuse(413, f"body larger than {self.maxBody} bytes")  # before any 100 Continue
+        limit = self.bodyLimit()
+        if self.length is not None and self.length > limit:
+            self.refuse(413, f"body larger than {limit} bytes")  # before any 100 Continue
         else:
             super().allHeadersReceived()
+
+    def bodyLimit(self) -> int:
+        """The body limit of the request being received (L{bodyLimit}: larger for jobs)."""
+        return bodyLimit(getattr(self, "_path", None) or b"")
 
     def rawDataReceived(self, data: bytes) -> None:
         if not self.refused:
