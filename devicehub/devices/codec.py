@@ -18,6 +18,8 @@ Device -> hub, from L{Codec.feed}, in the order the frames arrived:
 
 Every message but L{BadFrame} may carry C{reply}: bytes to send the device once the
 session has handled the message (an L{Identify}'s reply only if the login is accepted).
+
+L{Codec} is the interface; L{BaseCodec} holds the defaults a codec may inherit.
 """
 
 from dataclasses import dataclass, field
@@ -143,3 +145,33 @@ class Codec(Protocol):
 
     def error(self, error: str) -> bytes:
         """Bytes that tell the device a frame was rejected, or why the hub closes (JSON Lines only)."""
+
+
+class BaseCodec:
+    """
+    The defaults of a L{Codec}, written once: a codec inherits them and overrides only
+    what its protocol does otherwise. It still writes C{name}, C{serial}, C{errorKinds},
+    C{__init__}, C{feed} and C{encodeCommand} (and C{lane}, if its commands have lanes).
+
+    The defaults are those of a protocol without secrets or error frames: logins carry no
+    token, a bad frame before the login counts against the budget like any other, commands
+    may be written at any time, one lane per device, and the device is told nothing when
+    its login is refused or a frame is rejected (the hub closes, or drops the frame).
+    """
+
+    tokens: ClassVar[bool] = False
+    strict: ClassVar[bool] = False
+    ready: bool = True
+    """Commands may be written at any time (a codec that must wait makes this a property)."""
+
+    def lane(self, instruct: str) -> Hashable:
+        """One lane: one unanswered command per device, for a L{Codec.serial} codec."""
+        return None
+
+    def refused(self, status: int, error: str) -> bytes:
+        """Nothing: the device learns of the refusal when the hub closes."""
+        return b""
+
+    def error(self, error: str) -> bytes:
+        """Nothing: the protocol has no error frame."""
+        return b""

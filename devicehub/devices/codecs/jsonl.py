@@ -20,7 +20,7 @@ a C{token} (see L{devicehub.devices.session.device_token}).
 from typing import Any, ClassVar, Hashable
 
 from devicehub.common.jsoncodec import BadJSON, dumps, loads
-from devicehub.devices.codec import Answer, BadFrame, Heartbeat, Identify, Message, Uplink
+from devicehub.devices.codec import Answer, BadFrame, BaseCodec, Heartbeat, Identify, Message, Uplink
 
 DELIMITER = b"\n"
 _PONG = dumps({"type": "pong"}) + DELIMITER
@@ -56,15 +56,14 @@ def parse_line(line: bytes) -> dict[str, Any]:
     return message
 
 
-class JsonLinesCodec:
-    """One JSON Lines connection (see the module docstring)."""
+class JsonLinesCodec(BaseCodec):
+    """One JSON Lines connection (see the module docstring): logins carry tokens, it is strict, and it says why."""
 
     name: ClassVar[str] = "jsonl"
     serial: ClassVar[bool] = False
     errorKinds: ClassVar[tuple[str, ...]] = ("json", "object", "type", "invalid ident", "line too long")
     tokens: ClassVar[bool] = True
     strict: ClassVar[bool] = True
-    ready = True
 
     def __init__(self, maxFrame: int) -> None:
         self.maxFrame = maxFrame
@@ -98,9 +97,6 @@ class JsonLinesCodec:
             return Identify(message.get("imei"), message.get("token"), _LOGGED_IN)
         del message["type"]
         return Uplink(kind, message)
-
-    def lane(self, instruct: str) -> Hashable:
-        return None
 
     def encodeCommand(self, instruct: str, data: Any, number: int) -> tuple[bytes, Hashable]:
         return dumps({"type": "command", "ident": number, "instruct": instruct, "data": data}) + DELIMITER, number

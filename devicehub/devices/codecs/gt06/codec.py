@@ -2,14 +2,18 @@
 
 from typing import Any, Hashable
 
-from devicehub.devices.codec import UnsupportedCommand
+from devicehub.devices.codec import BaseCodec, UnsupportedCommand
 from devicehub.devices.codecs.gt06.decode import Gt06Decoder
 from devicehub.devices.codecs.gt06.framing import Gt06Framer
 from devicehub.devices.codecs.gt06.protocol import COMMAND, MAX_COMMAND, frame
 
 
-class Gt06Codec(Gt06Framer):
-    """One GT06 connection (see L{devicehub.devices.codecs.gt06} and L{devicehub.devices.codec})."""
+class Gt06Codec(Gt06Framer, BaseCodec):
+    """
+    One GT06 connection (see L{devicehub.devices.codecs.gt06} and L{devicehub.devices.codec}).
+    L{BaseCodec}'s defaults: one command per device (replies carry no reliable id), commands
+    at any time, no ack for a refused login, no error frame.
+    """
 
     name = "gt06"
     serial = True
@@ -28,10 +32,6 @@ class Gt06Codec(Gt06Framer):
 
     # -- hub -> device
 
-    def lane(self, instruct: str) -> Hashable:
-        """One unanswered command per device: replies carry no reliable id."""
-        return None
-
     def encodeCommand(self, instruct: str, data: Any, number: int) -> tuple[bytes, Hashable]:
         """A server command (0x80) carrying C{instruct} as ASCII text and C{number} as its server flag."""
         if data is not None:
@@ -49,16 +49,3 @@ class Gt06Codec(Gt06Framer):
         self._commandSerial = (self._commandSerial + 1) & 0xFFFF
         content = bytes((len(text) + 4,)) + number.to_bytes(4, "big") + text
         return frame(COMMAND, content, self._commandSerial), number
-
-    @property
-    def ready(self) -> bool:
-        """Commands may be written at any time."""
-        return True
-
-    def refused(self, status: int, error: str) -> bytes:
-        """A refused login gets no ack: the hub closes."""
-        return b""
-
-    def error(self, error: str) -> bytes:
-        """GT06 has no error frame."""
-        return b""

@@ -2,14 +2,18 @@
 
 from typing import Any, Hashable
 
-from devicehub.devices.codec import UnsupportedCommand
+from devicehub.devices.codec import BaseCodec, UnsupportedCommand
 from devicehub.devices.codecs.teltonika.decode import TeltonikaDecoder
 from devicehub.devices.codecs.teltonika.framing import TeltonikaFramer
 from devicehub.devices.codecs.teltonika.protocol import REFUSE, TYPE_COMMAND, codec12
 
 
-class TeltonikaCodec(TeltonikaFramer):
-    """One Teltonika connection (see L{devicehub.devices.codecs.teltonika})."""
+class TeltonikaCodec(TeltonikaFramer, BaseCodec):
+    """
+    One Teltonika connection (see L{devicehub.devices.codecs.teltonika}). L{BaseCodec}'s
+    defaults: one command per device, no error packet; commands wait (L{ready}) and a
+    refused login is told (L{refused}).
+    """
 
     name = "teltonika"
     serial = True
@@ -25,10 +29,6 @@ class TeltonikaCodec(TeltonikaFramer):
         """Commands wait until the hub acked the device's first AVL data packet on this connection."""
         return self._decoder.acked
 
-    def lane(self, instruct: str) -> Hashable:
-        """One unanswered command per device."""
-        return None
-
     def encodeCommand(self, instruct: str, data: Any, number: int) -> tuple[bytes, Hashable]:
         """A Codec 12 command carrying C{instruct} as its text; answers carry the key C{None}."""
         if data is not None:
@@ -42,7 +42,3 @@ class TeltonikaCodec(TeltonikaFramer):
     def refused(self, status: int, error: str) -> bytes:
         """The handshake's refusal, C{00}."""
         return REFUSE
-
-    def error(self, error: str) -> bytes:
-        """Teltonika has no error packet."""
-        return b""

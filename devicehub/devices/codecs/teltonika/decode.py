@@ -26,18 +26,23 @@ _ACKS = [n.to_bytes(4, "big") for n in range(256)]
 _PRINTABLE = re.compile(rb"[\x20-\x7e\r\n\t]*")
 
 # IO elements that FMB/FMC/FMM devices give the same meaning (Teltonika's AVL id list),
-# also published under a name: id -> (name, scale); a scale of None makes a boolean.
-NAMED_IO: dict[str, tuple[str, float | None]] = {
-    "239": ("ignition", None),
-    "240": ("motion", None),
-    "21": ("gsm", 1),
-    "66": ("power", 0.001),
-    "67": ("batteryVoltage", 0.001),
-    "113": ("batteryLevel", 1),
-    "16": ("odometer", 1),
-    "181": ("pdop", 0.1),
-    "182": ("hdop", 0.1),
+# also published under a name, in this order: id -> (name, scale); a scale of None makes a boolean.
+NAMED_IO: dict[int, tuple[str, float | None]] = {
+    239: ("ignition", None),
+    240: ("motion", None),
+    21: ("gsm", 1),
+    66: ("power", 0.001),
+    67: ("batteryVoltage", 0.001),
+    113: ("batteryLevel", 1),
+    16: ("odometer", 1),
+    181: ("pdop", 0.1),
+    182: ("hdop", 0.1),
 }
+_NAMED_ORDER = {ident: i for i, ident in enumerate(NAMED_IO)}
+_DIVISORS = {0.001: 1000, 0.1: 10}
+"""C{round(value * scale, 3)} is C{value / divisor} for an integer value below 2**32 (the
+division is correctly rounded, and so is round's decimal; checked for every value below
+2**20 and at random above), and costs a tenth of it."""
 
 
 _lastSecond: list = [None, ""]  # a tracker's records come in order: the same second, often
@@ -78,14 +83,115 @@ _LAYOUT = {
 }
 
 
+_CACHE_SIZE = 256
+"""Layouts and id lists kept: a device sends the same few again and again; past this many, the cache starts over."""
+_recordStructs: dict[tuple[int, int, int, int, int], struct.Struct] = {}
+_Named = tuple[str, str, float | None, int]
+"""A named IO element of a record: its key in C{io}, its name, its scale and that scale's divisor (or 0)."""
+_idLists: dict[tuple[int, ...], tuple[tuple[str, ...], tuple[_Named, ...]]] = {}
+# Per AVL codec: the record's GPS element and event fields, as struct format, and the format
+# of a group count as pad bytes (counts are read apart, then skipped by the record's struct).
+_RECORD_HEAD = {CODEC_8: ">QBiihHBHBx", CODEC_8_EXT: ">QBiihHBHH2x", CODEC_16: ">QBiihHBHH2x"}
+_COUNT_PAD = {CODEC_8: "x", CODEC_8_EXT: "2x", CODEC_16: "x"}
+
+
+def _recordStruct(codec: int, counts: tuple[int, int, int, int]) -> struct.Struct:
+    """The struct of a whole record of C{codec} (but Codec 8 Extended's variable-length group) with C{counts} IO elements of 1, 2, 4 and 8 bytes."""
+    key = (codec, *counts)
+    s = _recordStructs.get(key)
+    if s is None:
+        _, _, idFmt = _LAYOUT[codec]
+        pad = _COUNT_PAD[codec]
+        s = struct.Struct(_RECORD_HEAD[codec] + "".join(pad + (idFmt + valueFmt) * n for valueFmt, n in zip("BHIQ", counts)))
+        if len(_recordStructs) >= _CACHE_SIZE:
+            _recordStructs.clear()
+        _recordStructs[key] = s
+    return s
+
+
+def _idList(ids: tuple[int, ...]) -> tuple[tuple[str, ...], tuple[_Named, ...]]:
+    """For a record's IO element ids, in order: their keys in C{io}, and the named ones in L{NAMED_IO}'s order."""
+    found = _idLists.get(ids)
+    if found is None:
+        named = sorted({ident for ident in ids if ident in NAMED_IO}, key=_NAMED_ORDER.__getitem__)
+        found = tuple(map(str, ids)), tuple(
+            (str(ident), *NAMED_IO[ident], _DIVISORS.get(NAMED_IO[ident][1], 0)) for ident in named
+        )
+        if len(_idLists) >= _CACHE_SIZE:
+            _idLists.clear()
+        _idLists[ids] = found
+    return found
+
+
 def decodeRecords(data: bytes, codec: int, count: int, wide: bool = False) -> list[dict[str, Any]]:
     """
     The C{count} records of AVL C{data} (codec id .. second count) of Codec 8, 8E or 16.
     C{wide}: after the 8-byte IO group comes a group of 16-byte values (sent by some
     firmware; Traccar's C{extended} option), kept as hex.
 
+    Each record is read with one struct for its layout (L{_recordStruct}): the group counts
+    are read first, then the GPS element, the event and every IO element at once.
+
     @raise ValueError: the records do not fill the data exactly, or a value is out of range.
     """
+    if wide:
+        return _decodeWide(data, codec, count)
+    head, countFmt, idFmt = _LAYOUT[codec]
+    countSize = 2 if countFmt == "H" else 1
+    pairs = [_PAIR[idFmt + valueFmt] for valueFmt in "BHIQ"]
+    ext = codec == CODEC_8_EXT
+    start = 24 + head.size  # the first group count, from the record's start
+    records = []
+    off = 2
+    for _ in range(count):
+        counts = []
+        at = off + start
+        for pair in pairs:
+            n = data[at] if countSize == 1 else data[at] << 8 | data[at + 1]
+            counts.append(n)
+            at += countSize + n * pair
+        s = _recordStruct(codec, tuple(counts))
+        values = s.unpack_from(data, off)
+        off += s.size
+        ms, priority, lon, lat, altitude, angle, satellites, speed, event = values[:9]
+        if ms > _MAX_TIME_MS:
+            raise _DecodeError(f"record time {ms} ms is out of range")
+        keys, named = _idList(values[9::2])
+        io: dict[str, Any] = dict(zip(keys, values[10::2]))
+        if ext:
+            off = _variableGroup(data, off, io)
+        record = {
+            "lat": lat / 1e7,
+            "lon": lon / 1e7,
+            "time": isoTime(ms),
+            "valid": satellites > 0,
+            "speed": float(speed),
+            "course": float(angle),
+            "altitude": altitude,
+            "satellites": satellites,
+            "priority": priority,
+            "event": event,
+            "io": io,
+        }
+        for key, name, scale, divisor in named:
+            value = io[key]
+            if type(value) is int:
+                if scale is None:
+                    record[name] = value == 1
+                elif scale == 1:
+                    record[name] = value
+                elif divisor and value < 0x100000000:
+                    record[name] = value / divisor
+                else:
+                    record[name] = round(value * scale, 3)
+        records.append(record)
+    if off != len(data) - 1:
+        raise _DecodeError(f"records end at byte {off} of {len(data) - 1}")
+    return records
+
+
+def _decodeWide(data: bytes, codec: int, count: int) -> list[dict[str, Any]]:
+    """L{decodeRecords} of records with a group of 16-byte values after the 8-byte group (rare: read group by group)."""
     head, countFmt, idFmt = _LAYOUT[codec]
     countSize = 2 if countFmt == "H" else 1
     ext = codec == CODEC_8_EXT
@@ -109,8 +215,7 @@ def decodeRecords(data: bytes, codec: int, count: int, wide: bool = False) -> li
                 values = s.unpack_from(data, off)
                 off += s.size
                 io.update(zip(map(str, values[::2]), values[1::2]))
-        if wide:
-            off = _wideGroup(data, off, countSize, idFmt, io)
+        off = _wideGroup(data, off, countSize, idFmt, io)
         if ext:
             off = _variableGroup(data, off, io)
         record = {
@@ -127,7 +232,7 @@ def decodeRecords(data: bytes, codec: int, count: int, wide: bool = False) -> li
             "io": io,
         }
         for ident, (name, scale) in NAMED_IO.items():
-            value = io.get(ident)
+            value = io.get(str(ident))
             if type(value) is int:
                 record[name] = value == 1 if scale is None else (value if scale == 1 else round(value * scale, 3))
         records.append(record)

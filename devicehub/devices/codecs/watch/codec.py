@@ -3,7 +3,7 @@
 import re
 from typing import Any, ClassVar, Hashable
 
-from devicehub.devices.codec import UnsupportedCommand
+from devicehub.devices.codec import BaseCodec, UnsupportedCommand
 from devicehub.devices.codecs.watch.decode import WatchDecoder
 from devicehub.devices.codecs.watch.framing import WatchFramer
 from devicehub.devices.codecs.watch.protocol import escape, frameBytes
@@ -12,8 +12,12 @@ _INSTRUCT = re.compile(r"[!-~]+")
 _INSTRUCT_FORBIDDEN = re.compile(r"[\[\]*,}]")
 
 
-class WatchCodec(WatchFramer):
-    """One watch connection (see L{devicehub.devices.codecs.watch})."""
+class WatchCodec(WatchFramer, BaseCodec):
+    """
+    One watch connection (see L{devicehub.devices.codecs.watch}). L{BaseCodec}'s defaults:
+    commands from the first frame on, nothing for a refused watch (it is disconnected), no
+    error frame.
+    """
 
     name: ClassVar[str] = "watch"
     serial: ClassVar[bool] = True
@@ -71,16 +75,3 @@ class WatchCodec(WatchFramer):
             raise UnsupportedCommand("watch: command longer than 65535 bytes")
         frame = frameBytes(self.manufacturer, self._decoder.ident, b"0001" if self.hasIndex else None, content)
         return frame, instruct.upper()
-
-    @property
-    def ready(self) -> bool:
-        """Always: a watch takes commands from its first frame on."""
-        return True
-
-    def refused(self, status: int, error: str) -> bytes:
-        """Nothing: a refused watch is disconnected."""
-        return b""
-
-    def error(self, error: str) -> bytes:
-        """Nothing: the protocol has no error frame."""
-        return b""

@@ -108,21 +108,9 @@ class WatchDecoder:
             out.append(BadFrame("decode", "missing or non-ASCII keyword"))
             return
         keyword = raw.decode("ascii")
-
-        def ack(answer: bytes) -> bytes:
-            return frameBytes(mf, ident, index, answer)
-
+        # (the acks are built in each branch: a closure made for every frame cost more than they do)
         if keyword == "LK":
-            out.append(Heartbeat(ack(b"LK"), self._lk(rest) if comma >= 0 else None))
-        elif keyword.startswith("AL"):
-            data: dict[str, Any] = {}
-            try:
-                data = decodePosition(splitFields(rest)) if comma >= 0 else {}
-            except ValueError:
-                pass
-            data["alarm"] = data.get("alarm") or "general"
-            data["keyword"] = keyword
-            out.append(Uplink("alarm", data, ack(b"AL")))
+            out.append(Heartbeat(frameBytes(mf, ident, index, b"LK"), self._lk(rest) if comma >= 0 else None))
         elif keyword.startswith("UD") or keyword.startswith("WT"):
             try:
                 data = decodePosition(splitFields(rest))
@@ -131,12 +119,21 @@ class WatchDecoder:
             else:
                 data["keyword"] = keyword
                 out.append(Uplink("location", data))
+        elif keyword.startswith("AL"):
+            data: dict[str, Any] = {}
+            try:
+                data = decodePosition(splitFields(rest)) if comma >= 0 else {}
+            except ValueError:
+                pass
+            data["alarm"] = data.get("alarm") or "general"
+            data["keyword"] = keyword
+            out.append(Uplink("alarm", data, frameBytes(mf, ident, index, b"AL")))
         elif keyword in ("TKQ", "TKQ2"):
-            out.append(Heartbeat(ack(raw)))
+            out.append(Heartbeat(frameBytes(mf, ident, index, raw)))
         elif keyword == "INIT":
-            out.append(Uplink("raw", {"text": text(unescape(content))}, ack(b"INIT,1")))
+            out.append(Uplink("raw", {"text": text(unescape(content))}, frameBytes(mf, ident, index, b"INIT,1")))
         elif keyword in ("JXTK", "img") or keyword == "TK" and len(unescape(rest)) > 1:
-            out.append(self._binary(keyword, rest, ack))
+            out.append(self._binary(keyword, rest, lambda answer: frameBytes(mf, ident, index, answer)))
         else:
             upper = keyword.upper()
             fields = splitFields(rest) if comma >= 0 else []
