@@ -17,7 +17,7 @@ from typing import Any, Callable
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from devicehub.client.many import DEFAULT_INFLIGHT, ERROR, Outcome, Pace, each
+from devicehub.client.many import DEFAULT_INFLIGHT, ERROR, Outcome, Pace, each, online
 from devicehub.common.results import NO, OK, QUEUED, TIMEOUT
 
 log = Logger()
@@ -32,7 +32,6 @@ MAX_FINISHED = 100
 """Finished jobs kept at most (the oldest go first)."""
 RESULTS = (OK, NO, TIMEOUT, QUEUED, ERROR)
 """The results a job counts."""
-LIST_PAGE = 1000
 
 
 class TooManyJobs(Exception):
@@ -109,7 +108,7 @@ class Jobs:
         if "imeis" in targets:
             imeis = list(dict.fromkeys(targets["imeis"]))  # each device once
         else:
-            imeis = await self._online(targets.get("prefix", ""), queryTimeout)
+            imeis = await online(self.demand(), targets.get("prefix", ""), MAX_DEVICES, queryTimeout)
         if len(self.running) >= MAX_RUNNING:  # others started while the directory was read
             raise TooManyJobs(f"{MAX_RUNNING} jobs are running already")
         self._forgetOld()
@@ -119,18 +118,6 @@ class Jobs:
         self.running.add(run)
         run.addBoth(self._ended, run)
         return job
-
-    async def _online(self, prefix: str, timeout: float) -> list[str]:
-        """The devices online now whose imei starts with C{prefix}, sorted (the directory is)."""
-        demand, found, page = self.demand(), [], 0
-        while True:
-            devices = (await demand.getpage(LIST_PAGE, page, timeout=timeout)).devices
-            found += [imei for imei in devices if imei.startswith(prefix)]
-            if len(found) > MAX_DEVICES:
-                raise ValueError(f"more than {MAX_DEVICES} devices")
-            if len(devices) < LIST_PAGE or (prefix and devices[-1] > prefix and not devices[-1].startswith(prefix)):
-                return found
-            page += 1
 
     async def _run(self, job: Job) -> None:
         command, demand = job.command, self.demand()

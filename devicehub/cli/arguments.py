@@ -159,10 +159,21 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--version", action="version", version=f"devicehub {__version__}")
     _commonOptions(top, top=True)
     verbs = top.add_subparsers(dest="verb", required=True, metavar="COMMAND", parser_class=_Parser)
-    send = verbs.add_parser("send", help="send a command; exit 0 acked, 1 offline, 2 not acked in time")
-    send.add_argument("imei", type=_imei)
-    send.add_argument("instruct", type=_instruct)
-    send.add_argument("data", nargs="?", type=_json, default=None, help="JSON value sent as the command's data")
+    send = verbs.add_parser(
+        "send", usage="devicehub send [options] (IMEI | --all | --prefix P | --file F) INSTRUCT [DATA]",
+        help="send a command; exit 0 acked, 1 offline, 2 not acked in time (to many: 0 all acked, 1 not all)",
+    )
+    send.add_argument("imei", metavar="IMEI", help="the device (not with --all, --prefix or --file)")
+    send.add_argument("instruct", metavar="INSTRUCT", nargs="?")
+    send.add_argument("data", metavar="DATA", nargs="?", help="JSON value sent as the command's data")
+    many = send.add_mutually_exclusive_group()
+    many.add_argument("--all", action="store_true", help="to every device online now")
+    many.add_argument("--prefix", metavar="P", help="to every device online now whose imei starts with P")
+    many.add_argument("--file", metavar="F", help="to every imei in file F (one a line; - for stdin)")
+    send.add_argument(
+        "--inflight", type=_count, default=100, metavar="N",
+        help="with --all, --prefix or --file: commands in flight at most (default 100)",
+    )
     send.add_argument("--nowait", action="store_true", help="do not wait for the ack")
     send.add_argument("--queue", action="store_true", help="queue it if the device is offline (exit 0, result queued)")
     send.add_argument(
@@ -214,6 +225,30 @@ def _setting(arguments: argparse.Namespace, environ: Mapping[str, str], name: st
     return default, None
 
 
+def _checkSend(arguments: argparse.Namespace) -> None:
+    """The positional arguments of send, checked: IMEI INSTRUCT [DATA], or INSTRUCT [DATA] to many."""
+    arguments.many = arguments.all or arguments.prefix is not None or arguments.file is not None
+    words = [arguments.imei, arguments.instruct, arguments.data]
+    if arguments.many:
+        words = [None] + words[:2]
+        if arguments.data is not None:
+            raise UsageError("with --all, --prefix or --file give INSTRUCT [DATA], no IMEI (see: devicehub send --help)")
+        if arguments.nowait:
+            raise UsageError("--nowait is for one device (see: devicehub send --help)")
+    elif arguments.instruct is None:
+        raise UsageError("send needs IMEI INSTRUCT [DATA] (see: devicehub send --help)")
+    checks = (("IMEI", _imei), ("INSTRUCT", _instruct), ("DATA", _json))
+    for index, (name, check) in enumerate(checks):
+        if words[index] is not None:
+            try:
+                words[index] = check(words[index])
+            except argparse.ArgumentTypeError as e:
+                raise UsageError(f"argument {name}: {e} (see: devicehub send --help)") from None
+    arguments.imei, arguments.instruct, arguments.data = words
+    if arguments.prefix is not None and not is_valid_imei(arguments.prefix):
+        raise UsageError(f"--prefix: invalid imei prefix {arguments.prefix!r}")
+
+
 def parse(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> argparse.Namespace:
     """
     Parse and check a command line, with C{DEVICEHUB_*} from C{environ} for the options
@@ -221,6 +256,8 @@ def parse(argv: list[str] | None = None, environ: Mapping[str, str] | None = Non
     """
     environ = os.environ if environ is None else environ
     arguments = parser().parse_args(argv)
+    if arguments.verb == "send":
+        _checkSend(arguments)
     if arguments.verb == "send" and not arguments.queue:
         for name in ("ttl", "coalesce"):
             if getattr(arguments, name):

@@ -11,6 +11,7 @@ import zmq
 from twisted.internet.defer import Deferred
 
 from devicehub.cli.arguments import COMMAND_TIMEOUT, QUERY_TIMEOUT, UsageError
+from devicehub.cli.bulk import sendMany
 from devicehub.client.demand import Demand
 from devicehub.client.events import Events
 from devicehub.common.errors import BrokerUnavailable, Busy, RequestRejected
@@ -39,6 +40,8 @@ async def run(reactor, arguments: argparse.Namespace) -> tuple[int, dict[str, An
     except (zmq.ZMQError, ValueError, OSError) as e:
         raise _configuration(arguments, "frontend", e) from None
     try:
+        if arguments.verb == "send" and arguments.many:
+            return await sendMany(reactor, demand, arguments, arguments.timeout or default)
         if arguments.verb == "send":
             queueing = {"queue": arguments.queue, "ttl": arguments.ttl, "coalesce": arguments.coalesce}
             if arguments.nowait:

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple, Sequence
 from twisted.internet.defer import Deferred, fail
 
 from devicehub.client.calls import Calls
-from devicehub.client.many import DEFAULT_INFLIGHT, each
+from devicehub.client.many import DEFAULT_INFLIGHT, Pace, each
 from devicehub.common.addresses import addresses
 from devicehub.common.errors import BrokerUnavailable, Busy, CommandStoreFailed, DevicehubError, RequestRejected
 from devicehub.common.imei import is_valid_imei
@@ -116,13 +116,14 @@ class Demand:
 
     def send_many(
         self, imeis, instruct: str, data: Any = None, timeout: float | None = None, *,
-        inflight: int = DEFAULT_INFLIGHT, queue: bool = False, onResult=None,
+        inflight: int = DEFAULT_INFLIGHT, queue: bool = False, onResult=None, pace: "Pace | None" = None,
     ) -> "Deferred[dict[str, str]]":
         """
         L{send} to every device of C{imeis}, at most C{inflight} unanswered at a time (so that
         other callers are not kept waiting); fires with a dict imei -> result (C{error} for a
         device whose command the broker refused or did not answer). C{onResult(outcome)} is
-        called with each device's outcome (C{{"imei", "result", ...}}) as it comes.
+        called with each device's outcome (C{{"imei", "result", ...}}) as it comes; a
+        L{devicehub.client.many.Pace} makes it yield to other callers when the hub is busy.
         """
         imeis = list(dict.fromkeys(imeis))
         bad = next((imei for imei in imeis if not isinstance(imei, str) or not is_valid_imei(imei)), None)
@@ -136,7 +137,7 @@ class Demand:
                 onResult(outcome)
 
         send = lambda imei: self.request(imei, instruct, data, timeout, queue=queue)  # noqa: E731
-        return Deferred.fromCoroutine(each(imeis, send, answered, inflight)).addCallback(lambda _: results)
+        return Deferred.fromCoroutine(each(imeis, send, answered, inflight, pace)).addCallback(lambda _: results)
 
     def status(self, id: str, *, timeout: float | None = None) -> "Deferred[dict[str, Any] | None]":
         """Fires with a queued command's record (C{state}: queued, sent, acked, …), or None."""

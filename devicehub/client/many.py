@@ -31,6 +31,26 @@ def outcome(imei: str, reply: "Reply | Exception") -> Outcome:
     return {"imei": imei, "result": reply.result, "data": reply.data}
 
 
+LIST_PAGE = 1000
+
+
+async def online(demand, prefix: str = "", limit: int | None = None, timeout: float | None = None) -> list[str]:
+    """
+    The devices online now whose imei starts with C{prefix}, sorted (the directory is), read
+    page by page; ValueError past C{limit} of them.
+    """
+    found: list[str] = []
+    page = 0
+    while True:
+        devices = (await demand.getpage(LIST_PAGE, page, timeout=timeout)).devices
+        found += [imei for imei in devices if imei.startswith(prefix)]
+        if limit is not None and len(found) > limit:
+            raise ValueError(f"more than {limit} devices")
+        if len(devices) < LIST_PAGE or (prefix and devices[-1] > prefix and not devices[-1].startswith(prefix)):
+            return found
+        page += 1
+
+
 class Pace:
     """
     How many commands a bulk send may have unanswered now. A bulk send is background work:
