@@ -207,3 +207,41 @@ async def test_send_many_fires_with_each_devices_result(small):
     assert results == {**dict.fromkeys(imeis[:5], "ok"), **dict.fromkeys(imeis[5:10], "timeout"), "99x": "no"}
     assert sorted(o["imei"] for o in seen) == sorted(imeis)
     demand.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_cli_sends_to_many_devices_and_sums_up(small, tmp_path):
+    from .test_cli import cli
+
+    hub, devices = small
+    code, summary, _ = await cli("send", "--prefix", "8600000000000", "x", '{"k": 1}', frontend=hub.frontend)
+    assert code == 0 and summary["devices"] == 100
+    assert summary["results"] == {"ok": 100, "no": 0, "timeout": 0, "queued": 0, "error": 0}
+    listed = tmp_path / "imeis.txt"
+    listed.write_text("# two of the fleet and one that is not online\n860000000000001\n\n860000000000002\n990000000000000\n")
+    code, summary, _ = await cli("send", "--file", str(listed), "--timeout", "1", "y", frontend=hub.frontend)
+    assert (code, summary["devices"], summary["results"]["ok"], summary["results"]["no"]) == (1, 3, 2, 1)
+    code, summary, _ = await cli("send", "--all", "z", "--timeout", "0.5", frontend=hub.frontend)
+    assert (code, summary["results"]["ok"], summary["results"]["timeout"]) == (1, 100, 10)  # the silent ones
+    code, _, err = await cli("send", "--all", "860000000000001", "x", "1", frontend=hub.frontend)
+    assert code == 64 and "no IMEI" in err
+    assert all(device.commands[-1]["instruct"] == "z" for device in devices.values())
+
+
+def test_the_progress_bar_is_drawn_on_a_terminal_only():
+    import io
+
+    from devicehub.cli.bulk import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    shown, hidden = Terminal(), io.StringIO()
+    for stream in (shown, hidden):
+        bar = Progress(4, stream)
+        for result in ("ok", "ok", "no", "timeout"):
+            bar.result({"imei": "x", "result": result})
+        bar.end()
+    assert hidden.getvalue() == ""
+    assert shown.getvalue().rstrip("\n").rsplit("\r", 1)[1] == "[" + "#" * 30 + "] 4/4 ok 2 no 1 timeout 1\x1b[K"
