@@ -11,7 +11,7 @@ messages and commands into bytes (see L{devicehub.devices.codec}).
 The session is the Twisted protocol and dispatches the codec's messages; its
 parts do the rest: L{Intake} (bytes to messages, a bounded number per turn),
 L{PendingCommands} (numbers, lanes, answers, timeouts), L{Outgoing} (writes and
-backpressure), L{BadFrameBudget}, and L{login_refusal} (IMEI and token checks).
+backpressure), L{BadFrameBudget}, and L{LoginStep} (the login, and its IMEI and token checks).
 
 Limits (L{DeviceSettings}): more than C{maxBadLines} bad frames within
 L{BAD_LINE_WINDOW} seconds close the connection ("too many errors"); a device that
@@ -30,14 +30,14 @@ from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from zope.interface import implementer
 
-from devicehub.common.logs import Throttled, peerName
+from devicehub.common.logs import peerName
 from devicehub.common.results import Reply
 from devicehub.devices.budget import BAD_LINE_WINDOW, BadFrameBudget
 from devicehub.devices.codec import Answer, BadFrame, Codec, Heartbeat, Identify, Uplink
 from devicehub.devices.codec import Reply as ReplyBytes
 from devicehub.devices.commands import MAX_IDENT, PendingCommands
 from devicehub.devices.intake import FEED_BYTES, LINES_PER_TURN, Intake
-from devicehub.devices.login import device_token, login_refusal
+from devicehub.devices.login import LoginStep, device_token, deviceLog
 from devicehub.devices.outgoing import Outgoing
 from devicehub.devices.settings import DeviceSettings
 
@@ -47,7 +47,6 @@ __all__ = [
 ]
 
 log = Logger()
-deviceLog = Throttled(log)
 
 # The kinds of refused frames or connections the session counts for every protocol
 # (devicehub_protocol_errors_total), besides its codec's own L{Codec.errorKinds}.
@@ -83,7 +82,7 @@ class SessionController(Protocol):
 
 
 @implementer(IPushProducer)
-class DeviceSession(TwistedProtocol, TimeoutMixin):
+class DeviceSession(LoginStep, TwistedProtocol, TimeoutMixin):
     """One device connection: login, heartbeats, commands and their answers."""
 
     imei: str | None = None
@@ -220,38 +219,6 @@ class DeviceSession(TwistedProtocol, TimeoutMixin):
             self.node.counted(self.protocol, frames=count)
         if self.pending.waiting and self._ready():
             self.pending.pump()
-
-    def _loggedIn(self) -> bool:
-        if self.imei is None:
-            self.refuse("login first")
-        return self.imei is not None
-
-    def _identify(self, message: Identify) -> None:
-        if self.imei is not None:
-            self.rejectFrame("already logged in")
-            return
-        imei = message.imei
-        refusal = login_refusal(message, self.settings.secret, self._tokens) or self.node.admit(self, imei)
-        if refusal is not None:
-            status, error = refusal
-            if status:
-                self.refuseLogin(status, error, imei)
-            else:
-                self.refuse(error)
-            return
-        self.imei = imei
-        self.factory.loggingIn.discard(self)
-        self.setTimeout(self.settings.idleTimeout)
-        self.write(message.reply)
-        deviceLog.info("{imei} logged in from {peer} ({protocol})", imei=imei, peer=self.peer, protocol=self.protocol)
-        self.node.attach(self)
-
-    def refuseLogin(self, status: int, error: str, imei: object = None) -> None:
-        """Refuse a login the way the protocol does, then close."""
-        if isinstance(imei, str):
-            deviceLog.info("Login as {imei!r} from {peer} refused: {error}", imei=imei[:80], peer=self.peer, error=error)
-        self.write(self.codec.refused(status, error))
-        self.refuse(error)
 
     def _heartbeat(self, message: Heartbeat) -> None:
         if self._loggedIn():
