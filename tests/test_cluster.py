@@ -398,6 +398,8 @@ async def test_queued_command_survives_broker_restart_and_node_death(cluster, de
     await cluster.startBroker()
     one = await cluster.startNode("one")
     two = await cluster.startNode("two")
+    # until then it would answer unavailable, never queue for a device a node may hold (CONTRACT §6)
+    await eventually(lambda: "Broker warmed up" in cluster.broker.output, 10)
     queued = await demand.request("parcel", "deliver", {"box": 7}, queue=True)
     assert queued.result == "queued"
     await cluster.broker.stop(signal.SIGKILL)
