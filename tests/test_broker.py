@@ -392,7 +392,7 @@ class FakeStore:
         self.commands[id]["state"] = "sent"
         return succeed(None)
 
-    def delivered(self, id, acked, now, final=False):
+    def delivered(self, id, acked, now, final=False, reply=None):
         self.commands[id]["state"] = "acked" if acked else "failed" if final else "queued"
         return succeed(None)
 

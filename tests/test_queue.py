@@ -244,3 +244,52 @@ async def test_a_repeated_request_queues_one_command_through_any_broker(store):
     assert (command["id"], command["state"], command["data"], command["created"]) == (id, "queued", {"n": 1}, 1.0)
     assert store.depth == 1
     assert queuedId("caller.2") != id and len(id) == 32
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_queued_commands_outcome_keeps_its_reply_and_is_pushed_as_an_event(hub, demand):
+    """CONTRACT §7: acked (with the reply), expired or failed, a command event for its device."""
+    from devicehub import Events
+
+    seen = []
+    events = Events(hub.events, callback=seen.append)
+    await pause(0.2)  # the subscription reaches the publisher
+    acked = await demand.request("later", "0x10", {"n": 1}, queue=True)
+    stale = await demand.request("never", "locate", None, queue=True, ttl=0.1)
+    device = await connect(hub.devicePort, "later", reply={"battery": 80})
+    await eventually(lambda: any(e["type"] == "command" for e in seen))
+    [event] = [e for e in seen if e["type"] == "command"]
+    assert (event["imei"], event["node"]) == ("later", "node-1")
+    assert event["data"] == {"id": acked.id, "instruct": "0x10", "state": "acked", "reply": {"battery": 80}}
+    record = await demand.status(acked.id)
+    assert (record["state"], record["reply"]) == ("acked", {"battery": 80})
+    assert (await demand.status(stale.id))["reply"] is None
+    await pause(0.2)
+    await hub.broker.store.sweep(hub.broker.clock.seconds())  # the periodic sweep, now
+    await eventually(lambda: any(e["type"] == "command" and e["imei"] == "never" for e in seen))
+    [expired] = [e["data"] for e in seen if e["type"] == "command" and e["imei"] == "never"]
+    assert expired == {"id": stale.id, "instruct": "locate", "state": "expired", "reply": None}
+    events.close()
+    await device.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_older_sqlite_queue_is_migrated_and_keeps_its_commands(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as old:  # the schema before replies were kept (user_version 0)
+        old.execute("""CREATE TABLE commands (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
+            imei TEXT NOT NULL, instruct TEXT NOT NULL, data TEXT NOT NULL, state TEXT NOT NULL,
+            created REAL NOT NULL, expires REAL NOT NULL, updated REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 0)""")
+        old.execute("INSERT INTO commands (id, imei, instruct, data, state, created, expires, updated) "
+                    "VALUES ('a1', 'dev', 'x', '7', 'queued', 1, 1000, 1)")
+    store = makeStore(str(path))
+    await store.open(2.0)
+    [command] = await store.waiting("dev")
+    assert (command["id"], command["data"], command["reply"]) == ("a1", 7, None)
+    after = await store.delivered("a1", True, 3.0, reply="yes")
+    assert (after["state"], after["reply"]) == ("acked", "yes")
+    store.close()
+    with sqlite3.connect(path) as reopened:
+        assert reopened.execute("PRAGMA user_version").fetchone()[0] == 2

@@ -169,6 +169,7 @@ def schemas() -> dict[str, Any]:
                 "expires": {"type": "number"},
                 "updated": {"type": "number"},
                 "attempts": {"type": "integer", "minimum": 0},
+                "reply": {"description": "The device's reply (its ack's data) once acked; null before."},
             },
         },
         "Outcome": {

@@ -72,7 +72,7 @@ class Broker:
         self.queue: OfflineQueue | None = None
         if store is not None:
             self.queue = OfflineQueue(clock, store, self.directory, self._reply, self._error, self._routeOwn,
-                                      self.routes.count, settings.deliveryTimeout)
+                                      self.routes.count, settings.deliveryTimeout, self.events.event)
             self.registry.onOnline = self.queue.online
         self.draining = False
         """Shutting down: new requests are refused, routed ones still answered."""
@@ -172,7 +172,7 @@ class Broker:
     def _answer(self, routed: Routed, body: dict[str, Any], kind: bytes = b"reply") -> None:
         """Answer a routed command's caller: a client, or the broker's own delivery."""
         if routed.waiter is not None:
-            routed.waiter.callback(body.get("result", body.get("code")))
+            routed.waiter.callback((body.get("result", body.get("code")), body.get("data")))
         else:
             self._reply(routed.client, routed.rid, body, kind)
 

@@ -11,6 +11,7 @@ from twisted.logger import Logger
 
 from devicehub.broker.directory import Directory, NodeRecord
 from devicehub.broker.store import DEFAULT_TTL, NotClaimed, Store, StoreFailed
+from devicehub.broker.store.interface import ACKED, FAILED
 from devicehub.common.results import NO, OK, QUEUED
 
 log = Logger()
@@ -37,13 +38,15 @@ class OfflineQueue:
 
     def __init__(
         self, clock, store: Store, directory: Directory, reply: Reply, error: Error, route: Route,
-        count: Callable[[str], None], deliveryTimeout: float,
+        count: Callable[[str], None], deliveryTimeout: float, publish: Callable[..., None] = lambda *event: None,
     ) -> None:
         """
         @param route: hands the broker's own command to a node, its result to the Deferred;
             False when the node cannot be reached.
         @param count: counts an answer in the metrics.
         @param deliveryTimeout: seconds a device has to ack a queued command delivered to it.
+        @param publish: publishes a device's event (imei, node, type, data): a queued command's
+            outcome (acked, expired, failed) is a C{command} event (CONTRACT §7).
         """
         self.clock = clock
         self.store = store
@@ -53,6 +56,8 @@ class OfflineQueue:
         self.route = route
         self.count = count
         self.deliveryTimeout = deliveryTimeout
+        self.publish = publish
+        store.onExpired = self._expired
         self.deliveries: set[Deferred] = set()
         """Deliveries under way."""
         self.calls: set[Deferred] = set()
@@ -141,19 +146,31 @@ class OfflineQueue:
                 await self.store.sending(command["id"], self.clock.seconds())
             except NotClaimed:  # another broker delivers it (a shared store)
                 return
-            result = await self._deliverOne(owner.node, command)
+            result, reply = await self._deliverOne(owner.node, command)
             # "invalid": the device's protocol cannot carry it, now or at any later login
             invalid = result == "invalid"
-            await self.store.delivered(command["id"], result == OK, self.clock.seconds(), final=invalid)
+            after = await self.store.delivered(command["id"], result == OK, self.clock.seconds(), final=invalid,
+                                               reply=reply if result == OK else None)
+            if after is not None and after["state"] in (ACKED, FAILED):
+                self._outcome(after, owner.node.name)
             if invalid:
                 log.info("Queued command {id} for {imei} failed: its protocol cannot carry it", id=command["id"], imei=imei)
             elif result != OK:
                 return
 
-    def _deliverOne(self, node: NodeRecord, command: dict[str, Any]) -> "Deferred[str]":
+    def _outcome(self, command: dict[str, Any], node: str) -> None:
+        data = {"id": command["id"], "instruct": command["instruct"], "state": command["state"],
+                "reply": command.get("reply")}
+        self.publish(command["imei"], node, "command", data)
+
+    def _expired(self, commands: list[dict[str, Any]]) -> None:
+        for command in commands:
+            self._outcome(command, "")
+
+    def _deliverOne(self, node: NodeRecord, command: dict[str, Any]) -> "Deferred[tuple[str, Any]]":
         body = {"imei": command["imei"], "instruct": command["instruct"], "data": command["data"],
                 "timeout": self.deliveryTimeout, "wait": True}
-        waiter: Deferred[str] = Deferred()
+        waiter: Deferred[tuple[str, Any]] = Deferred()
         if not self.route(node, body, waiter):
-            waiter.callback(NO)
+            waiter.callback((NO, None))
         return waiter

@@ -33,14 +33,17 @@ class Command(TypedDict):
     expires: float
     updated: float
     attempts: int
+    reply: Any
+    """The device's reply (its ack's data) once acked; None before."""
 
 
 def record(row: tuple) -> Command:
-    """The record of a row of L{devicehub.broker.store.schema.COLUMNS}."""
-    id, imei, instruct, data, state, created, expires, updated, attempts = row
+    """The record of a row of L{devicehub.broker.store.schema.RECORD}."""
+    id, imei, instruct, data, state, created, expires, updated, attempts, reply = row
     return {
         "id": id, "imei": imei, "instruct": instruct, "data": json.loads(data), "state": state,
         "created": created, "expires": expires, "updated": updated, "attempts": attempts,
+        "reply": None if reply is None else json.loads(reply),
     }
 
 
@@ -84,6 +87,8 @@ class Store:
         self.healthy = True
         self._pool = pool
         self._closed = False
+        self.onExpired = None
+        """Called with the records of the commands a sweep found expired (the broker publishes them)."""
 
     def _ok(self, value, writes: bool):
         if writes:  # a read that works (on a read-only disk, say) does not make a failing store healthy
@@ -131,10 +136,11 @@ class Store:
         """Mark a command sent (one more attempt); fires True (a shared store may raise L{NotClaimed})."""
         raise NotImplementedError
 
-    def delivered(self, id: str, acked: bool, now: float, final: bool = False) -> Deferred:
+    def delivered(self, id: str, acked: bool, now: float, final: bool = False, reply: Any = None) -> Deferred:
         """
-        The outcome of sending it: acked, or queued again (failed after MAX_ATTEMPTS, or at
-        once when C{final}: the device's protocol cannot carry it).
+        The outcome of sending it: acked (with the device's C{reply}), or queued again
+        (failed after MAX_ATTEMPTS, or at once when C{final}: the device's protocol cannot
+        carry it); fires with its record afterwards (None if unknown).
         """
         raise NotImplementedError
 
@@ -151,8 +157,13 @@ class Store:
         raise NotImplementedError
 
     def expire(self, now: float) -> "Deferred[int]":
-        """Mark every queued command whose ttl passed; fire how many."""
+        """Mark every queued command whose ttl passed; fire how many (L{onExpired} gets their records)."""
         raise NotImplementedError
+
+    def _expired(self, commands: list[Command]) -> int:
+        if commands and self.onExpired is not None:
+            self.onExpired(commands)
+        return len(commands)
 
     def sweep(self, now: float) -> "Deferred[None]":
         """

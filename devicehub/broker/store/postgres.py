@@ -53,7 +53,7 @@ from devicehub.broker.store.interface import (
     oneLine, record, redacted,
 )
 from devicehub.broker.store.pgconnection import LOCKS, MIGRATION_TIMEOUT, Connection, Cursor, conninfo, migrate, transact
-from devicehub.broker.store.schema import COLUMNS, WAITING as _WAITING, T
+from devicehub.broker.store.schema import COLUMNS, RECORD, WAITING as _WAITING, T
 
 DEFAULT_CLAIM_TTL = 60.0
 """Seconds a claim lasts without being renewed (at least three delivery timeouts)."""
@@ -97,7 +97,7 @@ def _requeueAbandoned(cursor, now: float) -> None:
 
 
 def _fetch(cursor, id: str) -> Command | None:
-    cursor.execute(f"SELECT {COLUMNS} FROM {T} WHERE id = %s", (id,))
+    cursor.execute(f"SELECT {RECORD} FROM {T} WHERE id = %s", (id,))
     row = cursor.fetchone()
     return None if row is None else record(row)
 
@@ -107,7 +107,7 @@ def _get(cursor, id: str) -> tuple[None, Command | None]:
 
 
 def _queued(cursor, imei: str) -> tuple[None, list[Command]]:
-    cursor.execute(f"SELECT {COLUMNS} FROM {T} WHERE imei = %s AND state = '{QUEUED}' ORDER BY seq", (imei,))
+    cursor.execute(f"SELECT {RECORD} FROM {T} WHERE imei = %s AND state = '{QUEUED}' ORDER BY seq", (imei,))
     return None, [record(row) for row in cursor.fetchall()]
 
 
@@ -158,7 +158,7 @@ def _due(cursor, owner: str, claimTtl: float, imei: str, now: float):
             f"UPDATE {T} SET claimed_by = %s, claim_expires = %s WHERE seq IN ("
             f"SELECT seq FROM {T} WHERE imei = %s AND state = '{QUEUED}' "
             f"AND (claimed_by IS NULL OR claimed_by = %s OR claim_expires <= %s) FOR UPDATE SKIP LOCKED) "
-            f"RETURNING seq, {COLUMNS}",
+            f"RETURNING seq, {RECORD}",
             (owner, now + claimTtl, imei, owner, now),
         )
         commands = [record(row[1:]) for row in sorted(cursor.fetchall())]
@@ -192,11 +192,12 @@ def _sending(cursor, owner: str, claimTtl: float, id: str, now: float):
         return _depth(cursor), True
 
 
-def _delivered(cursor, owner: str, id: str, acked: bool, now: float, final: bool):
+def _delivered(cursor, owner: str, id: str, acked: bool, now: float, final: bool, reply: str):
     with cursor.connection.transaction():
         if acked:  # whoever holds it now: the device has it
             cursor.execute(
-                f"UPDATE {T} SET state = '{ACKED}', updated = %s, {_RELEASE} WHERE id = %s AND {_WAITING}", (now, id)
+                f"UPDATE {T} SET state = '{ACKED}', updated = %s, reply = %s, {_RELEASE} WHERE id = %s AND {_WAITING}",
+                (now, reply, id),
             )
         else:
             cursor.execute(
@@ -209,7 +210,7 @@ def _delivered(cursor, owner: str, id: str, acked: bool, now: float, final: bool
                 f"AND claimed_by = %s AND state = '{QUEUED}'",
                 (id, owner),
             )
-        return _depth(cursor), None
+        return _depth(cursor), _fetch(cursor, id)
 
 
 def _cancel(cursor, id: str, now: float):
@@ -225,10 +226,10 @@ def _expire(cursor, now: float):
     with cursor.connection.transaction():
         cursor.execute(
             f"UPDATE {T} SET state = '{EXPIRED}', updated = %s, {_RELEASE} WHERE state = '{QUEUED}' "
-            f"AND expires <= %s AND (claimed_by IS NULL OR claim_expires <= %s)",
+            f"AND expires <= %s AND (claimed_by IS NULL OR claim_expires <= %s) RETURNING seq, {RECORD}",
             (now, now, now),
         )
-        expired = cursor.rowcount
+        expired = [record(row[1:]) for row in sorted(cursor.fetchall())]
         _requeueAbandoned(cursor, now)
         return _depth(cursor), expired
 
@@ -331,13 +332,13 @@ class PostgresCommandStore(Store):
         """
         return self._run(_sending, self.owner, self.claimTtl, id, now)
 
-    def delivered(self, id: str, acked: bool, now: float, final: bool = False) -> Deferred:
+    def delivered(self, id: str, acked: bool, now: float, final: bool = False, reply: Any = None) -> Deferred:
         """
         The outcome of sending it: acked, or queued again (failed after MAX_ATTEMPTS, or at
         once when C{final}) if this broker still holds its claim; either way its claim is
-        released, and when not acked every claim of this broker on the device.
+        released, and when not acked every claim of this broker on the device. Fires with its record.
         """
-        return self._run(_delivered, self.owner, id, acked, now, final)
+        return self._run(_delivered, self.owner, id, acked, now, final, json.dumps(reply))
 
     def get(self, id: str) -> "Deferred[Command | None]":
         """One command's record, or None."""
@@ -356,4 +357,4 @@ class PostgresCommandStore(Store):
         Mark every queued command whose ttl passed (but those a live broker has claimed:
         it is delivering them now); queue again what dead brokers had sent.
         """
-        return self._run(_expire, now)
+        return self._run(_expire, now).addCallback(self._expired)

@@ -6,6 +6,8 @@ PostgreSQL's versioned migrations (run by L{devicehub.broker.store.postgres.migr
 from devicehub.broker.store.interface import QUEUED, SENT
 
 COLUMNS = "id, imei, instruct, data, state, created, expires, updated, attempts"
+"""The columns a new command is inserted with."""
+RECORD = COLUMNS + ", reply"
 """A command's columns, in the order of L{devicehub.broker.store.interface.record}."""
 
 SQLITE_SCHEMA = [
@@ -23,7 +25,13 @@ SQLITE_SCHEMA = [
     "CREATE INDEX IF NOT EXISTS commands_waiting ON commands (imei, state, seq)",
     "CREATE INDEX IF NOT EXISTS commands_state ON commands (state)",
 ]
-"""SQLite's schema, run at every open."""
+"""SQLite's schema, run at every open (then L{SQLITE_MIGRATIONS} past the file's C{user_version})."""
+
+SQLITE_MIGRATIONS: list[list[str]] = [
+    [],  # 1: the table above
+    ["ALTER TABLE commands ADD COLUMN reply TEXT"],  # 2: the device's reply to an acked command (JSON)
+]
+"""SQLite's changes since the first schema, one list per C{PRAGMA user_version}; append, never edit."""
 
 T = "devicehub_commands"
 """PostgreSQL's table of commands."""
@@ -50,5 +58,7 @@ MIGRATIONS: list[list[str]] = [
         f"CREATE INDEX {T}_expiry ON {T} (expires) WHERE state = '{QUEUED}'",
         f"CREATE INDEX {T}_sent ON {T} (claim_expires) WHERE state = '{SENT}'",
     ],
+    # 2: the device's reply to an acked command (JSON)
+    [f"ALTER TABLE {T} ADD COLUMN reply TEXT"],
 ]
 """PostgreSQL's schema, one list of statements per version; append, never edit."""

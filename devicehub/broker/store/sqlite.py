@@ -18,7 +18,7 @@ from twisted.internet.defer import Deferred
 from devicehub.broker.store.interface import (
     ACKED, CANCELLED, EXPIRED, FAILED, MAX_ATTEMPTS, QUEUED, REPLACED, SENT, Command, Store, StoreFailed, record,
 )
-from devicehub.broker.store.schema import COLUMNS, SQLITE_SCHEMA
+from devicehub.broker.store.schema import COLUMNS, RECORD, SQLITE_MIGRATIONS, SQLITE_SCHEMA
 
 
 def _connected(connection: sqlite3.Connection) -> None:
@@ -51,19 +51,24 @@ def _allWaiting(cursor) -> set[str]:
 
 
 def _fetch(cursor, id: str) -> Command | None:
-    cursor.execute(f"SELECT {COLUMNS} FROM commands WHERE id = ?", (id,))
+    cursor.execute(f"SELECT {RECORD} FROM commands WHERE id = ?", (id,))
     row = cursor.fetchone()
     return None if row is None else record(row)
 
 
 def _queued(cursor, imei: str) -> list[Command]:
-    cursor.execute(f"SELECT {COLUMNS} FROM commands WHERE imei = ? AND state = ? ORDER BY seq", (imei, QUEUED))
+    cursor.execute(f"SELECT {RECORD} FROM commands WHERE imei = ? AND state = ? ORDER BY seq", (imei, QUEUED))
     return [record(row) for row in cursor.fetchall()]
 
 
 def _opened(cursor, now: float) -> tuple[int, None, set[str]]:
     for statement in SQLITE_SCHEMA:
         cursor.execute(statement)
+    version = max(1, cursor.execute("PRAGMA user_version").fetchone()[0])
+    for migration in SQLITE_MIGRATIONS[version:]:
+        for statement in migration:
+            cursor.execute(statement)
+    cursor.execute(f"PRAGMA user_version = {len(SQLITE_MIGRATIONS)}")
     cursor.execute("UPDATE commands SET state = ?, updated = ? WHERE state = ?", (QUEUED, now, SENT))
     return _depth(cursor), None, _allWaiting(cursor)
 
@@ -99,13 +104,13 @@ def _requeue(cursor, id: str, final: bool, now: float):
         "WHERE id = ? AND state = ?",
         (MAX_ATTEMPTS, final, FAILED, QUEUED, now, id, SENT),
     )
-    return _depth(cursor), None, _stillWaiting(cursor, _imei(cursor, id))
+    return _depth(cursor), _fetch(cursor, id), _stillWaiting(cursor, _imei(cursor, id))
 
 
-def _set(cursor, id: str, state: str, now: float, extra: str):
+def _set(cursor, id: str, state: str, now: float, extra: str, *values):
     assignments = f"state = ?, updated = ?{', ' + extra if extra else ''}"
-    cursor.execute(f"UPDATE commands SET {assignments} WHERE id = ?", (state, now, id))
-    return _depth(cursor), None, _stillWaiting(cursor, _imei(cursor, id))
+    cursor.execute(f"UPDATE commands SET {assignments} WHERE id = ?", (state, now, *values, id))
+    return _depth(cursor), _fetch(cursor, id), _stillWaiting(cursor, _imei(cursor, id))
 
 
 def _cancel(cursor, id: str, now: float):
@@ -117,11 +122,12 @@ def _cancel(cursor, id: str, now: float):
 
 
 def _expire(cursor, now: float):
+    cursor.execute(f"SELECT {RECORD} FROM commands WHERE state = ? AND expires <= ? ORDER BY seq", (QUEUED, now))
+    expired = [{**record(row), "state": EXPIRED, "updated": now} for row in cursor.fetchall()]
     cursor.execute(
         "UPDATE commands SET state = ?, updated = ? WHERE state = ? AND expires <= ?",
         (EXPIRED, now, QUEUED, now),
     )
-    expired = cursor.rowcount
     return _depth(cursor), expired, _allWaiting(cursor)
 
 
@@ -221,10 +227,10 @@ class CommandStore(Store):
         """Mark a command sent (one more attempt); fires True."""
         return self._change(_set, id, SENT, now, "attempts = attempts + 1").addCallback(lambda _: True)
 
-    def delivered(self, id: str, acked: bool, now: float, final: bool = False) -> Deferred:
-        """Acked, or queued again (failed after MAX_ATTEMPTS, or at once when C{final})."""
+    def delivered(self, id: str, acked: bool, now: float, final: bool = False, reply: Any = None) -> Deferred:
+        """Acked (with C{reply}), or queued again (failed after MAX_ATTEMPTS, or at once when C{final}); fire its record."""
         if acked:
-            return self._change(_set, id, ACKED, now, "")
+            return self._change(_set, id, ACKED, now, "reply = ?", json.dumps(reply))
         return self._change(_requeue, id, final, now)
 
     def get(self, id: str) -> "Deferred[Command | None]":
@@ -241,4 +247,4 @@ class CommandStore(Store):
 
     def expire(self, now: float) -> "Deferred[int]":
         """Mark every queued command whose ttl passed; reload which devices have commands waiting."""
-        return self._change(_expire, now)
+        return self._change(_expire, now).addCallback(self._expired)
