@@ -105,8 +105,6 @@ class Calls:
     def _rescue(self) -> None:
         """Calls sent to a broker that went down go to the one in use now, with the same id."""
         brokers = self.brokers
-        if brokers is None:
-            return
         for sent in list(self._sent.values()):
             if sent.broker != brokers.current and not brokers.up(sent.broker) and brokers.up(brokers.current):
                 try:
