@@ -1,16 +1,29 @@
+# -*- test-case-name: tests.test_directory -*-
 """
 The nodes registered with the broker and which of them owns each device.
 
 A node registers with C{hello} and a full snapshot, then reports each login and logout;
 the newest login of a device wins, so a stale claim (a snapshot sent after a broker
 restart, a node that was cut off) never takes a device from the node that holds it now.
+
+A snapshot, and the devices of a node that leaves or is lost, can be a million devices:
+both are worked through L{CHUNK} devices per reactor turn, so the broker keeps answering
+meanwhile, and every answer is right at every turn:
+
+  - a released node's devices are offline at once (the directory's ghosts);
+  - a snapshot is only a node's past: a login or logout the node reports while its
+    snapshot is loading is newer, so the snapshot's entry for that device is dropped;
+  - the warm-up (L{Reads.warmingUp}) lasts until every snapshot begun during it has loaded;
+  - the node gets its C{welcome} at once, so it does not send its snapshot again.
 """
 
-from typing import Any, Callable
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
 
 from twisted.logger import Logger
 
-from devicehub.broker.directory import Directory, NodeRecord
+from devicehub.broker.directory import Directory, NodeRecord, Owner, Release
 from devicehub.broker.publish import EventPublisher
 from devicehub.broker.routing import Routes, Send
 from devicehub.common.imei import is_valid_imei
@@ -20,6 +33,23 @@ log = Logger()
 
 # Refusals remembered (to log each once per connection), at most.
 MAX_REFUSED = 1000
+
+# Devices owned or released per reactor turn (a snapshot's rows are read 4 times as many at
+# a time). Measured in tests/test_directory.py: a few milliseconds a turn.
+CHUNK = 500
+
+
+@dataclass(eq=False)
+class Load:
+    """A node's snapshot being loaded."""
+
+    node: NodeRecord
+    rows: list | None
+    now: float
+    snapshot: dict[str, tuple[int, float, str]] = field(default_factory=dict)
+    noticed: set[str] = field(default_factory=set)
+    """Devices the node reported on since its hello: the snapshot's word on them is older."""
+    cancelled: bool = False
 
 
 class NodeRegistry:
@@ -42,6 +72,11 @@ class NodeRegistry:
         """Called when a device comes online on a node (to deliver its queued commands)."""
         self._refused: dict[bytes, str] = {}
         routes.onNodeIdle = self._idle
+        directory.onReleased = self._released
+        self.chunk = CHUNK
+        self._loads: dict[NodeRecord, Load] = {}
+        self._work: deque[Iterator[None]] = deque()
+        self._turn = None
 
     def alive(self) -> int:
         """Nodes registered and not leaving."""
@@ -65,16 +100,96 @@ class NodeRegistry:
             self._refused.pop(identity, None)
             log.info("Node {node} registered with {count} devices", node=name, count=len(body["devices"]))
         node.lastSeen = now
-        # A node's clock may run ahead: a login is never later than the broker's own time.
-        snapshot = {
-            imei: (conn, min(since, now), protocol[0] if protocol else "jsonl")
-            for imei, conn, since, *protocol in body["devices"] if is_valid_imei(imei)
-        }
-        for imei in node.devices - snapshot.keys():
-            self.release(imei, node, None, "closed")
-        for imei, (conn, since, protocol) in snapshot.items():
-            self.own(node, imei, conn, since, "registered", protocol)
+        previous = self._loads.pop(node, None)
+        if previous is not None:  # a newer snapshot: it holds what the older one would have loaded
+            previous.cancelled = True
+        load = self._loads[node] = Load(node, body["devices"], now)
+        self._start(self._load(load))
+        # Now, not once it is loaded: a node unwelcome for long says hello again, from the start.
         self.toNode(identity, Message(b"welcome", b"", {"heartbeat": self.heartbeat}))
+
+    def _load(self, load: Load) -> Iterator[None]:
+        """
+        Load C{load}'s snapshot, a chunk per turn: read it, release what it lacks, own what
+        it has. Reading a row costs a quarter of owning a device.
+        """
+        node, now, snapshot, noticed, rows = load.node, load.now, load.snapshot, load.noticed, load.rows
+        load.rows = None
+        budget = spent = self.chunk * 4
+        for imei, conn, since, *protocol in rows:
+            # A node's clock may run ahead: a login is never later than the broker's own time.
+            if is_valid_imei(imei) and imei not in noticed:
+                snapshot[imei] = (conn, min(since, now), protocol[0] if protocol else "jsonl")
+            spent -= 1
+            if not spent:
+                yield
+                if load.cancelled:
+                    return
+                spent = budget
+        del rows
+        for imei in list(node.devices):
+            if imei not in snapshot and imei not in noticed:
+                self.release(imei, node, None, "closed")
+            spent -= 1
+            if not spent:
+                yield
+                if load.cancelled:
+                    return
+                spent = budget
+        while snapshot:
+            imei, (conn, since, protocol) = snapshot.popitem()
+            self.own(node, imei, conn, since, "registered", protocol)
+            spent -= 4
+            if spent <= 0 and snapshot:
+                yield
+                if load.cancelled:
+                    return
+                spent = budget
+        if self._loads.get(node) is load:
+            del self._loads[node]
+
+    def loadingSince(self, before: float) -> bool:
+        """Is a snapshot that came before C{before} still loading?"""
+        return any(load.now < before for load in self._loads.values())
+
+    @property
+    def busy(self) -> bool:
+        """Snapshots or releases still being worked through."""
+        return bool(self._work)
+
+    def _start(self, job: Iterator[None]) -> None:
+        """Do a job's first chunk now (a small job is done at once), the rest a chunk per turn."""
+        try:
+            next(job)
+        except StopIteration:
+            return
+        self._work.append(job)
+        if self._turn is None:
+            self._turn = self.clock.callLater(0, self._step)
+
+    def _step(self) -> None:
+        """One chunk of the oldest job; jobs take turns."""
+        self._turn = None
+        job = self._work.popleft()
+        try:
+            next(job)
+            self._work.append(job)
+        except StopIteration:
+            pass
+        except Exception:
+            log.failure("A snapshot or a release failed half-way")
+        if self._work:
+            self._turn = self.clock.callLater(0, self._step)
+
+    def settle(self) -> None:
+        """Finish every job now, in this turn (tests; a broker that stops)."""
+        if self._turn is not None and self._turn.active():
+            self._turn.cancel()
+        while self._work:
+            self._step()
+        if self._turn is not None and self._turn.active():
+            self._turn.cancel()
+        self._turn = None
 
     def _refuse(self, identity: bytes, name: str, error: str) -> None:
         if self._refused.get(identity) != error:  # once per connection, not per hello
@@ -107,6 +222,8 @@ class NodeRegistry:
         """C{node} reports a login; its time is bounded by the broker's clock (a fast node clock wins nothing)."""
         imei = body["imei"]
         if is_valid_imei(imei) and not node.leaving:
+            if self._loads:
+                self._noticed(node, imei)
             protocol = body.get("protocol")
             since = min(body["since"], self.clock.seconds())
             self.own(node, imei, body["conn"], since, protocol=protocol if isinstance(protocol, str) else "jsonl")
@@ -114,6 +231,8 @@ class NodeRegistry:
     def reportedOffline(self, node: NodeRecord, body: dict[str, Any]) -> None:
         """C{node} reports a logout (with its reason, "closed" by default)."""
         reason = body.get("reason")
+        if self._loads:
+            self._noticed(node, body["imei"])
         self.release(body["imei"], node, body["conn"], reason if isinstance(reason, str) else "closed")
 
     def release(self, imei: str, node: NodeRecord, conn: int | None, reason: str) -> None:
@@ -122,11 +241,28 @@ class NodeRegistry:
         if self.directory.release(imei, node, conn):
             self.events.event(imei, node.name, "offline", {"reason": reason}, protocol=owner.protocol)
 
+    def _noticed(self, node: NodeRecord, imei: str) -> None:
+        """C{node} reported on C{imei}: newer than the snapshot of it that may still be loading."""
+        load = self._loads.get(node)
+        if load is not None:
+            load.noticed.add(imei)
+            load.snapshot.pop(imei, None)
+
     def _releaseAll(self, node: NodeRecord, reason: str) -> None:
-        gone = list(node.devices)
-        self.directory.releaseAll(node)
-        for imei in gone:
-            self.events.event(imei, node.name, "offline", {"reason": reason})
+        """Every device of C{node} is offline now; they leave the directory a chunk per turn."""
+        load = self._loads.pop(node, None)
+        if load is not None:
+            load.cancelled = True
+        release = self.directory.startRelease(node, reason)
+        if release is not None:
+            self._start(self._release(release))
+
+    def _release(self, release: Release) -> Iterator[None]:
+        while not self.directory.releaseSome(release, self.chunk):
+            yield
+
+    def _released(self, imei: str, owner: Owner, reason: str) -> None:
+        self.events.event(imei, owner.node.name, "offline", {"reason": reason}, protocol=owner.protocol)
 
     def bye(self, node: NodeRecord) -> None:
         """C{node} is leaving: its devices leave the directory; it stays until its commands are answered."""
