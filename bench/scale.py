@@ -227,23 +227,24 @@ class Fleet:
         yield 0
         return {"imeis": random.Random(1).sample(every, min(count, len(every)))}
 
-    def op_bye(self, index: int):
-        """Node C{index} leaves (its devices leave the directory), then registers again with them."""
+    def op_leave(self, index: int):
+        """Node C{index} leaves: its devices leave the directory (the orchestrator waits for the total)."""
         node = self.nodes[index]
-        count = len(node.devices)
         node.leaving = True
         node.send(b"bye", b"{}", block=True)
-        byeAt = time.time()
-        yield 0.3  # the broker forgets it once its devices are gone
-        node.leaving, node.registered, node.nextTick, node.retry = False, False, 0.0, FIRST_RETRY
-        welcomes = node.welcomes
-        helloAt = time.time()
-        yield from self.wait(lambda: node.welcomes > welcomes)
-        return {"bye": node.name, "devices": count, "bye_at": byeAt, "hello_at": helloAt,
-                "welcome_at": node.welcomedAt}
+        yield 0
+        return {"left": node.name, "devices": len(node.devices), "bye_at": time.time()}
 
-    def op_big(self, count: int):
-        """An extra node registers with a snapshot of C{count} devices, then leaves."""
+    def op_rejoin(self, index: int):
+        """Node C{index} registers again with its devices; done at its welcome (sent before the snapshot is loaded)."""
+        node = self.nodes[index]
+        node.leaving, node.registered, node.nextTick, node.retry = False, False, 0.0, FIRST_RETRY
+        welcomes, helloAt = node.welcomes, time.time()
+        yield from self.wait(lambda: node.welcomes > welcomes)
+        return {"rejoined": node.name, "devices": len(node.devices), "hello_at": helloAt, "welcome_at": node.welcomedAt}
+
+    def op_bigjoin(self, count: int):
+        """An extra node registers with a snapshot of C{count} devices."""
         node = self.extra = SimNode(self.context, self.backend, "sim-big", self.zmq)
         for _ in range(count):
             node.conn += 1
@@ -252,15 +253,18 @@ class Fleet:
         helloAt = time.time()
         node.nextTick = 0.0
         yield from self.wait(lambda: node.welcomes > 0)
-        welcomeAt = node.welcomedAt
-        yield 0.3
+        return {"bigjoined": count, "hello_at": helloAt, "welcome_at": node.welcomedAt}
+
+    def op_bigleave(self):
+        """The extra node leaves."""
+        node = self.extra
         node.leaving = True
         node.send(b"bye", b"{}", block=True)
         byeAt = time.time()
         yield 0.3
         node.socket.close(0)
         self.extra = None
-        return {"big": count, "hello_at": helloAt, "welcome_at": welcomeAt, "bye_at": byeAt}
+        return {"bigleft": len(node.devices), "bye_at": byeAt}
 
     def op_reregistered(self, after: float):
         """Done when every node has been welcomed after wall-clock time C{after} (a restarted broker)."""
@@ -335,6 +339,19 @@ async def main(reactor, options) -> dict:
         fleet.transport.write(json.dumps(request).encode() + b"\n")
         return await reported(fleet, key, timeout)
 
+    async def totalReaches(count: int, timeout: float = 600) -> float:
+        """Poll C{total} until it is C{count} (unavailable while warming up); the wall-clock time it was."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if await demand.gettotal(timeout=5) == count:
+                    return time.time()
+            except BrokerUnavailable:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the total never reached {count}")
+            await sleep(0.01)
+
     try:
         progress("starting the broker")
         broker = bench.spawn(brokerArgs)
@@ -351,9 +368,13 @@ async def main(reactor, options) -> dict:
         levels = []
         for level in options.levels:
             progress(f"filling the directory to {level} devices (snapshots)")
+            started = time.time()
             filled = await ask(fleet, "registered", op="register", perNode=level // options.nodes)
+            # A welcome comes before the snapshot is loaded: the total says when it is.
+            loadedAt = await totalReaches(filled["devices"])
             online = await demand.gettotal()
             assert online == filled["devices"], (online, filled)
+            filled["seconds"] = round(loadedAt - started, 3)
             await sleep(0.5)
             rss = broker.rss_kib()
             point = {"online": online, "load_average": os.getloadavg()[0],
@@ -404,16 +425,29 @@ async def main(reactor, options) -> dict:
         await sleep(1.0)
         quiet = window(time.time() - 1.0, time.time())
         events = {"quiet": quiet}
-        bye = await ask(fleet, "bye", op="bye", index=0)
+        top = levels[-1]["online"]
+        left = await ask(fleet, "left", op="leave", index=0)
+        releasedAt = await totalReaches(top - left["devices"])
         await sleep(0.3)
-        events["release_node"] = {"devices": bye["devices"], **window(bye["bye_at"], bye["bye_at"] + 0.3)}
-        events["snapshot_node"] = {"devices": bye["devices"], "load_s": round(bye["welcome_at"] - bye["hello_at"], 3),
-                                   **window(bye["hello_at"], bye["welcome_at"] + 0.05)}
-        big = await ask(fleet, "big", op="big", count=options.big)
+        events["release_node"] = {"devices": left["devices"], "release_s": round(releasedAt - left["bye_at"], 3),
+                                  **window(left["bye_at"], releasedAt + 0.05)}
+        back = await ask(fleet, "rejoined", op="rejoin", index=0)
+        loadedAt = await totalReaches(top)
         await sleep(0.3)
-        events["snapshot_big"] = {"devices": options.big, "load_s": round(big["welcome_at"] - big["hello_at"], 3),
-                                  **window(big["hello_at"], big["welcome_at"] + 0.05)}
-        events["release_big"] = {"devices": options.big, **window(big["bye_at"], big["bye_at"] + 0.3)}
+        events["snapshot_node"] = {"devices": back["devices"], "load_s": round(loadedAt - back["hello_at"], 3),
+                                   "welcome_after_s": round(back["welcome_at"] - back["hello_at"], 3),
+                                   **window(back["hello_at"], loadedAt + 0.05)}
+        big = await ask(fleet, "bigjoined", op="bigjoin", count=options.big)
+        loadedAt = await totalReaches(top + options.big)
+        await sleep(0.3)
+        events["snapshot_big"] = {"devices": options.big, "load_s": round(loadedAt - big["hello_at"], 3),
+                                  "welcome_after_s": round(big["welcome_at"] - big["hello_at"], 3),
+                                  **window(big["hello_at"], loadedAt + 0.05)}
+        gone = await ask(fleet, "bigleft", op="bigleave")
+        releasedAt = await totalReaches(top)
+        await sleep(0.3)
+        events["release_big"] = {"devices": options.big, "release_s": round(releasedAt - gone["bye_at"], 3),
+                                 **window(gone["bye_at"], releasedAt + 0.05)}
         probing[0] = False
         await running
         assert await demand.gettotal() == levels[-1]["online"]

@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator
 
 from twisted.logger import Logger
 
-from devicehub.broker.directory import Directory, NodeRecord, Owner, Release
+from devicehub.broker.directory import Directory, NodeRecord, Owner, Release, Sharded
 from devicehub.broker.publish import EventPublisher
 from devicehub.broker.routing import Routes, Send
 from devicehub.common.imei import is_valid_imei
@@ -46,9 +46,16 @@ class Load:
     node: NodeRecord
     rows: list | None
     now: float
-    snapshot: dict[str, tuple[int, float, str]] = field(default_factory=dict)
+    releases: int
+    """The directory's releases that started before the hello."""
+    snapshot: Sharded = field(default_factory=Sharded)
+    """What the rows read so far say: imei -> (conn, since, protocol)."""
     noticed: set[str] = field(default_factory=set)
     """Devices the node reported on since its hello: the snapshot's word on them is older."""
+    ended: dict[str, float] = field(default_factory=dict)
+    """Devices another node held since the hello, released since: when that login began."""
+    parsed: bool = False
+    """Every row read (until then, a device missing from C{snapshot} may be in a row not read yet)."""
     cancelled: bool = False
 
 
@@ -103,7 +110,7 @@ class NodeRegistry:
         previous = self._loads.pop(node, None)
         if previous is not None:  # a newer snapshot: it holds what the older one would have loaded
             previous.cancelled = True
-        load = self._loads[node] = Load(node, body["devices"], now)
+        load = self._loads[node] = Load(node, body["devices"], now, self.directory.releases)
         self._start(self._load(load))
         # Now, not once it is loaded: a node unwelcome for long says hello again, from the start.
         self.toNode(identity, Message(b"welcome", b"", {"heartbeat": self.heartbeat}))
@@ -116,17 +123,22 @@ class NodeRegistry:
         node, now, snapshot, noticed, rows = load.node, load.now, load.snapshot, load.noticed, load.rows
         load.rows = None
         budget = spent = self.chunk * 4
-        for imei, conn, since, *protocol in rows:
+        for start in range(0, len(rows), budget):
+            read = rows[start:start + budget]
+            rows[start:start + budget] = [None] * len(read)  # freed as they are read, not all at once
             # A node's clock may run ahead: a login is never later than the broker's own time.
-            if is_valid_imei(imei) and imei not in noticed:
-                snapshot[imei] = (conn, min(since, now), protocol[0] if protocol else "jsonl")
-            spent -= 1
-            if not spent:
+            for imei, conn, since, *protocol in read:
+                if is_valid_imei(imei) and imei not in noticed:
+                    snapshot[imei] = (conn, min(since, now), protocol[0] if protocol else "jsonl")
+            spent -= len(read)
+            del read
+            if spent <= 0:
                 yield
                 if load.cancelled:
                     return
                 spent = budget
         del rows
+        load.parsed = True
         for imei in list(node.devices):
             if imei not in snapshot and imei not in noticed:
                 self.release(imei, node, None, "closed")
@@ -138,7 +150,8 @@ class NodeRegistry:
                 spent = budget
         while snapshot:
             imei, (conn, since, protocol) = snapshot.popitem()
-            self.own(node, imei, conn, since, "registered", protocol)
+            if not self._outdated(load, imei, since):
+                self.own(node, imei, conn, since, "registered", protocol)
             spent -= 4
             if spent <= 0 and snapshot:
                 yield
@@ -147,6 +160,28 @@ class NodeRegistry:
                 spent = budget
         if self._loads.get(node) is load:
             del self._loads[node]
+
+    def _outdated(self, load: Load, imei: str, since: float) -> bool:
+        """
+        Was a login newer than the snapshot's held elsewhere and ended since the hello? The
+        snapshot would have lost to it, had it been loaded at once: it loses to it now.
+        """
+        ended = load.ended.get(imei)
+        if ended is not None and ended > since:
+            return True
+        ghost = self.directory.ghost(imei) if self.directory.releasing else None
+        return ghost is not None and ghost[1].number > load.releases and ghost[0].since > since
+
+    def _ended(self, imei: str, owner: Owner, release: int | None = None) -> None:
+        """
+        C{imei}'s login on C{owner.node} ended (by the directory's release number
+        C{release}), while snapshots are loading: those that came before it remember it.
+        """
+        for load in self._loads.values():
+            if release is not None and load.releases >= release:
+                continue
+            if load.node is not owner.node and load.ended.get(imei, -1.0) < owner.since:
+                load.ended[imei] = owner.since
 
     def loadingSince(self, before: float) -> bool:
         """Is a snapshot that came before C{before} still loading?"""
@@ -230,23 +265,37 @@ class NodeRegistry:
 
     def reportedOffline(self, node: NodeRecord, body: dict[str, Any]) -> None:
         """C{node} reports a logout (with its reason, "closed" by default)."""
-        reason = body.get("reason")
-        if self._loads:
-            self._noticed(node, body["imei"])
-        self.release(body["imei"], node, body["conn"], reason if isinstance(reason, str) else "closed")
+        reason, imei, conn = body.get("reason"), body["imei"], body["conn"]
+        if self._loads and self._noticed(node, imei):
+            conn = None
+        self.release(imei, node, conn, reason if isinstance(reason, str) else "closed")
 
     def release(self, imei: str, node: NodeRecord, conn: int | None, reason: str) -> None:
         """C{imei} logged out of C{node} (of connection C{conn}, if given)."""
         owner = self.directory.owner(imei)
         if self.directory.release(imei, node, conn):
+            if self._loads:
+                self._ended(imei, owner)
             self.events.event(imei, node.name, "offline", {"reason": reason}, protocol=owner.protocol)
 
-    def _noticed(self, node: NodeRecord, imei: str) -> None:
-        """C{node} reported on C{imei}: newer than the snapshot of it that may still be loading."""
+    def _noticed(self, node: NodeRecord, imei: str) -> bool:
+        """
+        C{node} reported on C{imei}: newer than what the snapshot that may be loading says of
+        it, so the snapshot's row, if read, is applied now, before the report. True if the
+        report is the first on it since the hello and its row may not be read yet: then the
+        connection it closes is the snapshot's, not the one the directory has.
+        """
         load = self._loads.get(node)
-        if load is not None:
-            load.noticed.add(imei)
-            load.snapshot.pop(imei, None)
+        if load is None or imei in load.noticed:
+            return False
+        load.noticed.add(imei)
+        entry = load.snapshot.pop(imei, None)
+        if entry is not None:  # the snapshot's word first, as if it had been loaded at once
+            conn, since, protocol = entry
+            if not self._outdated(load, imei, since):
+                self.own(node, imei, conn, since, "registered", protocol)
+            return False
+        return not load.parsed
 
     def _releaseAll(self, node: NodeRecord, reason: str) -> None:
         """Every device of C{node} is offline now; they leave the directory a chunk per turn."""
@@ -261,8 +310,10 @@ class NodeRegistry:
         while not self.directory.releaseSome(release, self.chunk):
             yield
 
-    def _released(self, imei: str, owner: Owner, reason: str) -> None:
-        self.events.event(imei, owner.node.name, "offline", {"reason": reason}, protocol=owner.protocol)
+    def _released(self, imei: str, owner: Owner, release: Release) -> None:
+        if self._loads:
+            self._ended(imei, owner, release.number)
+        self.events.event(imei, owner.node.name, "offline", {"reason": release.reason}, protocol=owner.protocol)
 
     def bye(self, node: NodeRecord) -> None:
         """C{node} is leaving: its devices leave the directory; it stays until its commands are answered."""
