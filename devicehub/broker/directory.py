@@ -80,6 +80,8 @@ class NodeRecord:
     """The node process's own random id: the same name from another process is another node."""
     devices: SortedList = field(default_factory=SortedList)
     """The imeis it holds, sorted: a release needs them in order (see L{Directory.page})."""
+    number: int = 0
+    """Its number in the directory's L{Held} tuples (0: none yet)."""
     inflight: set[bytes] = field(default_factory=set)
     leaving: bool = False
     """Said C{bye}: holds no devices, kept only until its commands in flight are answered."""
@@ -107,6 +109,18 @@ class Release:
 
 Released = Callable[[str, Owner, Release], None]
 
+Held = tuple[int, int, float, str]
+"""
+What the directory keeps of a device: its node's number, conn, since, protocol. Only
+numbers and strings, so that the garbage collector stops tracking it at its first look: a
+million tracked L{Owner}s (they refer to a node) made each full collection of the broker
+take over half a second, a reactor turn that long every few hundred thousand logins.
+"""
+
+
+def _owner(fields: tuple) -> Owner:
+    return tuple.__new__(Owner, fields)
+
 
 class Directory:
     """
@@ -117,10 +131,13 @@ class Directory:
     """
 
     def __init__(self) -> None:
-        self._shards: list[dict[str, Owner]] = [{} for _ in range(SHARDS)]
-        """The owners, by imei, in dictionaries by the imei's hash (see L{SHARDS})."""
+        self._shards: list[dict[str, Held]] = [{} for _ in range(SHARDS)]
+        """What each imei's owner is, in dictionaries by the imei's hash (see L{SHARDS})."""
         self._count = 0
         self._sorted = SortedList()
+        self._nodes: dict[int, NodeRecord] = {}
+        """The nodes that hold devices (or ghosts), by their number in L{Held}."""
+        self._numbered = 0
         self._releases: list[Release] = []
         self._ghosts = 0
         self.releases = 0
@@ -138,42 +155,68 @@ class Directory:
         return self._ghosts
 
     def owner(self, imei: str) -> Owner | None:
-        owner = self._shards[hash(imei) & MASK].get(imei)
-        if owner is not None and self._releases and self._releaseOf(imei, owner) is not None:
+        held = self._shards[hash(imei) & MASK].get(imei)
+        if held is None:
             return None
-        return owner
+        node = self._nodes[held[0]]
+        if self._releases and self._releaseOf(imei, node) is not None:
+            return None
+        return _owner((node, held[1], held[2], held[3]))
 
     def ghost(self, imei: str) -> tuple[Owner, Release] | None:
         """The owner C{imei} had and the release that made it a ghost, if it is one."""
-        owner = self._shards[hash(imei) & MASK].get(imei)
-        release = None if owner is None or not self._releases else self._releaseOf(imei, owner)
-        return None if release is None else (owner, release)
+        held = self._shards[hash(imei) & MASK].get(imei)
+        if held is None or not self._releases:
+            return None
+        node = self._nodes[held[0]]
+        release = self._releaseOf(imei, node)
+        return None if release is None else (_owner((node, held[1], held[2], held[3])), release)
 
-    def _releaseOf(self, imei: str, owner: Owner) -> Release | None:
-        """The release that holds C{imei} as a ghost, if any."""
+    def _releaseOf(self, imei: str, node: NodeRecord) -> Release | None:
+        """The release that holds C{imei} (held by C{node}) as a ghost, if any."""
         for release in self._releases:
-            if release.node is owner.node and imei in release.ghosts:
+            if release.node is node and imei in release.ghosts:
                 return release
         return None
+
+    def _number(self, node: NodeRecord) -> int:
+        """C{node}'s number in L{Held}, given now if it holds nothing yet."""
+        if self._nodes.get(node.number) is not node:
+            self._numbered += 1
+            node.number = self._numbered
+            self._nodes[node.number] = node
+        return node.number
+
+    def _forget(self, node: NodeRecord) -> None:
+        """Drop C{node}'s number once nothing refers to it (it holds no device, no ghost)."""
+        if not node.devices and all(release.node is not node for release in self._releases):
+            if self._nodes.get(node.number) is node:
+                del self._nodes[node.number]
 
     def own(self, imei: str, node: NodeRecord, conn: int, since: float, protocol: str = "jsonl") -> Owner | None:
         """Record that C{node} holds C{imei}; return the previous owner (None if it was offline)."""
         owners = self._shards[hash(imei) & MASK]
-        previous = owners.get(imei)
-        if previous is None:
+        held = owners.get(imei)
+        previous = None
+        if held is None:
             self._sorted.add(imei)
             self._count += 1
-        elif self._releases and (release := self._releaseOf(imei, previous)) is not None:
-            # A ghost logs in again: its release is over for it, here and now.
-            release.ghosts.remove(imei)
-            self._ghosts -= 1
-            self.onReleased(imei, previous, release)
-            previous = None
-        elif previous.node is not node:
-            previous.node.devices.discard(imei)
-        owners[imei] = Owner(node, conn, since, protocol)
+        else:
+            holder = self._nodes[held[0]]
+            previous = _owner((holder, held[1], held[2], held[3]))
+            if self._releases and (release := self._releaseOf(imei, holder)) is not None:
+                # A ghost logs in again: its release is over for it, here and now.
+                release.ghosts.remove(imei)
+                self._ghosts -= 1
+                self.onReleased(imei, previous, release)
+                previous = None
+            elif holder is not node:
+                holder.devices.discard(imei)
+        owners[imei] = (self._number(node), conn, since, protocol)
         if previous is None or previous.node is not node:
             node.devices.add(imei)
+        if previous is not None and previous.node is not node:
+            self._forget(previous.node)
         return previous
 
     def release(self, imei: str, node: NodeRecord, conn: int | None = None) -> bool:
@@ -185,6 +228,8 @@ class Directory:
         self._count -= 1
         node.devices.remove(imei)
         self._sorted.remove(imei)
+        if not node.devices:
+            self._forget(node)
         return True
 
     def startRelease(self, node: NodeRecord, reason: str) -> Release | None:
@@ -208,14 +253,15 @@ class Directory:
         del ghosts[len(ghosts) - len(batch):]
         self._ghosts -= len(batch)
         self._count -= len(batch)
-        shards, remove, released = self._shards, self._sorted.remove, self.onReleased
+        shards, remove, released, node = self._shards, self._sorted.remove, self.onReleased, release.node
         for imei in batch:
-            owner = shards[hash(imei) & MASK].pop(imei)
+            held = shards[hash(imei) & MASK].pop(imei)
             remove(imei)
-            released(imei, owner, release)
+            released(imei, _owner((node, held[1], held[2], held[3])), release)
         if ghosts:
             return False
         self._releases.remove(release)
+        self._forget(node)
         return True
 
     def releaseAll(self, node: NodeRecord, reason: str = "") -> None:
@@ -234,7 +280,7 @@ class Directory:
             position = self._position(start + len(found))
             run = 0
             for imei in self._sorted.islice(position):
-                if self._releaseOf(imei, self._shards[hash(imei) & MASK][imei]) is not None:
+                if self._releaseOf(imei, self._nodes[self._shards[hash(imei) & MASK][imei][0]]) is not None:
                     run += 1
                     if run >= GHOST_RUN:
                         break

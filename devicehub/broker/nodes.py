@@ -34,8 +34,8 @@ log = Logger()
 # Refusals remembered (to log each once per connection), at most.
 MAX_REFUSED = 1000
 
-# Devices owned or released per reactor turn (a snapshot's rows are read 4 times as many at
-# a time). Measured in tests/test_directory.py: a few milliseconds a turn.
+# Devices owned or released per reactor turn (a snapshot's rows are read twice as many at a
+# time): ~2 ms a turn on this project's machine (tests/test_directory.py prints it).
 CHUNK = 500
 
 
@@ -118,19 +118,21 @@ class NodeRegistry:
     def _load(self, load: Load) -> Iterator[None]:
         """
         Load C{load}'s snapshot, a chunk per turn: read it, release what it lacks, own what
-        it has. Reading a row costs a quarter of owning a device.
+        it has. Reading a row counts as half of owning a device (it takes less, but its
+        dictionaries grow, see L{devicehub.broker.directory.SHARDS}), checking one a quarter.
         """
         node, now, snapshot, noticed, rows = load.node, load.now, load.snapshot, load.noticed, load.rows
         load.rows = None
         budget = spent = self.chunk * 4
-        for start in range(0, len(rows), budget):
-            read = rows[start:start + budget]
-            rows[start:start + budget] = [None] * len(read)  # freed as they are read, not all at once
+        step = self.chunk * 2
+        for start in range(0, len(rows), step):
+            read = rows[start:start + step]
+            rows[start:start + step] = [None] * len(read)  # freed as they are read, not all at once
             # A node's clock may run ahead: a login is never later than the broker's own time.
             for imei, conn, since, *protocol in read:
                 if is_valid_imei(imei) and imei not in noticed:
                     snapshot[imei] = (conn, min(since, now), protocol[0] if protocol else "jsonl")
-            spent -= len(read)
+            spent -= 2 * len(read)
             del read
             if spent <= 0:
                 yield
@@ -160,6 +162,8 @@ class NodeRegistry:
                 spent = budget
         if self._loads.get(node) is load:
             del self._loads[node]
+        if self.clock.seconds() > now:  # it took more than its hello's turn
+            log.info("Node {node}'s snapshot is loaded ({seconds:.3f} s)", node=node.name, seconds=self.clock.seconds() - now)
 
     def _outdated(self, load: Load, imei: str, since: float) -> bool:
         """
@@ -307,8 +311,12 @@ class NodeRegistry:
             self._start(self._release(release))
 
     def _release(self, release: Release) -> Iterator[None]:
+        started, count = self.clock.seconds(), len(release.ghosts)
         while not self.directory.releaseSome(release, self.chunk):
             yield
+        if self.clock.seconds() > started:
+            log.info("Node {node}'s {count} devices have left the directory's structures ({seconds:.3f} s)",
+                     node=release.node.name, count=count, seconds=self.clock.seconds() - started)
 
     def _released(self, imei: str, owner: Owner, release: Release) -> None:
         if self._loads:
