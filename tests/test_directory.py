@@ -110,6 +110,8 @@ class Peers:
 
 
 NAMES = ["a", "b", "c"]
+CHUNK = 3
+ROWS = 2 * CHUNK  # the rows a turn reads
 
 
 class RegistryMachine(RuleBasedStateMachine):
@@ -128,7 +130,7 @@ class RegistryMachine(RuleBasedStateMachine):
         self.toNode = Peers()
         self.broker = Broker(self.clock, Peers(), self.toNode, BrokerSettings(warmup=0), Metrics())
         self.registry = self.broker.registry
-        self.registry.chunk = 3
+        self.registry.chunk = CHUNK
         self.time = 0.0
         self.conns = 0
         self.model: dict[str, tuple[str, int, float]] = {}
@@ -150,18 +152,18 @@ class RegistryMachine(RuleBasedStateMachine):
         return node is not None and node in self.registry._loads
 
     @precondition(lambda self: any(not self._loading(name) for name in NAMES))
-    @rule(name=st.sampled_from(NAMES), keep=st.sets(imeis, max_size=12), new=st.sets(imeis, max_size=12))
+    @rule(name=st.sampled_from(NAMES), keep=st.sets(imeis, max_size=ROWS), new=st.sets(imeis, max_size=ROWS))
     def hello(self, name, keep, new):
         """
         A node (re)registers: its snapshot keeps some of what it holds, and has new logins;
-        at most 12 rows, read in the hello's turn (4 chunks' worth): the model is exact for
-        notices that come once the rows are read.
+        at most L{ROWS}, read in the hello's turn: the model is exact for notices that come
+        once the rows are read.
         """
         if self._loading(name):
             return  # a real node says hello again only when it had no welcome
         held = {imei: (conn, since) for imei, (holder, conn, since) in self.model.items() if holder == name}
-        rows = {imei: held[imei] for imei in keep if imei in held}
-        for imei in sorted(new - rows.keys())[:12 - len(rows)]:
+        rows = {imei: held[imei] for imei in sorted(keep)[:ROWS] if imei in held}
+        for imei in sorted(new - rows.keys())[:ROWS - len(rows)]:
             rows[imei] = self._login()
         body = {"node": name, "instance": name, "devices": [[imei, conn, since] for imei, (conn, since) in rows.items()]}
         self.broker.nodeMessage(name.encode(), Message(b"hello", b"", body))
