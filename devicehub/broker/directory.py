@@ -25,11 +25,21 @@ SHARDS = 16
 MASK = SHARDS - 1
 
 
+def _shard() -> dict:
+    """
+    A dictionary that the collector always tracks: a dictionary of only numbers, strings
+    and tuples of them is untracked, and inserting a new tuple (tracked until the collector
+    first looks at it) tracks it again as a young object, so that every young collection
+    went through all its entries. The key is no imei.
+    """
+    return {None: []}
+
+
 class Sharded:
     """A dictionary split in L{SHARDS} by the keys' hashes (see there why), for what is not on a hot path."""
 
     def __init__(self) -> None:
-        self.shards: list[dict] = [{} for _ in range(SHARDS)]
+        self.shards: list[dict] = [_shard() for _ in range(SHARDS)]
         self.count = 0
 
     def __len__(self) -> int:
@@ -63,7 +73,7 @@ class Sharded:
 
     def popitem(self):
         for shard in self.shards:
-            if shard:
+            if len(shard) > 1:  # the first entry is the shard's own (L{_shard})
                 self.count -= 1
                 return shard.popitem()
         raise KeyError("popitem(): empty")
@@ -131,7 +141,7 @@ class Directory:
     """
 
     def __init__(self) -> None:
-        self._shards: list[dict[str, Held]] = [{} for _ in range(SHARDS)]
+        self._shards: list[dict[str, Held]] = [_shard() for _ in range(SHARDS)]
         """What each imei's owner is, in dictionaries by the imei's hash (see L{SHARDS})."""
         self._count = 0
         self._sorted = SortedList()
