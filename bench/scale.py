@@ -448,10 +448,14 @@ async def main(reactor, options) -> dict:
                 await sleep(0.002)
 
         def window(start: float, end: float) -> dict:
-            inside = [latency for sent, latency in samples if start <= sent <= end]
+            inside = [(latency, sent) for sent, latency in samples if start <= sent <= end]
             # A find sent just before the window and answered inside it was blocked too.
-            inside += [latency for sent, latency in samples if sent < start < sent + latency]
-            return {"finds": len(inside), **percentiles(inside)} if inside else {"finds": 0}
+            inside += [(latency, sent) for sent, latency in samples if sent < start < sent + latency]
+            if not inside:
+                return {"finds": 0}
+            worst = max(inside)
+            return {"finds": len(inside), **percentiles([latency for latency, _ in inside]),
+                    "worst_sent_after_s": round(worst[1] - start, 3)}
 
         running = defer.ensureDeferred(probeLoop())
         await sleep(1.0)
@@ -506,7 +510,7 @@ async def main(reactor, options) -> dict:
             await sleep(0.02)
         answeredAt = time.time()
         bound = next((line for line in broker.output.splitlines() if "Broker frontend on" in line), None)
-        if os.environ.get("SCALE_DEBUG"):
+        if os.environ.get("SCALE_DEBUG"):  # the broker's log, both runs, on stderr
             print(first_broker_output + broker.output, file=sys.stderr)
         results["restart"] = {
             "devices": levels[-1]["online"],
@@ -545,7 +549,7 @@ def draw(results: dict, path: Path) -> Path:
 
     levels = results["levels"]
     online = [point["online"] for point in levels]
-    figure, (rates, memory, latency) = plt.subplots(1, 3, figsize=(14, 4))
+    figure, (rates, cpu, memory, latency) = plt.subplots(1, 4, figsize=(18, 4))
     rates.plot(online, [point["logins_per_s"] for point in levels], marker="o", label="logins/s")
     rates.plot(online, [point["logouts_per_s"] for point in levels], marker="s", label="logouts/s")
     rates.plot(online, [point["commands"]["per_s"] for point in levels], marker="^", label="routed commands/s")
@@ -553,6 +557,15 @@ def draw(results: dict, path: Path) -> Path:
     rates.set_ylim(bottom=0)
     rates.set(xlabel="devices online (log scale)", ylabel="per second", title="Broker rates against directory size")
     rates.legend(fontsize=8)
+    if all("broker_cpu_us_per_login" in point for point in levels):
+        cpu.plot(online, [point["broker_cpu_us_per_login"] for point in levels], marker="o", label="per login")
+        cpu.plot(online, [point["commands"]["broker_cpu_us_per_command"] for point in levels], marker="^",
+                 label="per routed command")
+        cpu.set_xscale("log")
+        cpu.set_ylim(bottom=0)
+        cpu.legend(fontsize=8)
+    cpu.set(xlabel="devices online (log scale)", ylabel="broker CPU µs (all its threads)",
+            title="Broker CPU against directory size")
     memory.bar([f"{count:,}" for count in online], [point["broker_rss_bytes_per_device"] for point in levels])
     memory.set(xlabel="devices online", ylabel="bytes of broker RSS per device", title="Broker memory per device")
     events = results["responsiveness"]
