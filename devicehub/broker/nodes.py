@@ -19,6 +19,7 @@ meanwhile, and every answer is right at every turn:
 
 from collections import deque
 from dataclasses import dataclass, field
+from sys import intern
 from typing import Any, Callable, Iterator
 
 from twisted.logger import Logger
@@ -131,7 +132,7 @@ class NodeRegistry:
             # A node's clock may run ahead: a login is never later than the broker's own time.
             for imei, conn, since, *protocol in read:
                 if is_valid_imei(imei) and imei not in noticed:
-                    snapshot[imei] = (conn, min(since, now), protocol[0] if protocol else "jsonl")
+                    snapshot[imei] = (conn, min(since, now), intern(protocol[0]) if protocol else "jsonl")
             spent -= 2 * len(read)
             del read
             if spent <= 0:
@@ -265,7 +266,8 @@ class NodeRegistry:
                 self._noticed(node, imei)
             protocol = body.get("protocol")
             since = min(body["since"], self.clock.seconds())
-            self.own(node, imei, body["conn"], since, protocol=protocol if isinstance(protocol, str) else "jsonl")
+            # One string per protocol, not one per device (54 bytes each).
+            self.own(node, imei, body["conn"], since, protocol=intern(protocol) if isinstance(protocol, str) else "jsonl")
 
     def reportedOffline(self, node: NodeRecord, body: dict[str, Any]) -> None:
         """C{node} reports a logout (with its reason, "closed" by default)."""
