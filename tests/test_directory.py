@@ -7,7 +7,6 @@ released in reactor turns of bounded work.
 import gc
 import time
 
-import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -30,7 +29,8 @@ class DirectoryMachine(RuleBasedStateMachine):
         super().__init__()
         self.directory = Directory()
         self.released: list[tuple[str, str, str]] = []
-        self.directory.onReleased = lambda imei, owner, release: self.released.append((imei, owner.node.name, release.reason))
+        self.directory.onReleased = lambda imei, owner, release: self.released.append(
+            (imei, owner.node.name, release.reason))
         self.nodes = [NodeRecord(b"%d" % index, f"node-{index}", 0.0) for index in range(3)]
         self.model: dict[str, tuple[NodeRecord, int]] = {}
         self.releases = []
@@ -165,7 +165,8 @@ class RegistryMachine(RuleBasedStateMachine):
         rows = {imei: held[imei] for imei in sorted(keep)[:ROWS] if imei in held}
         for imei in sorted(new - rows.keys())[:ROWS - len(rows)]:
             rows[imei] = self._login()
-        body = {"node": name, "instance": name, "devices": [[imei, conn, since] for imei, (conn, since) in rows.items()]}
+        snapshot = [[imei, conn, since] for imei, (conn, since) in rows.items()]
+        body = {"node": name, "instance": name, "devices": snapshot}
         self.broker.nodeMessage(name.encode(), Message(b"hello", b"", body))
         self.registered.add(name)
         for imei in held.keys() - rows.keys():
@@ -290,7 +291,8 @@ def test_notices_during_a_snapshot_win_over_it():
     hello(broker, "a", IMEIS[:10])
     broker.registry.settle()
     # A new hello (e.g. after a broker restart) while logins and logouts go on.
-    body = {"node": "a", "instance": "a", "devices": [[imei, 100 + index, 0.0] for index, imei in enumerate(IMEIS[:20])]}
+    snapshot = [[imei, 100 + index, 0.0] for index, imei in enumerate(IMEIS[:20])]
+    body = {"node": "a", "instance": "a", "devices": snapshot}
     broker.nodeMessage(b"a", Message(b"hello", b"", body))
     assert broker.registry.busy
     broker.nodeMessage(b"a", Message(b"offline", b"", {"imei": IMEIS[15], "conn": 115}))  # not loaded yet

@@ -12,9 +12,13 @@ meanwhile, and every answer is right at every turn:
 
   - a released node's devices are offline at once (the directory's ghosts);
   - a snapshot is only a node's past: a login or logout the node reports while its
-    snapshot is loading is newer, so the snapshot's entry for that device is dropped;
-  - the warm-up (L{Reads.warmingUp}) lasts until every snapshot begun during it has loaded;
-  - the node gets its C{welcome} at once, so it does not send its snapshot again.
+    snapshot is loading is newer, so the snapshot's row for that device is applied first
+    (if it is read yet) and then dropped; a login another node held and ended since the
+    hello outdates an older row, as it would have had the snapshot loaded at once;
+  - the warm-up (L{devicehub.broker.reads.Reads.warmingUp}) lasts until every snapshot
+    that came during it is loaded;
+  - the node gets its C{welcome} in its hello's turn, so it does not send its snapshot
+    again while it loads.
 """
 
 from collections import deque
@@ -57,6 +61,8 @@ class Load:
     """Devices another node held since the hello, released since: when that login began."""
     parsed: bool = False
     """Every row read (until then, a device missing from C{snapshot} may be in a row not read yet)."""
+    turns: int = 0
+    """Turns it has waited for so far."""
     cancelled: bool = False
 
 
@@ -113,7 +119,7 @@ class NodeRegistry:
             previous.cancelled = True
         load = self._loads[node] = Load(node, body["devices"], now, self.directory.releases)
         self._start(self._load(load))
-        # Now, not once it is loaded: a node unwelcome for long says hello again, from the start.
+        # Now, not once it is loaded: a node left without a welcome sends its whole snapshot again.
         self.toNode(identity, Message(b"welcome", b"", {"heartbeat": self.heartbeat}))
 
     def _load(self, load: Load) -> Iterator[None]:
@@ -136,6 +142,7 @@ class NodeRegistry:
             spent -= 2 * len(read)
             del read
             if spent <= 0:
+                load.turns += 1
                 yield
                 if load.cancelled:
                     return
@@ -147,6 +154,7 @@ class NodeRegistry:
                 self.release(imei, node, None, "closed")
             spent -= 1
             if not spent:
+                load.turns += 1
                 yield
                 if load.cancelled:
                     return
@@ -157,14 +165,16 @@ class NodeRegistry:
                 self.own(node, imei, conn, since, "registered", protocol)
             spent -= 4
             if spent <= 0 and snapshot:
+                load.turns += 1
                 yield
                 if load.cancelled:
                     return
                 spent = budget
         if self._loads.get(node) is load:
             del self._loads[node]
-        if self.clock.seconds() > now:  # it took more than its hello's turn
-            log.info("Node {node}'s snapshot is loaded ({seconds:.3f} s)", node=node.name, seconds=self.clock.seconds() - now)
+        if load.turns:  # it took more than its hello's turn
+            log.info("Node {node}'s snapshot is loaded ({seconds:.3f} s)", node=node.name,
+                     seconds=self.clock.seconds() - now)
 
     def _outdated(self, load: Load, imei: str, since: float) -> bool:
         """
@@ -222,7 +232,7 @@ class NodeRegistry:
             self._turn = self.clock.callLater(0, self._step)
 
     def settle(self) -> None:
-        """Finish every job now, in this turn (tests; a broker that stops)."""
+        """Finish every job now, in this turn (for tests)."""
         if self._turn is not None and self._turn.active():
             self._turn.cancel()
         while self._work:
@@ -267,7 +277,8 @@ class NodeRegistry:
             protocol = body.get("protocol")
             since = min(body["since"], self.clock.seconds())
             # One string per protocol, not one per device (54 bytes each).
-            self.own(node, imei, body["conn"], since, protocol=intern(protocol) if isinstance(protocol, str) else "jsonl")
+            protocol = intern(protocol) if isinstance(protocol, str) else "jsonl"
+            self.own(node, imei, body["conn"], since, protocol=protocol)
 
     def reportedOffline(self, node: NodeRecord, body: dict[str, Any]) -> None:
         """C{node} reports a logout (with its reason, "closed" by default)."""
@@ -313,10 +324,11 @@ class NodeRegistry:
             self._start(self._release(release))
 
     def _release(self, release: Release) -> Iterator[None]:
-        started, count = self.clock.seconds(), len(release.ghosts)
+        started, count, turns = self.clock.seconds(), len(release.ghosts), 0
         while not self.directory.releaseSome(release, self.chunk):
+            turns += 1
             yield
-        if self.clock.seconds() > started:
+        if turns:
             log.info("Node {node}'s {count} devices have left the directory's structures ({seconds:.3f} s)",
                      node=release.node.name, count=count, seconds=self.clock.seconds() - started)
 
