@@ -149,6 +149,7 @@ class Fleet:
         self.serial = 0
         self.batch: list[tuple[SimNode, str]] = []
         self.extra: SimNode | None = None
+        self.retired: list[SimNode] = []
 
     def imei(self) -> str:
         self.serial += 1
@@ -227,23 +228,24 @@ class Fleet:
         yield 0
         return {"imeis": random.Random(1).sample(every, min(count, len(every)))}
 
-    def op_bye(self, index: int):
-        """Node C{index} leaves (its devices leave the directory), then registers again with them."""
+    def op_leave(self, index: int):
+        """Node C{index} leaves: its devices leave the directory (the orchestrator waits for the total)."""
         node = self.nodes[index]
-        count = len(node.devices)
         node.leaving = True
         node.send(b"bye", b"{}", block=True)
-        byeAt = time.time()
-        yield 0.3  # the broker forgets it once its devices are gone
-        node.leaving, node.registered, node.nextTick, node.retry = False, False, 0.0, FIRST_RETRY
-        welcomes = node.welcomes
-        helloAt = time.time()
-        yield from self.wait(lambda: node.welcomes > welcomes)
-        return {"bye": node.name, "devices": count, "bye_at": byeAt, "hello_at": helloAt,
-                "welcome_at": node.welcomedAt}
+        yield 0
+        return {"left": node.name, "devices": len(node.devices), "bye_at": time.time()}
 
-    def op_big(self, count: int):
-        """An extra node registers with a snapshot of C{count} devices, then leaves."""
+    def op_rejoin(self, index: int):
+        """Node C{index} registers again with its devices; done at its welcome (sent before the snapshot is loaded)."""
+        node = self.nodes[index]
+        node.leaving, node.registered, node.nextTick, node.retry = False, False, 0.0, FIRST_RETRY
+        welcomes, helloAt = node.welcomes, time.time()
+        yield from self.wait(lambda: node.welcomes > welcomes)
+        return {"rejoined": node.name, "devices": len(node.devices), "hello_at": helloAt, "welcome_at": node.welcomedAt}
+
+    def op_bigjoin(self, count: int):
+        """An extra node registers with a snapshot of C{count} devices."""
         node = self.extra = SimNode(self.context, self.backend, "sim-big", self.zmq)
         for _ in range(count):
             node.conn += 1
@@ -252,15 +254,18 @@ class Fleet:
         helloAt = time.time()
         node.nextTick = 0.0
         yield from self.wait(lambda: node.welcomes > 0)
-        welcomeAt = node.welcomedAt
-        yield 0.3
+        return {"bigjoined": count, "hello_at": helloAt, "welcome_at": node.welcomedAt}
+
+    def op_bigleave(self):
+        """The extra node leaves."""
+        node = self.extra
         node.leaving = True
         node.send(b"bye", b"{}", block=True)
         byeAt = time.time()
-        yield 0.3
-        node.socket.close(0)
         self.extra = None
-        return {"big": count, "hello_at": helloAt, "welcome_at": welcomeAt, "bye_at": byeAt}
+        self.retired.append(node)  # its socket stays open (closing it now could drop the bye)
+        yield 0
+        return {"bigleft": len(node.devices), "bye_at": byeAt}
 
     def op_reregistered(self, after: float):
         """Done when every node has been welcomed after wall-clock time C{after} (a restarted broker)."""
@@ -299,6 +304,11 @@ class Fleet:
 
 
 def nodesMain(argv: list[str]) -> None:
+    import gc
+
+    # A load generator holding a million devices: its collector's full scans (hundreds of
+    # ms each, as it grows) would be pauses of the load, not of the broker.
+    gc.disable()
     parser = argparse.ArgumentParser(description="simulated nodes for bench/scale.py")
     parser.add_argument("--backend", required=True)
     parser.add_argument("--nodes", type=int, default=100)
@@ -315,7 +325,7 @@ async def main(reactor, options) -> dict:
     from devicehub import Demand
     from devicehub.common.errors import BrokerUnavailable
     from devicehub.tap import tune_garbage_collector
-    from run import TWISTD, Bench, machine, percentiles, progress, reported
+    from run import TWISTD, Bench, machine, percentiles, progress
     from tests.support import free_ports
 
     tune_garbage_collector()
@@ -333,7 +343,37 @@ async def main(reactor, options) -> dict:
 
     async def ask(fleet, key: str, timeout: float = 600, **request) -> dict:
         fleet.transport.write(json.dumps(request).encode() + b"\n")
-        return await reported(fleet, key, timeout)
+        return await answered(fleet, key, timeout)
+
+    async def answered(process, key: str, timeout: float) -> dict:
+        """As run.reported, but only from whole lines (a long one comes in several reads)."""
+        taken = getattr(process, "taken", 0)
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = [line for line in process.output.rpartition("\n")[0].splitlines() if line.startswith("{")]
+            for index, line in enumerate(lines[taken:], taken):
+                figures = json.loads(line)
+                if "error" in figures:
+                    raise RuntimeError(f"the fleet failed: {figures['error']}")
+                if key in figures:
+                    process.taken = index + 1
+                    return figures
+            if process.ended.called or time.monotonic() > deadline:
+                raise RuntimeError(f"never saw {key!r}:\n{process.output[-2000:]}")
+            await sleep(0.02)
+
+    async def totalReaches(count: int, timeout: float = 600) -> float:
+        """Poll C{total} until it is C{count} (unavailable while warming up); the wall-clock time it was."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if await demand.gettotal(timeout=5) == count:
+                    return time.time()
+            except BrokerUnavailable:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the total never reached {count}")
+            await sleep(0.01)
 
     try:
         progress("starting the broker")
@@ -351,9 +391,13 @@ async def main(reactor, options) -> dict:
         levels = []
         for level in options.levels:
             progress(f"filling the directory to {level} devices (snapshots)")
+            started = time.time()
             filled = await ask(fleet, "registered", op="register", perNode=level // options.nodes)
+            # A welcome comes before the snapshot is loaded: the total says when it is.
+            loadedAt = await totalReaches(filled["devices"])
             online = await demand.gettotal()
             assert online == filled["devices"], (online, filled)
+            filled["seconds"] = round(loadedAt - started, 3)
             await sleep(0.5)
             rss = broker.rss_kib()
             point = {"online": online, "load_average": os.getloadavg()[0],
@@ -361,18 +405,27 @@ async def main(reactor, options) -> dict:
                      "broker_rss_bytes_per_device": round((rss - baseRss) * 1024 / online)}
             logins, logouts = [], []
             for _ in range(options.repeats):
+                cpu = broker.cpu_seconds()
                 logins.append(await ask(fleet, "logins", op="login", count=options.batch))
+                logins[-1]["broker_cpu_us"] = round((broker.cpu_seconds() - cpu) * 1e6 / options.batch, 1)
+                cpu = broker.cpu_seconds()
                 logouts.append(await ask(fleet, "logouts", op="logout"))
+                logouts[-1]["broker_cpu_us"] = round((broker.cpu_seconds() - cpu) * 1e6 / options.batch, 1)
             point["logins_per_s"] = statistics.median(run["per_s"] for run in logins)
             point["logouts_per_s"] = statistics.median(run["per_s"] for run in logouts)
             point["runs_logins_per_s"] = [run["per_s"] for run in logins]
             point["runs_logouts_per_s"] = [run["per_s"] for run in logouts]
+            point["broker_cpu_us_per_login"] = statistics.median(run["broker_cpu_us"] for run in logins)
+            point["broker_cpu_us_per_logout"] = statistics.median(run["broker_cpu_us"] for run in logouts)
+            point["runs_broker_cpu_us_per_login"] = [run["broker_cpu_us"] for run in logins]
             assert await demand.gettotal() == online
             imeis = (await ask(fleet, "imeis", op="imeis", count=10_000))["imeis"]
             runs = []
             for _ in range(options.repeats):
+                cpu = broker.cpu_seconds()
                 runs.append(await bench.windowed(
                     lambda i: demand.send(imeis[(i * 7919) % len(imeis)], "0x10", i), options.commands, options.window))
+                runs[-1]["broker_cpu_us_per_command"] = round((broker.cpu_seconds() - cpu) * 1e6 / options.commands, 1)
             runs.sort(key=lambda run: run["per_s"])
             point["commands"] = {**runs[len(runs) // 2], "window": options.window,
                                  "runs_per_s": [run["per_s"] for run in runs]}
@@ -395,25 +448,42 @@ async def main(reactor, options) -> dict:
                 await sleep(0.002)
 
         def window(start: float, end: float) -> dict:
-            inside = [latency for sent, latency in samples if start <= sent <= end]
+            inside = [(latency, sent) for sent, latency in samples if start <= sent <= end]
             # A find sent just before the window and answered inside it was blocked too.
-            inside += [latency for sent, latency in samples if sent < start < sent + latency]
-            return {"finds": len(inside), **percentiles(inside)} if inside else {"finds": 0}
+            inside += [(latency, sent) for sent, latency in samples if sent < start < sent + latency]
+            if not inside:
+                return {"finds": 0}
+            worst = max(inside)
+            return {"finds": len(inside), **percentiles([latency for latency, _ in inside]),
+                    "worst_sent_after_s": round(worst[1] - start, 3)}
 
         running = defer.ensureDeferred(probeLoop())
         await sleep(1.0)
         quiet = window(time.time() - 1.0, time.time())
         events = {"quiet": quiet}
-        bye = await ask(fleet, "bye", op="bye", index=0)
+        top = levels[-1]["online"]
+        left = await ask(fleet, "left", op="leave", index=0)
+        releasedAt = await totalReaches(top - left["devices"])
+        await sleep(1.0)  # offline at once; the broker removes them from its structures meanwhile
+        events["release_node"] = {"devices": left["devices"], "offline_after_s": round(releasedAt - left["bye_at"], 3),
+                                  **window(left["bye_at"], left["bye_at"] + 1.0)}
+        back = await ask(fleet, "rejoined", op="rejoin", index=0)
+        loadedAt = await totalReaches(top)
         await sleep(0.3)
-        events["release_node"] = {"devices": bye["devices"], **window(bye["bye_at"], bye["bye_at"] + 0.3)}
-        events["snapshot_node"] = {"devices": bye["devices"], "load_s": round(bye["welcome_at"] - bye["hello_at"], 3),
-                                   **window(bye["hello_at"], bye["welcome_at"] + 0.05)}
-        big = await ask(fleet, "big", op="big", count=options.big)
+        events["snapshot_node"] = {"devices": back["devices"], "load_s": round(loadedAt - back["hello_at"], 3),
+                                   "welcome_after_s": round(back["welcome_at"] - back["hello_at"], 3),
+                                   **window(back["hello_at"], loadedAt + 0.05)}
+        big = await ask(fleet, "bigjoined", op="bigjoin", count=options.big)
+        loadedAt = await totalReaches(top + options.big)
         await sleep(0.3)
-        events["snapshot_big"] = {"devices": options.big, "load_s": round(big["welcome_at"] - big["hello_at"], 3),
-                                  **window(big["hello_at"], big["welcome_at"] + 0.05)}
-        events["release_big"] = {"devices": options.big, **window(big["bye_at"], big["bye_at"] + 0.3)}
+        events["snapshot_big"] = {"devices": options.big, "load_s": round(loadedAt - big["hello_at"], 3),
+                                  "welcome_after_s": round(big["welcome_at"] - big["hello_at"], 3),
+                                  **window(big["hello_at"], loadedAt + 0.05)}
+        gone = await ask(fleet, "bigleft", op="bigleave")
+        releasedAt = await totalReaches(top)
+        await sleep(1.5)
+        events["release_big"] = {"devices": options.big, "offline_after_s": round(releasedAt - gone["bye_at"], 3),
+                                 **window(gone["bye_at"], gone["bye_at"] + 1.5)}
         probing[0] = False
         await running
         assert await demand.gettotal() == levels[-1]["online"]
@@ -423,6 +493,7 @@ async def main(reactor, options) -> dict:
 
         # Restart: kill -9 and start again on the same addresses and store.
         progress("killing the broker (-9) and starting it again")
+        first_broker_output = broker.output
         broker.transport.signalProcess("KILL")
         await broker.ended
         bench.processes.remove(broker)
@@ -439,6 +510,8 @@ async def main(reactor, options) -> dict:
             await sleep(0.02)
         answeredAt = time.time()
         bound = next((line for line in broker.output.splitlines() if "Broker frontend on" in line), None)
+        if os.environ.get("SCALE_DEBUG"):  # the broker's log, both runs, on stderr
+            print(first_broker_output + broker.output, file=sys.stderr)
         results["restart"] = {
             "devices": levels[-1]["online"],
             "all_nodes_registered_s": round(back["last_welcome_at"] - restartedAt, 3),
@@ -476,7 +549,7 @@ def draw(results: dict, path: Path) -> Path:
 
     levels = results["levels"]
     online = [point["online"] for point in levels]
-    figure, (rates, memory, latency) = plt.subplots(1, 3, figsize=(14, 4))
+    figure, (rates, cpu, memory, latency) = plt.subplots(1, 4, figsize=(18, 4))
     rates.plot(online, [point["logins_per_s"] for point in levels], marker="o", label="logins/s")
     rates.plot(online, [point["logouts_per_s"] for point in levels], marker="s", label="logouts/s")
     rates.plot(online, [point["commands"]["per_s"] for point in levels], marker="^", label="routed commands/s")
@@ -484,6 +557,15 @@ def draw(results: dict, path: Path) -> Path:
     rates.set_ylim(bottom=0)
     rates.set(xlabel="devices online (log scale)", ylabel="per second", title="Broker rates against directory size")
     rates.legend(fontsize=8)
+    if all("broker_cpu_us_per_login" in point for point in levels):
+        cpu.plot(online, [point["broker_cpu_us_per_login"] for point in levels], marker="o", label="per login")
+        cpu.plot(online, [point["commands"]["broker_cpu_us_per_command"] for point in levels], marker="^",
+                 label="per routed command")
+        cpu.set_xscale("log")
+        cpu.set_ylim(bottom=0)
+        cpu.legend(fontsize=8)
+    cpu.set(xlabel="devices online (log scale)", ylabel="broker CPU µs (all its threads)",
+            title="Broker CPU against directory size")
     memory.bar([f"{count:,}" for count in online], [point["broker_rss_bytes_per_device"] for point in levels])
     memory.set(xlabel="devices online", ylabel="bytes of broker RSS per device", title="Broker memory per device")
     events = results["responsiveness"]

@@ -51,3 +51,24 @@ def test_benchmark_quick_run_produces_every_figure_and_chart(tmp_path):
     assert results["ratios"]["f_protocols_vs_jsonl"]["jsonl"]["hub_cpu_per_command"] == 1.0
     for chart in ("latency_vs_offered.png", "throughput.png", "memory.png", "protocols.png"):
         assert (tmp_path / "charts" / chart).read_bytes().startswith(b"\x89PNG")
+
+
+def test_scale_benchmark_quick_run_produces_every_figure_and_chart(tmp_path):
+    """bench/scale.py --quick: a real broker, 10 simulated nodes, 10 000 and 50 000 devices (~15 s)."""
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "scale.py"), "--quick", "--out", str(tmp_path / "scale.json"),
+         "--chart", str(tmp_path / "scale.png")],
+        capture_output=True, text=True, timeout=180,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = json.loads((tmp_path / "scale.json").read_text())
+    assert [point["online"] for point in results["levels"]] == [10_000, 50_000]
+    for point in results["levels"]:
+        assert point["logins_per_s"] > 0 and point["logouts_per_s"] > 0 and point["broker_rss_bytes_per_device"] > 0
+        assert point["commands"]["acked"] == point["commands"]["sent"] == 1000
+        assert point["broker_cpu_us_per_login"] > 0 and point["commands"]["broker_cpu_us_per_command"] > 0
+    events = results["responsiveness"]
+    assert events["release_node"]["devices"] == 5000 and events["snapshot_big"]["devices"] == 20_000
+    assert all(events[name]["finds"] > 0 for name in ("quiet", "release_node", "snapshot_node", "release_big"))
+    assert results["restart"]["devices"] == 50_000 and results["restart"]["total_answers_every_device_s"] > 0
+    assert (tmp_path / "scale.png").read_bytes().startswith(b"\x89PNG")

@@ -3,8 +3,8 @@ L{Reads}: the broker's answers to questions no node is asked: presence, listings
 health, and a queued command's record (CONTRACT §3, §6).
 
 A broker that has just started may not know every device yet: until its warm-up ends
-(one node heartbeat), what the directory cannot vouch for is answered unavailable, never
-C{no}.
+(one node heartbeat, and every snapshot that came during it loaded), what the directory
+cannot vouch for is answered unavailable, never C{no}.
 """
 
 from typing import Any, Callable
@@ -42,7 +42,7 @@ class Reads:
         Answer unavailable while nodes may not have reported yet (a broker that just
         started would otherwise say NO of devices that are online).
         """
-        if self.clock.seconds() >= self.warmUntil:
+        if self.clock.seconds() >= self.warmUntil and not self.registry.loadingSince(self.warmUntil):
             return False
         self.error(client, rid, "unavailable", "broker starting: not every node has reported yet")
         return True
