@@ -37,7 +37,7 @@ PHONE = {"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True}
 TOKEN = "s3cret-token"
 # Chromium's words for an API answer that is not 2xx, e.g. 404 for a device that is offline.
 ANSWERED = re.compile(r"^http://127\.0\.0\.1:\d+/(devices|events|commands)\S* - Failed to load resource: "
-                      r"the server responded with a status of (401|404|409)")
+                      r"the server responded with a status of (401|404|409|504)")
 
 
 @pytest.fixture(scope="module")
@@ -255,9 +255,15 @@ async def test_a_device_its_commands_and_its_live_events(console):
     await page.click("#c-send")
     await page.shows("r-result", "sent")
     await page.shows("r-status", "202")
+    await page.run(lambda: page.driver.find_element(By.ID, "c-wait").click())  # wait again
+    device.silent = True
+    await page.type("c-timeout", "0.3")
+    await page.click("#c-send")
+    await page.shows("r-result", "timeout")
+    await page.shows("r-words", "did not acknowledge it in time (0.3 s)")
+    await page.shows("r-status", "504")
     await device.close()
     await page.shows("device-online", "offline")
-    await page.run(lambda: page.driver.find_element(By.ID, "c-wait").click())
     await page.click("#c-send")
     await page.shows("r-result", "no")
     await page.shows("r-words", "not online")

@@ -119,6 +119,17 @@
     return Math.floor(s / 86400) + " d ago";
   }
 
+  function until(seconds) {
+    const s = seconds - Date.now() / 1000;
+    if (s <= 0) return "now";
+    if (s < 60) return "in " + Math.ceil(s) + " s";
+    if (s < 3600) return "in " + Math.ceil(s / 60) + " min";
+    if (s < 172800) return "in " + Math.round(s / 3600) + " h";
+    return "in " + Math.round(s / 86400) + " d";
+  }
+
+  function full(seconds) { return new Date(seconds * 1000).toLocaleString([], { hour12: false }); }
+
   function when(seconds) {
     if (!seconds) return "–";
     const date = new Date(seconds * 1000);
@@ -141,6 +152,7 @@
     stopStream();
     show($("main"), false);
     say($("login-error"), message);
+    setStatus("token needed", "warn");
     const dialog = $("login");
     if (!dialog.open) dialog.showModal();
     $("token").focus();
@@ -365,7 +377,7 @@
     const most = Math.max(1, ...entries.map(([, n]) => n));
     list.replaceChildren(...entries.map(([name, n]) => el("li", {},
       el("span", { class: "name mono", title: name }, name),
-      el("span", { class: "bar" }, el("span", { style: { width: Math.max(2, (100 * n) / most) + "%" } })),
+      el("span", { class: "bar" }, el("span", { style: { width: (n ? Math.max(2, (100 * n) / most) : 0) + "%" } })),
       el("span", { class: "n" }, number(n)))));
     const box = $("nodes-empty");
     if (!entries.length && health.nodes) {
@@ -512,7 +524,7 @@
     $("f-node").textContent = seen.node || unknown;
     $("f-protocol").textContent = seen.protocol || unknown;
     $("f-since").textContent = seen.since ? when(seen.since) : online ? "not known yet (shown at its next login)" : "–";
-    $("f-last").textContent = seen.last ? when(seen.last) : "none since this page opened it";
+    $("f-last").textContent = seen.last ? when(seen.last) : "none seen yet";
   }
 
   async function refreshQueue() {
@@ -539,8 +551,8 @@
     $("q-rows").replaceChildren(...commands.map((command) => el("tr", { "data-id": command.id },
       el("td", { class: "mono", "data-label": "Instruct" }, command.instruct),
       el("td", { class: "mono data", "data-label": "Data" }, compact(command.data)),
-      el("td", { "data-label": "Queued" }, when(command.created)),
-      el("td", { "data-label": "Expires" }, command.expires ? clock(command.expires) + (command.expires - Date.now() / 1000 > 86400 ? " +" + Math.floor((command.expires - Date.now() / 1000) / 86400) + " d" : "") : "–"),
+      el("td", { "data-label": "Queued", title: full(command.created) }, ago(command.created)),
+      el("td", { "data-label": "Expires", title: full(command.expires) }, until(command.expires)),
       el("td", { "data-label": "Tries" }, String(command.attempts || 0)),
       el("td", {}, el("button", { type: "button", class: "danger cancel", onclick: () => cancel(command) }, "Cancel")))));
   }
