@@ -19,7 +19,7 @@ from twisted.internet.threads import deferToThread
 
 from devicehub import QUEUED, Demand
 
-from .support import Hub, eventually, online
+from .support import Hub, connect, eventually, online
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.common.by import By  # noqa: E402
@@ -204,6 +204,14 @@ async def test_the_list_shows_devices_as_they_log_in_and_searches_by_prefix(cons
     await page.shows("devices-empty", "only letters, digits")
     await page.type("prefix", "")
     await page.shows("devices-total", re.compile(r"^57$"))
+    # the cluster: devices per node
+    second = await page.hub.addNode("node-2")
+    for imei in ["880000000000001", "880000000000002"]:
+        devices.append(await connect(second.listener.port.getHost().port, imei))
+        await eventually(lambda: page.hub.directory.owner(imei) is not None)
+    await page.shows("nodes", re.compile(r"node-1\s+57\s+node-2\s+2"))
+    await page.shows("t-nodes", "2")
+    await page.shows("devices-total", re.compile(r"^59$"))
     await page.shot("list-desktop")
     assert await page.errors() == []
     for device in devices:

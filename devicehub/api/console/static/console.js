@@ -638,6 +638,7 @@
     const hasReply = result === "ok" && reply && "reply" in reply;
     pre.textContent = hasReply ? "reply: " + JSON.stringify(reply.reply, null, 2) : "";
     show(pre, hasReply);
+    if (window.matchMedia("(max-width: 899px)").matches) $("result").scrollIntoView({ block: "nearest" });
   }
 
   // ---------------------------------------------------------------- live events
