@@ -12,25 +12,22 @@ import json
 import os
 import re
 import shutil
+import tempfile
 
 import pytest
 import pytest_twisted
+from selenium import webdriver
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.ui import WebDriverWait
 from twisted.internet.threads import deferToThread
 
 from devicehub import QUEUED, Demand
 
 from .support import Hub, connect, eventually, online
 
-webdriver = pytest.importorskip("selenium.webdriver")
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.common.keys import Keys  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
-
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(
-    not (CHROMIUM and CHROMEDRIVER), reason="needs Chromium and its driver (apt-get install chromium chromium-driver)"
-)
 
 DESKTOP = (1280, 900)
 PHONE = {"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True}
@@ -42,10 +39,15 @@ ANSWERED = re.compile(r"^http://127\.0\.0\.1:\d+/(devices|events|commands)\S* - 
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    """One headless Chromium for the module; its profile and temporary files stay in a tmp_path."""
+    """
+    One headless Chromium for the module, its profile in a tmp_path. Its temporary files
+    go to a directory of their own, removed after: not in the tmp_path, whose path may be
+    too long for the unix socket Chromium makes there (108 bytes at most).
+    """
+    if not (CHROMIUM and CHROMEDRIVER):
+        pytest.fail("Chromium and its driver are not installed (Debian: apt-get install -y chromium chromium-driver)")
     home = tmp_path_factory.mktemp("chromium")
-    scratch = home / "tmp"
-    scratch.mkdir()
+    scratch = tempfile.mkdtemp(prefix="chromium-")  # in the session's TMPDIR (tests/conftest.py)
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for argument in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
@@ -54,10 +56,15 @@ def browser(tmp_path_factory):
                      "--lang=en-GB", f"--window-size={DESKTOP[0]},{DESKTOP[1]}"]:
         options.add_argument(argument)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    service = webdriver.ChromeService(CHROMEDRIVER, env={**os.environ, "TMPDIR": str(scratch)}, log_output=os.devnull)
-    driver = webdriver.Chrome(service=service, options=options)
-    yield driver
-    driver.quit()
+    service = webdriver.ChromeService(CHROMEDRIVER, env={**os.environ, "TMPDIR": scratch}, log_output=os.devnull)
+    try:
+        driver = webdriver.Chrome(service=service, options=options)
+        try:
+            yield driver
+        finally:
+            driver.quit()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 class Page:
