@@ -190,6 +190,10 @@
 
   async function refresh() {
     clearTimeout(state.timer);
+    if (document.hidden && state.authorized) {  // nobody looks: ask nothing (visibilitychange resumes)
+      state.timer = setTimeout(refresh, POLL_MS);
+      return;
+    }
     try {
       // the list first: it needs the token, and tells whether this one works
       await refreshList();
