@@ -374,6 +374,8 @@ async def test_the_files_are_the_package_s_and_load_nothing_from_elsewhere(http)
         again = await http.get(hub.url + "/console/console.js", headers={b"If-None-Match": etag})
         assert again.code == 304
         await again.content()
+        head = await http.head(hub.url + "/")
+        assert head.code == 200 and await head.content() == b""
         missing = await http.get(hub.url + "/console/nothing.js")
         assert missing.code == 404 and json.loads(await missing.content()) == {"error": "not found"}
         posted = await http.post(hub.url + "/", data=b"{}")

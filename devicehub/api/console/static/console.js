@@ -345,7 +345,11 @@
     if (status === 200 || (status === 503 && body && body.status)) {
       state.health = body;
       const ok = body.status === "ok";
-      setStatus(ok ? "hub ok" : body.status, ok ? "good" : "bad");
+      const brokers = body.brokers ? Object.values(body.brokers) : [];
+      const down = brokers.filter((st) => st === "down").length;
+      if (!ok) setStatus(body.status, "bad");
+      else if (down) setStatus("hub ok · " + down + " of " + brokers.length + " brokers down", "warn");
+      else setStatus("hub ok", "good");
       drawCluster(body);
     } else {
       setStatus("broker not answering", "bad");
@@ -440,7 +444,7 @@
     // this api process runs those roles too (a sample of their live gauges says so).
     const broker = metrics.has("devicehub_nodes_alive");
     const nodes = metrics.has("devicehub_devices_online");
-    const elsewhere = (role) => "counted in the " + role + "'s process";
+    const elsewhere = (role) => "kept by the " + role + (role === "nodes" ? " (their" : " (its") + " --metrics)";
     $("t-commands").textContent = broker ? number(values.commands) : "–";
     $("t-commands-sub").textContent = !broker ? elsewhere("broker")
       : Object.keys(commands).length
@@ -524,11 +528,17 @@
   function drawFacts() {
     const seen = state.seen.get(state.imei) || {};
     const online = $("device-online").textContent === "online";
-    const unknown = online ? "not known yet (shown from its next event)" : "–";
-    $("f-node").textContent = seen.node || unknown;
-    $("f-protocol").textContent = seen.protocol || unknown;
-    $("f-since").textContent = seen.since ? when(seen.since) : online ? "not known yet (shown at its next login)" : "–";
+    const fact = (id, value, text) => {
+      $(id).textContent = value ? text(value) : online ? "not known yet" : "–";
+      $(id).classList.toggle("muted", !value);
+    };
+    fact("f-node", seen.node, String);
+    fact("f-protocol", seen.protocol, String);
+    fact("f-since", seen.since, when);
     $("f-last").textContent = seen.last ? when(seen.last) : "none seen yet";
+    $("f-last").classList.toggle("muted", !seen.last);
+    // what the API does not tell comes from the device's live events
+    show($("f-note"), online && !(seen.node && seen.protocol && seen.since));
   }
 
   async function refreshQueue() {
