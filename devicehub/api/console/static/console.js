@@ -188,12 +188,27 @@
 
   // ---------------------------------------------------------------- the loop
 
+  let refreshing = false;
+  let again = false;
+
+  /** Read everything shown, then again in POLL_MS; one read at a time (a call meanwhile runs after it). */
   async function refresh() {
     clearTimeout(state.timer);
-    if (document.hidden && state.authorized) {  // nobody looks: ask nothing (visibilitychange resumes)
-      state.timer = setTimeout(refresh, POLL_MS);
-      return;
+    if (refreshing) { again = true; return; }
+    refreshing = true;
+    let next = true;
+    try {
+      next = await refreshOnce();
+    } finally {
+      refreshing = false;
     }
+    if (again) { again = false; return refresh(); }
+    if (next) state.timer = setTimeout(refresh, POLL_MS);
+  }
+
+  /** One read of the list, the cluster, the counters and the open device; false while the token is asked for. */
+  async function refreshOnce() {
+    if (document.hidden && state.authorized) return true;  // nobody looks: ask nothing
     try {
       // the list first: it needs the token, and tells whether this one works
       await refreshList();
@@ -209,11 +224,11 @@
       $("updated").textContent = "updated " + clock(Date.now() / 1000);
     } catch (error) {
       const words = failure(error);
-      if (words === null) return;  // asking for the token
+      if (words === null) return false;  // asking for the token
       notice(words);
       setStatus("unreachable", "bad");
     }
-    state.timer = setTimeout(refresh, POLL_MS);
+    return !$("login").open;  // not while the token is asked for
   }
 
   document.addEventListener("visibilitychange", () => {
@@ -257,7 +272,7 @@
     const generation = ++state.listGeneration;
     const prefix = state.prefix;
     let shown, total, matching;
-    const first = await api("/devices?num=" + PAGE + "&page=" + (prefix ? 0 : state.page));
+    const first = await api(prefix ? "/devices?num=0" : "/devices?num=" + PAGE + "&page=" + state.page);
     if (first.status !== 200) {
       if (first.status === 503) setStatus("broker not answering", "bad");
       say($("devices-error"), explain(first.status, first.body));
