@@ -323,6 +323,7 @@ async def test_queued_commands_are_shown_and_cancelled(console, tmp_path):
         await eventually(lambda: device.commands)
         await page.shows("q-empty", "nothing waits")
         await page.shows("device-online", "online")
+        await page.shows("events", re.compile(r"command\s+\{[^}]*\"state\":\"acked\""))  # the outcomes, pushed
         assert await page.errors() == []
         await device.close()
     finally:
@@ -348,6 +349,10 @@ async def test_with_an_api_token_the_page_asks_for_it(console, http):
     await page.until(device_link("861234567890123"), message="the list did not show after the token")
     await page.shows("sign-out", "Forget token")
     await page.click('#device-list a[href="#/devices/861234567890123"]')
+    # online before the page opened it: what GET /devices/{imei}/session says
+    await page.shows("f-node", "node-1")
+    await page.shows("f-protocol", "jsonl")
+    await page.shows("f-since", "ago")
     await page.shows("e-state", "live")  # the event stream takes the token too
     device.send({"type": "heartbeat", "battery": 50})
     await page.shows("events", "heartbeat")

@@ -355,14 +355,16 @@
 
   // ---------------------------------------------------------------- cluster and counters
 
+  /** GET /cluster (devices per node, brokers, store); GET /health on a hub without it. */
   async function refreshCluster() {
-    const { status, body } = await api("/health");
-    if (status === 200 || (status === 503 && body && body.status)) {
+    let { status, body } = await api("/cluster");
+    if (status === 404 && body && body.error === "not found") ({ status, body } = await api("/health"));
+    if (status === 200 || (status === 503 && body && body.store)) {
       state.health = body;
-      const ok = body.status === "ok";
+      const failing = body.store === "failing";
       const brokers = body.brokers ? Object.values(body.brokers) : [];
       const down = brokers.filter((st) => st === "down").length;
-      if (!ok) setStatus(body.status, "bad");
+      if (failing) setStatus("store failing", "bad");
       else if (down) setStatus("hub ok · " + down + " of " + brokers.length + " brokers down", "warn");
       else setStatus("hub ok", "good");
       drawCluster(body);
@@ -373,8 +375,10 @@
   }
 
   function drawCluster(health) {
+    // /cluster: "nodes" is {name: devices}; /health: the number of nodes
+    const perNode = typeof health.nodes === "object" ? health.nodes : health.perNode;
     $("t-devices").textContent = number(health.devices);
-    $("t-nodes").textContent = number(health.nodes);
+    $("t-nodes").textContent = number(perNode ? Object.keys(perNode).length : health.nodes);
     const store = $("store");
     store.textContent = { ok: "store ok", failing: "store failing", none: "no store" }[health.store] || health.store;
     store.className = "badge " + ({ ok: "good", failing: "bad" }[health.store] || "quiet");
@@ -391,7 +395,7 @@
     } else {
       $("t-nodes-sub").textContent = "";
     }
-    drawNodes(health.perNode || (state.counters && state.counters.perNode) || null, health);
+    drawNodes(perNode || (state.counters && state.counters.perNode) || null, health);
   }
 
   function drawNodes(perNode, health) {
@@ -403,7 +407,7 @@
       el("span", { class: "bar" }, el("span", { style: { width: (n ? Math.max(2, (100 * n) / most) : 0) + "%" } })),
       el("span", { class: "n" }, number(n)))));
     const box = $("nodes-empty");
-    if (!entries.length && health.nodes) {
+    if (!entries.length && typeof health.nodes === "number" && health.nodes) {
       box.textContent = health.nodes + (health.nodes === 1 ? " node" : " nodes") + " registered; this hub does not tell the devices of each.";
     } else {
       box.textContent = "No node is registered with the broker.";
@@ -474,7 +478,7 @@
       : elsewhere("broker");
     $("t-logins").textContent = nodes ? number(values.logins || 0) : "–";
     $("t-logins-sub").textContent = nodes ? perSecond("logins") || "since start" : elsewhere("nodes");
-    if (state.health && !state.health.perNode) drawNodes(perNode, state.health);
+    if (state.health && typeof state.health.nodes === "number" && !state.health.perNode) drawNodes(perNode, state.health);
   }
 
   // ---------------------------------------------------------------- one device
@@ -523,7 +527,9 @@
 
   async function refreshDevice() {
     const imei = state.imei;
-    const found = await api("/devices/" + encodeURIComponent(imei));
+    const path = "/devices/" + encodeURIComponent(imei);
+    let found = await api(path + "/session");  // online, node, protocol, since
+    if (found.status === 404 && found.body && found.body.error === "not found") found = await api(path);  // an older hub
     if (imei !== state.imei) return;
     if (found.status === 200 || found.status === 404) {
       say($("device-error"), "");
@@ -724,6 +730,7 @@
     seen.last = event.ts;
     if (event.type === "online") { seen.since = event.ts; setOnline(true); }
     if (event.type === "offline") { delete seen.since; setOnline(false); }
+    if (event.type === "command") refreshQueue().catch(() => {});  // a queued command's outcome
     state.seen.set(event.imei, seen);
     drawFacts();
     const list = $("events");
