@@ -16,7 +16,7 @@
     prefix: "",
     page: 0,
     pages: 1,
-    health: null,
+    cluster: null,          // the last GET /cluster
     counters: null,         // {at, values} of the previous /metrics read, for rates
     imei: null,             // the open device
     seen: new Map(),        // imei -> {node, protocol, since, last} from its live events
@@ -355,12 +355,11 @@
 
   // ---------------------------------------------------------------- cluster and counters
 
-  /** GET /cluster (devices per node, brokers, store); GET /health on a hub without it. */
+  /** GET /cluster: devices per node, brokers, the store. */
   async function refreshCluster() {
-    let { status, body } = await api("/cluster");
-    if (status === 404 && body && body.error === "not found") ({ status, body } = await api("/health"));
-    if (status === 200 || (status === 503 && body && body.store)) {
-      state.health = body;
+    const { status, body } = await api("/cluster");
+    if (status === 200) {
+      state.cluster = body;
       const failing = body.store === "failing";
       const brokers = body.brokers ? Object.values(body.brokers) : [];
       const down = brokers.filter((st) => st === "down").length;
@@ -374,17 +373,15 @@
     }
   }
 
-  function drawCluster(health) {
-    // /cluster: "nodes" is {name: devices}; /health: the number of nodes
-    const perNode = typeof health.nodes === "object" ? health.nodes : health.perNode;
-    $("t-devices").textContent = number(health.devices);
-    $("t-nodes").textContent = number(perNode ? Object.keys(perNode).length : health.nodes);
+  function drawCluster(cluster) {
+    $("t-devices").textContent = number(cluster.devices);
+    $("t-nodes").textContent = number(Object.keys(cluster.nodes).length);
     const store = $("store");
-    store.textContent = { ok: "store ok", failing: "store failing", none: "no store" }[health.store] || health.store;
-    store.className = "badge " + ({ ok: "good", failing: "bad" }[health.store] || "quiet");
-    store.title = health.store === "none" ? "No queue for offline devices (--no-store)" : "The queue of commands for offline devices";
+    store.textContent = { ok: "store ok", failing: "store failing", none: "no store" }[cluster.store] || cluster.store;
+    store.className = "badge " + ({ ok: "good", failing: "bad" }[cluster.store] || "quiet");
+    store.title = cluster.store === "none" ? "No queue for offline devices (--no-store)" : "The queue of commands for offline devices";
 
-    const brokers = health.brokers ? Object.entries(health.brokers) : null;
+    const brokers = cluster.brokers ? Object.entries(cluster.brokers) : null;
     $("brokers").replaceChildren(...(brokers
       ? brokers.map(([address, st]) => el("li", {}, el("span", { class: "dot " + (st === "ok" ? "good" : st === "down" ? "bad" : "warn") }),
         el("span", { class: "mono" }, address), el("span", { class: "muted small" }, st)))
@@ -395,24 +392,18 @@
     } else {
       $("t-nodes-sub").textContent = "";
     }
-    drawNodes(perNode || (state.counters && state.counters.perNode) || null, health);
+    drawNodes(cluster.nodes);
   }
 
-  function drawNodes(perNode, health) {
+  function drawNodes(perNode) {
     const list = $("nodes");
-    const entries = perNode ? Object.entries(perNode).sort((a, b) => a[0].localeCompare(b[0])) : [];
+    const entries = Object.entries(perNode).sort((a, b) => a[0].localeCompare(b[0]));
     const most = Math.max(1, ...entries.map(([, n]) => n));
     list.replaceChildren(...entries.map(([name, n]) => el("li", {},
       el("span", { class: "name mono", title: name }, name),
       el("span", { class: "bar" }, el("span", { style: { width: (n ? Math.max(2, (100 * n) / most) : 0) + "%" } })),
       el("span", { class: "n" }, number(n)))));
-    const box = $("nodes-empty");
-    if (!entries.length && typeof health.nodes === "number" && health.nodes) {
-      box.textContent = health.nodes + (health.nodes === 1 ? " node" : " nodes") + " registered; this hub does not tell the devices of each.";
-    } else {
-      box.textContent = "No node is registered with the broker.";
-    }
-    show(box, !entries.length);
+    show($("nodes-empty"), !entries.length);
   }
 
   /** Prometheus text → Map of "name" → [{labels, value}]. */
@@ -456,8 +447,7 @@
     const rate = (key) => (before && values[key] !== undefined && before.values[key] !== undefined
       ? Math.max(0, (values[key] - before.values[key]) / (now - before.at)) : null);
     const perSecond = (key) => { const r = rate(key); return r === null ? "" : (r < 10 ? r.toFixed(1) : Math.round(r)) + "/s now"; };
-    const perNode = metrics.has("devicehub_devices_online") ? byLabel(metrics, "devicehub_devices_online", "node") : null;
-    state.counters = { at: now, values, perNode };
+    state.counters = { at: now, values };
 
     // One registry per process: the broker's and the nodes' numbers are there only when
     // this api process runs those roles too (a sample of their live gauges says so).
@@ -478,7 +468,6 @@
       : elsewhere("broker");
     $("t-logins").textContent = nodes ? number(values.logins || 0) : "–";
     $("t-logins-sub").textContent = nodes ? perSecond("logins") || "since start" : elsewhere("nodes");
-    if (state.health && typeof state.health.nodes === "number" && !state.health.perNode) drawNodes(perNode, state.health);
   }
 
   // ---------------------------------------------------------------- one device
@@ -528,13 +517,12 @@
   async function refreshDevice() {
     const imei = state.imei;
     const path = "/devices/" + encodeURIComponent(imei);
-    let found = await api(path + "/session");  // online, node, protocol, since
-    if (found.status === 404 && found.body && found.body.error === "not found") found = await api(path);  // an older hub
+    const found = await api(path + "/session");  // online, node, protocol, since
     if (imei !== state.imei) return;
     if (found.status === 200 || found.status === 404) {
       say($("device-error"), "");
       setOnline(Boolean(found.body && found.body.online));
-      // node, protocol and since: from the API when it gives them, else from live events
+      // kept up to date between reads by the device's live events
       const seen = state.seen.get(imei) || {};
       for (const key of ["node", "protocol", "since"]) if (found.body[key] !== undefined) seen[key] = found.body[key];
       if (!found.body.online) delete seen.since;
@@ -558,8 +546,6 @@
     fact("f-since", seen.since, when);
     $("f-last").textContent = seen.last ? when(seen.last) : "none seen yet";
     $("f-last").classList.toggle("muted", !seen.last);
-    // what the API does not tell comes from the device's live events
-    show($("f-note"), online && !(seen.node && seen.protocol && seen.since));
   }
 
   async function refreshQueue() {
@@ -570,7 +556,7 @@
       $("queue").hidden = true;
       $("q-count").textContent = "";
     };
-    if (state.health && state.health.store === "none") return noQueue();
+    if (state.cluster && state.cluster.store === "none") return noQueue();
     const { status, body } = await api("/devices/" + encodeURIComponent(imei) + "/queue");
     if (imei !== state.imei) return;
     if (status === 400 && body && /no queue/.test(body.error || "")) return noQueue();
