@@ -1,10 +1,11 @@
-"""The root resource of the API: bearer token, event streams, requests in flight."""
+"""The root resource of the API: bearer token, the console, event streams, requests in flight."""
 
 import hmac
 from urllib.parse import unquote_to_bytes
 
 from twisted.web.resource import Resource
 
+from devicehub.api.console import Console
 from devicehub.api.jsonio import respond
 from devicehub.api.sse import EventStreams
 from devicehub.common.drain import Idle
@@ -13,18 +14,26 @@ from devicehub.common.drain import Idle
 class ApiRoot(Resource):
     """
     The root of the API: checks the bearer token (when one is set; C{/health}
-    is open), counts requests in flight (for a draining shutdown) and refuses a
-    URL whose path is not UTF-8 with a JSON 400 before Klein sees it (Klein
-    would answer in plain text and log a traceback).
+    and the console's files are open), counts requests in flight (for a draining
+    shutdown) and refuses a URL whose path is not UTF-8 with a JSON 400 before
+    Klein sees it (Klein would answer in plain text and log a traceback).
+
+    The console (C{/} and C{/console/…}) holds no data: its page asks for the
+    token and sends it with every request it makes, its event stream included
+    (read with C{fetch}, not C{EventSource}, so the token never goes in a URL).
     """
 
     isLeaf = True
     OPEN_PATHS = (b"/health",)
 
-    def __init__(self, inner: Resource, token: str | None = None, streams: EventStreams | None = None) -> None:
+    def __init__(
+        self, inner: Resource, token: str | None = None, streams: EventStreams | None = None,
+        console: Console | None = None,
+    ) -> None:
         super().__init__()
         self.inner = inner
         self.streams = streams
+        self.console = Console() if console is None else console
         self.inflight = 0
         self.idle = Idle()
         """Fires its waiters when no request is in flight."""
@@ -35,6 +44,8 @@ class ApiRoot(Resource):
             unquote_to_bytes(request.path).decode("utf-8")
         except UnicodeDecodeError:
             return respond(request, 400, {"error": "the URL is not UTF-8"})
+        if self.console.serves(request.path):
+            return self.console.render(request)
         if self._token is not None and request.path not in self.OPEN_PATHS:
             if not self._authorized(request.getHeader(b"authorization") or b""):
                 request.setHeader(b"WWW-Authenticate", b'Bearer realm="devicehub"')
