@@ -173,7 +173,7 @@ class Options(EnvironmentOptions):
         ["max-client-inflight", None, 10_000,
          "Commands one broker client may have in flight; more are refused as busy.", positiveInt],
         ["device-secret", None, None, "Devices must log in with token = hex HMAC-SHA256(secret, imei)."],
-        ["api-token", None, None, "Every HTTP route but /health needs 'Authorization: Bearer TOKEN'."],
+        ["api-token", None, None, "Every HTTP route but /health and the console's files needs 'Authorization: Bearer TOKEN'."],
         ["curve-keys", None, None, "Key directory (devicehub keygen DIR): CURVE-encrypt and authenticate broker links."],
         ["store", None, "devicehub.sqlite3",
          "(broker) The queue of commands for offline devices, opened at start: a SQLite file (created if missing),"
