@@ -62,8 +62,8 @@ class Pace:
     """
 
     interval = 0.02
-    slack = 1.1
-    floor = 0.0002
+    slack = 1.05
+    floor = 0.0001
     """Seconds of congestion below which the probe is not believed (the clock's and the reactor's noise)."""
 
     def __init__(self, clock, probe: Callable[[], Deferred], maximum: int) -> None:
