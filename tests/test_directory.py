@@ -336,6 +336,63 @@ def test_the_warm_up_lasts_until_the_snapshots_that_came_during_it_are_loaded():
     assert ask(broker, clients, b"find", {"imei": "990000000000029"}).body == {"result": "ok"}
 
 
+def test_a_big_snapshot_comes_in_parts_and_is_loaded_as_they_come():
+    """A node's snapshot in parts (hello, then snapshot messages): no huge message to decode in one turn."""
+    broker, clock, clients, nodes = make()
+    rows = [[imei, index + 1, 0.0] for index, imei in enumerate(IMEIS[:30])]
+    body = {"node": "a", "instance": "a", "devices": rows[:10], "parts": 2}
+    broker.nodeMessage(b"a", Message(b"hello", b"", body))
+    broker.registry.settle()  # the first part read; the load waits, off the turns
+    assert not broker.registry.busy and broker.registry._loads
+    broker.nodeMessage(b"a", Message(b"snapshot", b"", {"devices": rows[20:], "part": 3}))  # out of turn: dropped
+    broker.nodeMessage(b"a", Message(b"offline", b"", {"imei": IMEIS[15], "conn": 16}))  # a notice between parts
+    broker.nodeMessage(b"a", Message(b"snapshot", b"", {"devices": rows[10:20], "part": 1}))
+    broker.registry.settle()
+    assert broker.registry._loads and len(broker.directory) == 0  # owned only once every part is read
+    broker.nodeMessage(b"a", Message(b"snapshot", b"", {"devices": rows[20:], "part": 2}))
+    broker.registry.settle()
+    assert not broker.registry._loads
+    assert broker.directory.page(50, 0) == sorted(set(IMEIS[:30]) - {IMEIS[15]})
+    broker.nodeMessage(b"a", Message(b"snapshot", b"", {"devices": rows[:1], "part": 3}))  # no load: dropped
+    assert len(broker.directory) == 29
+
+
+def test_a_node_sends_a_big_snapshot_in_parts(monkeypatch):
+    from twisted.internet.defer import succeed
+
+    from devicehub.node import link as linkModule
+    from devicehub.node.link import BrokerLink
+    from devicehub.node.node import Node
+
+    monkeypatch.setattr(linkModule, "SNAPSHOT_PART", 4)
+    broker, clock, clients, nodes = make()
+
+    class Local:
+        def __init__(self, deliver):
+            self.deliver = deliver
+
+        def send(self, message):
+            broker.nodeMessage(b"n", message)
+
+        def close(self, deliver=False):
+            return succeed(None)
+
+    node = Node("n", 5.0, clock, Metrics())
+
+    class Device:
+        def __init__(self, index):
+            self.conn, self.since, self.protocol = index + 1, 0.0, "jsonl"
+
+    node.devices = {imei: Device(index) for index, imei in enumerate(IMEIS[:10])}
+    link = BrokerLink(node, "tcp://unused", clock, local=Local)
+    link.startService()
+    broker.registry.settle()
+    assert broker.directory.page(20, 0) == sorted(IMEIS[:10])  # a hello with 4 rows, then 2 parts
+    link.stopService()
+    for call in clock.getDelayedCalls():
+        call.cancel()
+
+
 def test_a_million_device_snapshot_and_its_release_take_short_turns():
     """
     One node registers with a million devices, then is lost. Each reactor turn's work (one

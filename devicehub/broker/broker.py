@@ -99,6 +99,7 @@ class Broker:
             b"uplink": lambda node, message: self.events.uplink(node.name, message.body),
             b"ping": lambda node, message: self.toNode(node.identity, Message(b"pong", b"", {})),
             b"bye": lambda node, message: registry.bye(node),
+            b"snapshot": lambda node, message: registry.snapshotPart(node, message.body),
             b"result": lambda node, message: self.routes.result(node, message.rid, message.body),
         }
 

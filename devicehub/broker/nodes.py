@@ -42,6 +42,10 @@ MAX_REFUSED = 1000
 # Devices owned or released per reactor turn (a snapshot's rows are read twice as many at a
 # time): ~2 ms a turn on this project's machine (tests/test_directory.py prints it).
 CHUNK = 500
+WAIT = object()
+"""What a load yields while it waits for its snapshot's next part."""
+MAX_PARTS = 10_000
+"""Most parts a snapshot is announced in (of L{devicehub.node.link.SNAPSHOT_PART} rows each)."""
 
 
 @dataclass(eq=False)
@@ -53,6 +57,15 @@ class Load:
     now: float
     releases: int
     """The directory's releases that started before the hello."""
+    expected: int = 0
+    """The C{snapshot} parts that follow the hello (a big snapshot comes in parts)."""
+    parts: deque = field(default_factory=deque)
+    """Parts received and not read yet."""
+    received: int = 0
+    job: Iterator[None] | None = None
+    """Its loader (L{NodeRegistry._load})."""
+    parked: Iterator[None] | None = None
+    """The loader, while it waits for the next part."""
     snapshot: Sharded = field(default_factory=Sharded)
     """What the rows read so far say: imei -> (conn, since, protocol)."""
     noticed: set[str] = field(default_factory=set)
@@ -112,15 +125,43 @@ class NodeRegistry:
                 self.lost(other, "registered again from a new connection")
             node = self.nodes[identity] = NodeRecord(identity, name, now, instance)
             self._refused.pop(identity, None)
-            log.info("Node {node} registered with {count} devices", node=name, count=len(body["devices"]))
+            log.info("Node {node} registered with {count} devices{more}", node=name, count=len(body["devices"]),
+                     more=" and more in parts to come" if body.get("parts") else "")
         node.lastSeen = now
         previous = self._loads.pop(node, None)
         if previous is not None:  # a newer snapshot: it holds what the older one would have loaded
             previous.cancelled = True
-        load = self._loads[node] = Load(node, body["devices"], now, self.directory.releases)
-        self._start(self._load(load))
+        parts = body.get("parts", 0)
+        expected = parts if isinstance(parts, int) and not isinstance(parts, bool) and 0 <= parts <= MAX_PARTS else 0
+        load = self._loads[node] = Load(node, body["devices"], now, self.directory.releases, expected)
+        load.job = self._load(load)
+        self._start(load.job)
         # Now, not once it is loaded: a node left without a welcome sends its whole snapshot again.
         self.toNode(identity, Message(b"welcome", b"", {"heartbeat": self.heartbeat}))
+
+    def snapshotPart(self, node: NodeRecord, body: dict[str, Any]) -> None:
+        """The next part of the snapshot C{node} is loading (parts out of turn, or of an older hello, are dropped)."""
+        load = self._loads.get(node)
+        if load is None or load.cancelled or body["part"] != load.received + 1 or load.received >= load.expected:
+            log.warn("Dropped a snapshot part of node {node} that no hello announced", node=node.name)
+            return
+        load.received += 1
+        load.parts.append(body["devices"])
+        if load.parked is not None:
+            job, load.parked = load.parked, None
+            self._work.append(job)
+            if self._turn is None:
+                self._turn = self.clock.callLater(0, self._step)
+
+    def _rows(self, load: Load) -> Iterator[list | None]:
+        """The snapshot's rows, a part at a time: the hello's, then each C{snapshot} part (None: wait for it)."""
+        yield load.rows
+        load.rows = None
+        while load.received < load.expected or load.parts:
+            if load.parts:
+                yield load.parts.popleft()
+            else:
+                yield None
 
     def _load(self, load: Load) -> Iterator[None]:
         """
@@ -128,26 +169,34 @@ class NodeRegistry:
         it has. Reading a row counts as half of owning a device (it takes less, but its
         dictionaries grow, see L{devicehub.broker.directory.SHARDS}), checking one a quarter.
         """
-        node, now, snapshot, noticed, rows = load.node, load.now, load.snapshot, load.noticed, load.rows
-        load.rows = None
+        node, now, snapshot, noticed = load.node, load.now, load.snapshot, load.noticed
         budget = spent = self.chunk * 4
         step = self.chunk * 2
-        for start in range(0, len(rows), step):
-            read = rows[start:start + step]
-            rows[start:start + step] = [None] * len(read)  # freed as they are read, not all at once
-            # A node's clock may run ahead: a login is never later than the broker's own time.
-            for imei, conn, since, *protocol in read:
-                if is_valid_imei(imei) and imei not in noticed:
-                    snapshot[imei] = (conn, min(since, now), intern(protocol[0]) if protocol else "jsonl")
-            spent -= 2 * len(read)
-            del read
-            if spent <= 0:
+        for rows in self._rows(load):
+            if rows is None:  # the next part has not come yet: wait for it, off the reactor's turns
                 load.turns += 1
-                yield
+                load.parked = load.job
+                yield WAIT
                 if load.cancelled:
                     return
                 spent = budget
-        del rows
+                continue
+            for start in range(0, len(rows), step):
+                read = rows[start:start + step]
+                rows[start:start + step] = [None] * len(read)  # freed as they are read, not all at once
+                # A node's clock may run ahead: a login is never later than the broker's own time.
+                for imei, conn, since, *protocol in read:
+                    if is_valid_imei(imei) and imei not in noticed:
+                        snapshot[imei] = (conn, min(since, now), intern(protocol[0]) if protocol else "jsonl")
+                spent -= 2 * len(read)
+                del read
+                if spent <= 0:
+                    load.turns += 1
+                    yield
+                    if load.cancelled:
+                        return
+                    spent = budget
+            del rows
         load.parsed = True
         for imei in list(node.devices):
             if imei not in snapshot and imei not in noticed:
@@ -210,20 +259,24 @@ class NodeRegistry:
     def _start(self, job: Iterator[None]) -> None:
         """Do a job's first chunk now (a small job is done at once), the rest a chunk per turn."""
         try:
-            next(job)
+            waits = next(job) is WAIT
         except StopIteration:
             return
-        self._work.append(job)
-        if self._turn is None:
+        self._queue(job, waits)
+        if self._work and self._turn is None:
             self._turn = self.clock.callLater(0, self._step)
+
+    def _queue(self, job: Iterator[None], waits: bool) -> None:
+        """Back in the turns, unless it waits (a load parked with its load until the next part comes)."""
+        if not waits:
+            self._work.append(job)
 
     def _step(self) -> None:
         """One chunk of the oldest job; jobs take turns."""
         self._turn = None
         job = self._work.popleft()
         try:
-            next(job)
-            self._work.append(job)
+            self._queue(job, next(job) is WAIT)
         except StopIteration:
             pass
         except Exception:

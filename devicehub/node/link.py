@@ -21,6 +21,9 @@ from devicehub.wire.link import Attach, Link
 log = Logger()
 throttled = Throttled(log)
 
+SNAPSHOT_PART = 5000
+"""Rows of a node's snapshot per message: ~10 ms for the broker to decode each."""
+
 
 class BrokerLink(Service):
     """
@@ -113,10 +116,25 @@ class BrokerLink(Service):
             self._send(b"ping", {})
             delay = self.heartbeat
         else:
-            self._send(b"hello", {"node": self.node.name, "instance": self.instance, "devices": self.node.snapshot()})
+            self._hello()
             delay = self._retry
             self._retry = min(self._retry * 2, self.heartbeat)
         self._timer = self.reactor.callLater(delay, self._tick)
+
+    def _hello(self) -> None:
+        """
+        Register with the node's whole snapshot: a big one in parts of L{SNAPSHOT_PART} rows
+        (C{hello} with the first, then C{snapshot} messages), which the broker reads as they
+        come instead of decoding one huge message in one turn.
+        """
+        rows = self.node.snapshot()
+        parts = [rows[start:start + SNAPSHOT_PART] for start in range(SNAPSHOT_PART, len(rows), SNAPSHOT_PART)]
+        body = {"node": self.node.name, "instance": self.instance, "devices": rows[:SNAPSHOT_PART]}
+        if parts:
+            body["parts"] = len(parts)
+        self._send(b"hello", body)
+        for number, part in enumerate(parts, 1):
+            self._send(b"snapshot", {"devices": part, "part": number})
 
     def _registerAgain(self) -> None:
         self.registered = False

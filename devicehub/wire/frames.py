@@ -124,6 +124,7 @@ SCHEMAS: dict[bytes, dict[str, Check]] = {
     b"error": {"error": _is_str, "code": _is_str},
     # node -> broker
     b"hello": {"node": _is_str, "instance": _is_str, "devices": _is_snapshot},
+    b"snapshot": {"devices": _is_snapshot, "part": _is_count},
     b"online": _LOGIN,
     b"offline": _PRESENCE,
     b"uplink": {"imei": _is_str, "message": lambda value: isinstance(value, dict), "ts": _is_time},
