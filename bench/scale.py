@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+SNAPSHOT_PART = 5000  # devicehub.node.link.SNAPSHOT_PART
 HEARTBEAT = 5.0 / 3  # the broker's default node TTL / 3, until a welcome says otherwise
 FIRST_RETRY = 0.05
 
@@ -81,9 +82,15 @@ class SimNode:
             return False
 
     def hello(self) -> None:
+        """The snapshot, in parts of SNAPSHOT_PART rows as devicehub's nodes send it (devicehub/node/link.py)."""
         snapshot = [[imei, conn, self.since, "jsonl"] for imei, conn in self.devices.items()]
-        body = json.dumps({"node": self.name, "instance": self.instance, "devices": snapshot}).encode()
-        self.send(b"hello", body, block=self.registered)
+        parts = [snapshot[start:start + SNAPSHOT_PART] for start in range(SNAPSHOT_PART, len(snapshot), SNAPSHOT_PART)]
+        body = {"node": self.name, "instance": self.instance, "devices": snapshot[:SNAPSHOT_PART]}
+        if parts:
+            body["parts"] = len(parts)
+        if self.send(b"hello", json.dumps(body).encode(), block=self.registered):
+            for number, part in enumerate(parts, 1):
+                self.send(b"snapshot", json.dumps({"devices": part, "part": number}).encode(), block=True)
 
     def tick(self, now: float) -> None:
         if now < self.nextTick or self.leaving:
