@@ -442,3 +442,56 @@ def test_a_million_device_snapshot_and_its_release_take_short_turns():
     print(f"{loaded} turns to load, {len(turns) - loaded} to release; median {median * 1e3:.2f} ms, "
           f"longest {longest * 1e3:.2f} ms (turns {slowest})")
     assert longest < 0.05, (median, longest)
+
+
+def test_a_snapshot_part_that_never_comes_is_asked_again_after_the_node_ttl():
+    broker, clock, clients, nodes = make()
+    rows = [[imei, index + 1, 0.0] for index, imei in enumerate(IMEIS[:6])]
+    broker.nodeMessage(b"a", Message(b"hello", b"", {"node": "a", "instance": "a", "devices": rows[:3], "parts": 1}))
+    broker.registry.settle()
+    nodes.sent.clear()
+    clock.advance(broker.registry.nodeTtl + 1)
+    broker.nodeMessage(b"a", Message(b"ping", b"", {}))  # the node itself is alive
+    broker.registry.expire()
+    assert not broker.registry._loads  # no warm-up waits for it any more
+    assert (b"a", Message(b"reset", b"", {})) in [(identity, message) for identity, message in nodes.sent]
+
+
+def test_a_node_whose_snapshot_did_not_all_go_does_not_take_the_welcome(monkeypatch):
+    import zmq
+    from twisted.internet.defer import succeed
+
+    from devicehub.node import link as linkModule
+    from devicehub.node.link import BrokerLink
+    from devicehub.node.node import Node
+
+    monkeypatch.setattr(linkModule, "SNAPSHOT_PART", 2)
+    clock, sent = Clock(), []
+
+    class Full:
+        def __init__(self, deliver):
+            pass
+
+        def send(self, message):
+            if message.kind == b"snapshot":
+                raise zmq.Again()  # its queue is full
+            sent.append(message.kind)
+
+        def close(self, deliver=False):
+            return succeed(None)
+
+    node = Node("n", 5.0, clock, Metrics())
+
+    class Device:
+        conn, since, protocol = 1, 0.0, "jsonl"
+
+    node.devices = {imei: Device() for imei in IMEIS[:5]}
+    link = BrokerLink(node, "tcp://unused", clock, local=Full)
+    link.startService()
+    link.handle(Message(b"welcome", b"", {"heartbeat": 1.0}))
+    assert sent == [b"hello"] and not link.registered  # it says hello again at its next try
+    clock.advance(link.firstRetry)
+    assert sent == [b"hello", b"hello"]
+    link.stopService()
+    for call in clock.getDelayedCalls():
+        call.cancel()

@@ -166,6 +166,7 @@ def test_a_repeated_request_is_executed_once_and_answered_alike():
     assert repeats.execute("dev", "r.1", run).result == Reply(OK, "hi")  # after it
     assert len(runs) == 2 and repeats.repeated == 2
     clock.advance(KEEP + 1)
+    assert KEEP > 300  # longer than any caller waits, so longer than it may repeat
     repeats.execute("dev", "r.1", lambda: succeed(Reply(TIMEOUT)))
     assert len(repeats) == 2  # forgotten and taken anew; "other" is still unanswered
     runs[1].callback(Reply(NO))
@@ -175,11 +176,18 @@ def test_a_repeated_request_is_executed_once_and_answered_alike():
 def test_unnamed_requests_are_not_remembered_and_the_memory_is_bounded():
     clock = Clock()
     repeats = Repeats(clock, maxKept=3)
+    slow: Deferred = Deferred()
+    repeats.execute("dev", "slow", lambda: slow)  # unanswered the whole time
     for n in range(10):
         repeats.execute("dev", f"r.{n}", lambda: succeed(Reply(OK)))
         repeats.execute("dev", None, lambda: succeed(Reply(OK)))
         repeats.execute("dev", "x" * 65, lambda: succeed(Reply(OK)))
-    assert len(repeats) == 3
+    assert len(repeats) == 4  # three answers, and the unanswered one is never evicted
+    ran = []
+    repeat = repeats.execute("dev", "slow", lambda: ran.append(1) or succeed(Reply(OK)))
+    assert ran == [] and not repeat.called
+    slow.callback(Reply(OK, "late"))
+    assert repeat.result == Reply(OK, "late")
 
 
 def test_the_node_answers_a_repeat_through_another_broker_without_sending_it_again():

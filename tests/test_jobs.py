@@ -245,3 +245,17 @@ def test_the_progress_bar_is_drawn_on_a_terminal_only():
         bar.end()
     assert hidden.getvalue() == ""
     assert shown.getvalue().rstrip("\n").rsplit("\r", 1)[1] == "[" + "#" * 30 + "] 4/4 ok 2 no 1 timeout 1\x1b[K"
+
+
+def test_a_failing_probe_does_not_stop_a_bulk_send():
+    from twisted.internet.defer import fail, succeed
+    from twisted.internet.task import Clock
+
+    from devicehub import BrokerUnavailable, Reply
+    from devicehub.client.many import Pace, each
+
+    clock, seen = Clock(), []
+    pace = Pace(clock, lambda: fail(BrokerUnavailable("warming up")), 5)
+    done = Deferred.fromCoroutine(each(["a", "b", "c"], lambda imei: succeed(Reply(OK)), lambda i, o: seen.append(o), 5, pace))
+    assert done.called and [o["result"] for o in seen] == ["ok", "ok", "ok"]
+    assert clock.getDelayedCalls() == []

@@ -129,13 +129,16 @@ class Jobs:
         pace = Pace(self.clock, lambda: demand.gettotal(timeout=5.0), self.inflight)
         try:
             await each(job.imeis, send, job.record, self.inflight, pace)
+        except Exception as e:
+            log.failure("A job failed half-way")
+            for index, imei in enumerate(job.imeis):  # every device gets its one outcome, counts add up
+                if job.outcomes[index] is None:
+                    job.record(index, {"imei": imei, "result": ERROR, "error": f"the job failed: {e}"})
         finally:
             job.finish(self.clock.seconds())
 
     def _ended(self, result, run: Deferred) -> None:
         self.running.discard(run)
-        if hasattr(result, "value"):
-            log.failure("A job failed", result)
 
     def _forgetOld(self) -> None:
         now = self.clock.seconds()

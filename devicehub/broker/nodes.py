@@ -62,6 +62,8 @@ class Load:
     parts: deque = field(default_factory=deque)
     """Parts received and not read yet."""
     received: int = 0
+    lastPart: float = 0.0
+    """When the hello or its latest part came."""
     job: Iterator[None] | None = None
     """Its loader (L{NodeRegistry._load})."""
     parked: Iterator[None] | None = None
@@ -133,7 +135,7 @@ class NodeRegistry:
             previous.cancelled = True
         parts = body.get("parts", 0)
         expected = parts if isinstance(parts, int) and not isinstance(parts, bool) and 0 <= parts <= MAX_PARTS else 0
-        load = self._loads[node] = Load(node, body["devices"], now, self.directory.releases, expected)
+        load = self._loads[node] = Load(node, body["devices"], now, self.directory.releases, expected, lastPart=now)
         load.job = self._load(load)
         self._start(load.job)
         # Now, not once it is loaded: a node left without a welcome sends its whole snapshot again.
@@ -146,6 +148,7 @@ class NodeRegistry:
             log.warn("Dropped a snapshot part of node {node} that no hello announced", node=node.name)
             return
         load.received += 1
+        load.lastPart = self.clock.seconds()
         load.parts.append(body["devices"])
         if load.parked is not None:
             job, load.parked = load.parked, None
@@ -407,6 +410,15 @@ class NodeRegistry:
         for node in list(self.nodes.values()):
             if node.lastSeen < deadline:
                 self.lost(node, f"silent for more than {self.nodeTtl:g} s")
+        for load in list(self._loads.values()):
+            if load.parked is not None and load.lastPart < deadline:
+                # A part never came (the node could not send it): start over from a new hello.
+                log.warn("Node {node}'s snapshot lacks a part after {ttl:g} s; asking it again", node=load.node.name,
+                         ttl=self.nodeTtl)
+                load.cancelled = True
+                load.parked = None
+                del self._loads[load.node]
+                self.toNode(load.node.identity, Message(b"reset", b"", {}))
 
     def lost(self, node: NodeRecord, why: str) -> None:
         """C{node} is gone: its devices leave the directory and its commands time out."""

@@ -233,8 +233,9 @@ def _checkSend(arguments: argparse.Namespace) -> None:
         words = [None] + words[:2]
         if arguments.data is not None:
             raise UsageError("with --all, --prefix or --file give INSTRUCT [DATA], no IMEI (see: devicehub send --help)")
-        if arguments.nowait:
-            raise UsageError("--nowait is for one device (see: devicehub send --help)")
+        for name in ("nowait", "ttl", "coalesce"):
+            if getattr(arguments, name):
+                raise UsageError(f"--{name} is for one device (see: devicehub send --help)")
     elif arguments.instruct is None:
         raise UsageError("send needs IMEI INSTRUCT [DATA] (see: devicehub send --help)")
     checks = (("IMEI", _imei), ("INSTRUCT", _instruct), ("DATA", _json))

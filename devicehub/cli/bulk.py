@@ -77,6 +77,6 @@ async def sendMany(reactor, demand: Demand, arguments: argparse.Namespace, timeo
                                      queue=arguments.queue, onResult=progress.result, pace=pace)
     progress.end()
     counts = Counter(results.values())
-    summary = {"devices": len(imeis), "results": {name: counts[name] for name in RESULTS},
+    summary = {"devices": len(results), "results": {name: counts[name] for name in RESULTS},
                "seconds": round(time.monotonic() - started, 3)}
-    return (0 if counts[OK] + counts[QUEUED] == len(imeis) else 1), summary
+    return (0 if counts[OK] + counts[QUEUED] == len(results) else 1), summary

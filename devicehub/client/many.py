@@ -39,15 +39,15 @@ async def online(demand, prefix: str = "", limit: int | None = None, timeout: fl
     The devices online now whose imei starts with C{prefix}, sorted (the directory is), read
     page by page; ValueError past C{limit} of them.
     """
-    found: list[str] = []
+    found: dict[str, None] = {}  # devices logging in meanwhile shift the pages: one may come twice
     page = 0
     while True:
         devices = (await demand.getpage(LIST_PAGE, page, timeout=timeout)).devices
-        found += [imei for imei in devices if imei.startswith(prefix)]
+        found.update(dict.fromkeys(imei for imei in devices if imei.startswith(prefix)))
         if limit is not None and len(found) > limit:
             raise ValueError(f"more than {limit} devices")
         if len(devices) < LIST_PAGE or (prefix and devices[-1] > prefix and not devices[-1].startswith(prefix)):
-            return found
+            return list(found)
         page += 1
 
 
@@ -57,7 +57,7 @@ class Pace:
     it takes what the hub has to spare, not the other callers' turn. Every L{interval} it
     times a C{probe} (a query the broker answers itself, no device involved); while the
     probe takes more than L{slack} times its time before the send started, the hub is
-    congested and the window halves; otherwise it grows by a quarter, up to C{maximum}
+    congested and the window halves; otherwise it grows by one, up to C{maximum}
     (delay-based congestion control, as LEDBAT yields to other traffic).
     """
 
@@ -82,9 +82,12 @@ class Pace:
         samples = []
         for _ in range(3):
             started = self.clock.seconds()
-            await self.probe()
+            try:
+                await self.probe()
+            except Exception:  # the broker warming up, say: a failed probe says nothing of the base
+                continue
             samples.append(self.clock.seconds() - started)
-        self.base = min(samples)
+        self.base = min(samples) if samples else self.floor
         self._timer = self.clock.callLater(self.interval, self._tick)
 
     def stop(self) -> None:

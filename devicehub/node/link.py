@@ -57,6 +57,7 @@ class BrokerLink(Service):
         self._timer = None
         self._retry = self.firstRetry
         self._lastHeard = 0.0
+        self._helloSent = True
 
     def startService(self) -> None:
         super().startService()
@@ -97,15 +98,17 @@ class BrokerLink(Service):
             body["protocol"] = protocol
         self._send(b"uplink", body)
 
-    def _send(self, kind: bytes, body: dict[str, Any], rid: bytes = b"") -> None:
+    def _send(self, kind: bytes, body: dict[str, Any], rid: bytes = b"") -> bool:
         try:
             self.connection.send(Message(kind, rid, body))
+            return True
         except zmq.Again:
             # Not connected (or the broker is not reading): the next hello carries the state.
             self.registered = False
         except zmq.ZMQError as e:
             throttled.warn("Cannot send {kind} to the broker: {error}", kind=kind, error=e)
             self.registered = False
+        return False
 
     def _tick(self) -> None:
         now = self.reactor.seconds()
@@ -132,9 +135,9 @@ class BrokerLink(Service):
         body = {"node": self.node.name, "instance": self.instance, "devices": rows[:SNAPSHOT_PART]}
         if parts:
             body["parts"] = len(parts)
-        self._send(b"hello", body)
+        self._helloSent = self._send(b"hello", body)
         for number, part in enumerate(parts, 1):
-            self._send(b"snapshot", {"devices": part, "part": number})
+            self._helloSent = self._helloSent and self._send(b"snapshot", {"devices": part, "part": number})
 
     def _registerAgain(self) -> None:
         self.registered = False
@@ -161,6 +164,8 @@ class BrokerLink(Service):
         elif kind == b"drop":
             self.node.drop(body["imei"], body["conn"])
         elif kind == b"welcome":
+            if not self._helloSent:
+                return  # the welcome of a hello whose snapshot did not all go: the next hello's counts
             if not self.registered:
                 log.info("Registered with the broker at {backend}", backend=self.backend)
             self.registered = True

@@ -5,8 +5,9 @@ through another broker is answered from what was done, never executed twice.
 A caller with several brokers names each request (C{request} in the command); when its
 broker stops answering it sends the same request to another one (CONTRACT §6, the ZeroMQ
 guide's advice for non-idempotent requests). The node remembers each named request while
-it is unanswered and for L{KEEP} seconds after, at most L{MAX_KEPT} of them: a repeat of
-one still unanswered waits for the same answer, a repeat of one answered gets that answer.
+it is unanswered (all of them: they are bounded by the devices' pending commands), and for
+L{KEEP} seconds after its answer (at most L{MAX_KEPT} answers): a repeat of one still
+unanswered waits for the same answer, a repeat of one answered gets that answer again.
 """
 
 from collections import OrderedDict
@@ -14,24 +15,17 @@ from typing import Callable
 
 from twisted.internet.defer import Deferred, succeed
 
+from devicehub.common.limits import MAX_TIMEOUT
 from devicehub.common.results import Reply
 
-KEEP = 30.0
-"""Seconds an answered request is remembered: a caller repeats a request within a few seconds of losing its broker."""
+KEEP = MAX_TIMEOUT + 30.0
+"""Seconds an answer is remembered: longer than any caller waits for it (and so may repeat it)."""
 MAX_KEPT = 100_000
-"""Most requests remembered at once; the oldest are forgotten first."""
+"""Most answers remembered at once; the oldest are forgotten first."""
 MAX_REQUEST = 64
 """Longest request name taken; a longer one is executed without being remembered."""
 
-
-class _Entry:
-    __slots__ = ("key", "at", "reply", "waiting")
-
-    def __init__(self, key: tuple[str, str], at: float) -> None:
-        self.key = key
-        self.at = at
-        self.reply: Reply | None = None
-        self.waiting: list[Deferred] = []
+Key = tuple[str, str]
 
 
 class Repeats:
@@ -41,12 +35,15 @@ class Repeats:
         self.clock = clock
         self.keep = keep
         self.maxKept = maxKept
-        self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
+        self._unanswered: dict[Key, list[Deferred]] = {}
+        """Requests executing now, and the repeats that wait for their answer."""
+        self._answered: OrderedDict[Key, tuple[float, Reply]] = OrderedDict()
+        """Answers, oldest first, with when they came."""
         self.repeated = 0
         """Repeats answered without executing them again."""
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._unanswered) + len(self._answered)
 
     def execute(self, imei: str, request: object, run: Callable[[], "Deferred[Reply]"]) -> "Deferred[Reply]":
         """
@@ -55,36 +52,35 @@ class Repeats:
         """
         if not isinstance(request, str) or not request or len(request) > MAX_REQUEST:
             return run()
-        now = self.clock.seconds()
-        self._forgetOld(now)
+        self._forgetOld(self.clock.seconds())
         key = (imei, request)
-        entry = self._entries.get(key)
-        if entry is not None:
+        answered = self._answered.get(key)
+        if answered is not None:
             self.repeated += 1
-            if entry.reply is not None:
-                return succeed(entry.reply)
-            waiting: Deferred[Reply] = Deferred()
-            entry.waiting.append(waiting)
-            return waiting
-        entry = self._entries[key] = _Entry(key, now)
-        if len(self._entries) > self.maxKept:
-            self._entries.popitem(last=False)
-        return run().addCallback(self._answered, entry)
+            return succeed(answered[1])
+        waiting = self._unanswered.get(key)
+        if waiting is not None:
+            self.repeated += 1
+            repeat: Deferred[Reply] = Deferred()
+            waiting.append(repeat)
+            return repeat
+        self._unanswered[key] = []
+        return run().addBoth(self._done, key)
 
-    def _answered(self, reply: Reply, entry: _Entry) -> Reply:
-        entry.reply = reply
-        entry.at = self.clock.seconds()
-        if entry.key in self._entries:  # kept from now on, in the order of the answers
-            self._entries.move_to_end(entry.key)
-        waiting, entry.waiting = entry.waiting, []
-        for repeat in waiting:
-            repeat.callback(reply)
+    def _done(self, reply, key: Key):
+        waiting = self._unanswered.pop(key, [])
+        if isinstance(reply, Reply):
+            self._answered[key] = (self.clock.seconds(), reply)
+            if len(self._answered) > self.maxKept:
+                self._answered.popitem(last=False)
+        for repeat in waiting:  # a failure (a bug) fails the repeats alike
+            repeat.callback(reply) if isinstance(reply, Reply) else repeat.errback(reply)
         return reply
 
     def _forgetOld(self, now: float) -> None:
-        entries = self._entries
-        while entries:
-            key, entry = next(iter(entries.items()))
-            if entry.reply is None or now - entry.at < self.keep:
-                return  # unanswered ones are kept; they move to the end when answered
-            del entries[key]
+        answered = self._answered
+        while answered:
+            key, (at, _) = next(iter(answered.items()))
+            if now - at < self.keep:
+                return
+            del answered[key]
