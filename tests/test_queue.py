@@ -269,8 +269,16 @@ async def test_a_queued_commands_outcome_keeps_its_reply_and_is_pushed_as_an_eve
     await eventually(lambda: any(e["type"] == "command" and e["imei"] == "never" for e in seen))
     [expired] = [e["data"] for e in seen if e["type"] == "command" and e["imei"] == "never"]
     assert expired == {"id": stale.id, "instruct": "locate", "state": "expired", "reply": None}
+    # expired while its device was away, found at its login (before any sweep): pushed too
+    late = await demand.request("returning", "reboot", None, queue=True, ttl=0.1)
+    await pause(0.2)
+    back = await connect(hub.devicePort, "returning")
+    await eventually(lambda: any(e["type"] == "command" and e["imei"] == "returning" for e in seen))
+    [found] = [e["data"] for e in seen if e["type"] == "command" and e["imei"] == "returning"]
+    assert (found["id"], found["state"]) == (late.id, "expired") and back.commands == []
     events.close()
     await device.close()
+    await back.close()
 
 
 @pytest_twisted.ensureDeferred

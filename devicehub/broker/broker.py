@@ -179,7 +179,7 @@ class Broker:
 
     def _ping(self, client: bytes, message: Message) -> None:
         """A client with several brokers asks whether this one answers (and has warmed up)."""
-        self._reply(client, message.rid, {"warm": self.clock.seconds() >= self.reads.warmUntil})
+        self._reply(client, message.rid, {"warm": self.reads.warm})
 
     def _send(self, client: bytes, message: Message) -> None:
         body = message.body

@@ -37,12 +37,17 @@ class Reads:
         self.error = error
         self.warmUntil = warmUntil
 
+    @property
+    def warm(self) -> bool:
+        """The warm-up is over: every node that was there has reported, its snapshot loaded."""
+        return self.clock.seconds() >= self.warmUntil and not self.registry.loadingSince(self.warmUntil)
+
     def warmingUp(self, client: bytes, rid: bytes) -> bool:
         """
         Answer unavailable while nodes may not have reported yet (a broker that just
         started would otherwise say NO of devices that are online).
         """
-        if self.clock.seconds() >= self.warmUntil and not self.registry.loadingSince(self.warmUntil):
+        if self.warm:
             return False
         self.error(client, rid, "unavailable", "broker starting: not every node has reported yet")
         return True

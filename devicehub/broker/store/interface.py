@@ -160,6 +160,11 @@ class Store:
         """Mark every queued command whose ttl passed; fire how many (L{onExpired} gets their records)."""
         raise NotImplementedError
 
+    def _dueAndExpired(self, found: tuple[list[Command], list[Command]]) -> list[Command]:
+        commands, expired = found
+        self._expired(expired)
+        return commands
+
     def _expired(self, commands: list[Command]) -> int:
         if commands and self.onExpired is not None:
             self.onExpired(commands)

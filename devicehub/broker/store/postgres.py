@@ -142,16 +142,17 @@ def _add(cursor, id: str, imei: str, instruct: str, data: Any, ttl: float, coale
 def _due(cursor, owner: str, claimTtl: float, imei: str, now: float):
     cursor.execute(f"SELECT 1 FROM {T} WHERE imei = %s AND {_WAITING} LIMIT 1", (imei,))
     if cursor.fetchone() is None:  # nearly every login: one read, no lock, no write
-        return None, []
+        return None, ([], [])
     with cursor.connection.transaction():
         _lockDevice(cursor, imei)
         if _holder(cursor, owner, imei, now) is not None:
-            return None, []
+            return None, ([], [])
         cursor.execute(
             f"UPDATE {T} SET state = '{EXPIRED}', updated = %s, {_RELEASE} "
-            f"WHERE imei = %s AND state = '{QUEUED}' AND expires <= %s",
+            f"WHERE imei = %s AND state = '{QUEUED}' AND expires <= %s RETURNING seq, {RECORD}",
             (now, imei, now),
         )
+        expired = [record(row[1:]) for row in sorted(cursor.fetchall())]
         # Sent by a broker whose claim expired, or by this one without its outcome recorded: not acked.
         cursor.execute(f"UPDATE {T} SET {_REQUEUE} WHERE imei = %s AND state = '{SENT}'", (MAX_ATTEMPTS, now, imei))
         cursor.execute(
@@ -162,7 +163,7 @@ def _due(cursor, owner: str, claimTtl: float, imei: str, now: float):
             (owner, now + claimTtl, imei, owner, now),
         )
         commands = [record(row[1:]) for row in sorted(cursor.fetchall())]
-        return _depth(cursor), commands
+        return _depth(cursor), (commands, expired)
 
 
 def _sending(cursor, owner: str, claimTtl: float, id: str, now: float):
@@ -321,7 +322,7 @@ class PostgresCommandStore(Store):
         Claim C{imei}'s commands and return them, oldest first (expired ones marked so
         first); none while another broker holds a live claim on one of them.
         """
-        return self._run(_due, self.owner, self.claimTtl, imei, now)
+        return self._run(_due, self.owner, self.claimTtl, imei, now).addCallback(self._dueAndExpired)
 
     def sending(self, id: str, now: float) -> "Deferred[bool]":
         """

@@ -91,11 +91,15 @@ def _add(cursor, id: str, imei: str, instruct: str, data: Any, ttl: float, coale
 
 def _due(cursor, imei: str, now: float):
     cursor.execute(
+        f"SELECT {RECORD} FROM commands WHERE imei = ? AND state = ? AND expires <= ? ORDER BY seq", (imei, QUEUED, now)
+    )
+    expired = [{**record(row), "state": EXPIRED, "updated": now} for row in cursor.fetchall()]
+    cursor.execute(
         "UPDATE commands SET state = ?, updated = ? WHERE imei = ? AND state = ? AND expires <= ?",
         (EXPIRED, now, imei, QUEUED, now),
     )
     commands = _queued(cursor, imei)  # before the cursor runs the count
-    return _depth(cursor), commands, _stillWaiting(cursor, imei)
+    return _depth(cursor), (commands, expired), _stillWaiting(cursor, imei)
 
 
 def _requeue(cursor, id: str, final: bool, now: float):
@@ -220,8 +224,8 @@ class CommandStore(Store):
         return self._change(_add, id or uuid.uuid4().hex, imei, instruct, data, ttl, coalesce, now)
 
     def due(self, imei: str, now: float) -> "Deferred[list[Command]]":
-        """The commands to deliver to C{imei}, oldest first (expired ones are marked so first)."""
-        return self._change(_due, imei, now)
+        """The commands to deliver to C{imei}, oldest first (expired ones are marked so first, L{onExpired} told)."""
+        return self._change(_due, imei, now).addCallback(self._dueAndExpired)
 
     def sending(self, id: str, now: float) -> "Deferred[bool]":
         """Mark a command sent (one more attempt); fires True."""
