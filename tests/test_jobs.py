@@ -192,9 +192,9 @@ async def test_a_job_holds_a_bounded_number_of_commands_in_flight_and_others_are
     assert job.summary()["results"]["ok"] == ONLINE
     assert len(during) >= 50  # the job was long enough to measure
     # Issue 17: at most 2x. Measured on an idle machine, devices and hub in this one process:
-    # 1.2-2.0x in 10 runs (40-80x before the job paced itself); 0.5 ms for the timer's and the
+    # 1.2-2.0x in 10 runs (40-80x before the job paced itself); 1 ms for the timer's and the
     # scheduler's own noise on a shared machine.
-    assert p99(during) <= 2 * alone + 0.0005
+    assert p99(during) <= 2 * alone + 0.001
 
 
 @pytest_twisted.ensureDeferred

@@ -128,8 +128,8 @@ def _add(cursor, id: str, imei: str, instruct: str, data: Any, ttl: float, coale
         if coalesce:
             cursor.execute(
                 f"UPDATE {T} SET state = '{REPLACED}', updated = %s, {_RELEASE} "
-                f"WHERE imei = %s AND instruct = %s AND state = '{QUEUED}'",
-                (now, imei, instruct),
+                f"WHERE imei = %s AND instruct = %s AND state = '{QUEUED}' AND id <> %s",
+                (now, imei, instruct, id),
             )
         # Two brokers may take one repeated request at the same time: the second insert is a no-op.
         cursor.execute(
