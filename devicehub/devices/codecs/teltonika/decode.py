@@ -160,19 +160,7 @@ def decodeRecords(data: bytes, codec: int, count: int, wide: bool = False) -> li
         io: dict[str, Any] = dict(zip(keys, values[10::2]))
         if ext:
             off = _variableGroup(data, off, io)
-        record = {
-            "lat": lat / 1e7,
-            "lon": lon / 1e7,
-            "time": isoTime(ms),
-            "valid": satellites > 0,
-            "speed": float(speed),
-            "course": float(angle),
-            "altitude": altitude,
-            "satellites": satellites,
-            "priority": priority,
-            "event": event,
-            "io": io,
-        }
+        record = _record(ms, priority, lon, lat, altitude, angle, satellites, speed, event, io)
         for key, name, scale, divisor in named:
             value = io[key]
             if type(value) is int:
@@ -188,6 +176,23 @@ def decodeRecords(data: bytes, codec: int, count: int, wide: bool = False) -> li
     if off != len(data) - 1:
         raise _DecodeError(f"records end at byte {off} of {len(data) - 1}")
     return records
+
+
+def _record(ms, priority, lon, lat, altitude, angle, satellites, speed, event, io) -> dict[str, Any]:
+    """A record's attributes from its GPS element and IO elements (both readers build it alike)."""
+    return {
+        "lat": lat / 1e7,
+        "lon": lon / 1e7,
+        "time": isoTime(ms),
+        "valid": satellites > 0,
+        "speed": float(speed),
+        "course": float(angle),
+        "altitude": altitude,
+        "satellites": satellites,
+        "priority": priority,
+        "event": event,
+        "io": io,
+    }
 
 
 def _decodeWide(data: bytes, codec: int, count: int) -> list[dict[str, Any]]:
@@ -218,19 +223,7 @@ def _decodeWide(data: bytes, codec: int, count: int) -> list[dict[str, Any]]:
         off = _wideGroup(data, off, countSize, idFmt, io)
         if ext:
             off = _variableGroup(data, off, io)
-        record = {
-            "lat": lat / 1e7,
-            "lon": lon / 1e7,
-            "time": isoTime(ms),
-            "valid": satellites > 0,
-            "speed": float(speed),
-            "course": float(angle),
-            "altitude": altitude,
-            "satellites": satellites,
-            "priority": priority,
-            "event": event,
-            "io": io,
-        }
+        record = _record(ms, priority, lon, lat, altitude, angle, satellites, speed, event, io)
         for ident, (name, scale) in NAMED_IO.items():
             value = io.get(str(ident))
             if type(value) is int:
