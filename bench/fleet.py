@@ -5,8 +5,9 @@ A fleet of simulated devices in one process:
 Opens COUNT real TCP connections to a node from SOURCE (so that several fleets on
 several 127.0.0.x addresses get past one address's ~28 000 ports), logs each in as
 PREFIX000000…, acks every command (with --reply data, after --delay seconds, or never
-with --silent), and pings every --ping seconds. Prints one JSON line when all are
-logged in ({"ready": COUNT, "login_per_s": …}), then runs until SIGTERM.
+with --silent; with --each-write each ack is one send() of its own, one TCP segment), and
+pings every --ping seconds. Prints one JSON line when all are logged in ({"ready": COUNT,
+"login_per_s": …}), then runs until SIGTERM.
 """
 
 import argparse
@@ -48,10 +49,29 @@ class SimulatedDevice(LineOnlyReceiver):
             ack = b'{"type":"ack","ident":%d%s}' % (ident, self.options.replyJson)
             if self.options.delay:
                 self.clock.callLater(self.options.delay, self.sendLine, ack)
+            elif self.options.each_write:
+                self.writeNow(ack + b"\n")
             else:
                 self.sendLine(ack)
         elif line.startswith(b'{"type":"login"') and not self.loggedIn.called:
             self.loggedIn.callback(b'"status":200' in line)
+
+    def writeNow(self, data: bytes) -> None:
+        """
+        One send() (one TCP segment, with TCP_NODELAY) for this ack alone, as a device's
+        firmware answers: Twisted's write would wait for the next reactor turn and join
+        the acks written in the meantime.
+        """
+        transport = self.transport
+        if transport.dataBuffer or transport._tempDataBuffer:  # keep order behind what waits
+            transport.write(data)
+            return
+        try:
+            sent = transport.socket.send(data)
+        except BlockingIOError:
+            sent = 0
+        if sent < len(data):
+            transport.write(data[sent:])
 
     def ping(self) -> None:
         self.sendLine(b'{"type":"ping"}')
@@ -106,5 +126,7 @@ if __name__ == "__main__":
     parser.add_argument("--reply", help="JSON put as data in every ack")
     parser.add_argument("--delay", type=float, default=0.0, help="seconds before each ack")
     parser.add_argument("--silent", action="store_true", help="never ack")
+    parser.add_argument("--each-write", action="store_true",
+                        help="write every ack with a send() of its own at once (one ack per TCP segment)")
     parser.add_argument("--ping", type=float, default=0.0, help="seconds between pings (0: none)")
     sys.exit(task.react(lambda reactor: defer.ensureDeferred(main(reactor, parser.parse_args()))))

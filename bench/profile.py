@@ -1,7 +1,7 @@
 """
 Where the CPU goes per command: `python bench/profile.py [--commands 60000] [--runs 3] [--sequential|--http] [--spy hub|fleet|generator]`.
 
-Starts `twistd devicehub` (all roles in one process) and a fleet of 100 devices, keeps a
+Starts `twistd devicehub` (all roles in one process) and a fleet of --devices (1 000) devices, keeps a
 window of Demand calls in flight (--window, 200) (or, with --sequential, one at a time; with --http,
 wrk's 50 HTTP POSTs with wait for 10 s), and prints for each run the acked commands/s and
 the CPU microseconds per command of the hub, the fleet and this load generator (user +
@@ -38,8 +38,8 @@ async def main(reactor, options) -> None:
     hub = await bench.hub("broker,node,api", devices=f"tcp:{devices}:interface=127.0.0.1",
                           http=f"tcp:{http}:interface=127.0.0.1", frontend=f"tcp://127.0.0.1:{frontend}",
                           backend=f"tcp://127.0.0.1:{backend}", events=f"tcp://127.0.0.1:{events}")
-    fleet, _ = await bench.fleet(devices, 100, "127.0.0.2", "p-")
-    imeis = [f"p-{i:06}" for i in range(100)]
+    fleet, _ = await bench.fleet(devices, options.devices, "127.0.0.2", "p-", each_write=True)
+    imeis = [f"p-{i:06}" for i in range(options.devices)]
     demand = Demand(f"tcp://127.0.0.1:{frontend}", timeout=30)
     send = lambda i: demand.send(imeis[i % len(imeis)], "0x10", i)  # noqa: E731
     try:
@@ -79,6 +79,7 @@ if __name__ == "__main__":
     parser.add_argument("--commands", type=int, default=60_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--window", type=int, default=200, help="Demand calls in flight")
+    parser.add_argument("--devices", type=int, default=1000, help="devices in the fleet, each on its own connection")
     parser.add_argument("--sequential", action="store_true", help="one call at a time instead of a window")
     parser.add_argument("--http", action="store_true", help="HTTP POSTs with wait from wrk instead of Demand calls")
     parser.add_argument("--spy", choices=["hub", "fleet", "generator"], help="sample this process with py-spy in the last run")

@@ -128,8 +128,8 @@ class Bench:
     async def fleet(self, port: int, count: int, source: str, prefix: str, **extra) -> tuple[Process, dict]:
         args = [sys.executable, str(ROOT / "bench" / "fleet.py"), "--port", str(port), "--count", str(count),
                 "--source", source, "--prefix", prefix]
-        for name, value in extra.items():
-            args += [f"--{name}", str(value)]
+        for name, value in extra.items():  # True: a flag
+            args += [f"--{name.replace('_', '-')}"] + ([] if value is True else [str(value)])
         process = self.spawn(args)
         await process.until('"ready"', 600)
         ready = json.loads(next(line for line in process.output.splitlines() if '"ready"' in line))
