@@ -1,10 +1,14 @@
-"""The parts of a device session, each on its own: task.Clock, StringTransport and small fakes."""
+"""The parts of a device session, each on its own: task.Clock, StringTransport and small fakes
+(and one real loopback connection, for how L{Outgoing} writes to TCP)."""
 
 import hashlib
 import hmac
+import socket
 from typing import Any, Hashable
 
-from twisted.internet.task import Clock
+from pytest_twisted import ensureDeferred
+from twisted.internet import defer, protocol
+from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import StringTransport
 
 from devicehub.common.results import OK, TIMEOUT, Reply
@@ -228,6 +232,60 @@ def test_outgoing_cuts_off_past_the_limit_only_while_paused():
     outgoing.pause()
     outgoing.write(b"x" * 10)
     assert transport.value() == b"1234567890abc" + b"x" * 10 and stopped == [True]
+
+
+class Accepted(protocol.Protocol):
+    def connectionMade(self) -> None:
+        self.factory.connected.callback(self)
+
+
+async def _acceptedConnection():
+    """A real loopback TCP connection: (the server side's protocol, a raw client socket, the port)."""
+    from twisted.internet import reactor
+
+    factory = protocol.Factory.forProtocol(Accepted)
+    factory.connected = defer.Deferred()
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    client = socket.create_connection(("127.0.0.1", port.getHost().port))
+    client.setblocking(False)
+    return await factory.connected, client, port
+
+
+async def _drain(client: socket.socket, size: int) -> bytes:
+    """Read C{size} bytes from C{client} while the reactor runs (it sends what the transport buffered)."""
+    from twisted.internet import reactor
+
+    received = b""
+    for _ in range(5000):
+        try:
+            received += client.recv(1 << 20)
+        except BlockingIOError:
+            await deferLater(reactor, 0.001, lambda: None)
+        if len(received) >= size:
+            break
+    return received
+
+
+@ensureDeferred
+async def test_outgoing_sends_at_once_on_an_idle_tcp_connection_and_in_order_behind_a_backlog():
+    """Over loopback: with nothing buffered, the bytes are on the wire before the reactor turns; behind a
+    write the socket could not take, every later write waits in the transport, in order."""
+    server, client, port = await _acceptedConnection()
+    try:
+        outgoing = Outgoing(1 << 30, lambda: None)
+        outgoing.transport = server.transport
+        outgoing.write(b"first\n")
+        assert not server.transport.dataBuffer and not server.transport._tempDataBuffer
+        assert client.recv(100) == b"first\n"  # no reactor turn in between
+        big = bytes(range(256)) * 40_000  # 10 MB: more than the socket buffers take at once
+        outgoing.write(big)
+        outgoing.write(b"tail")
+        assert server.transport._tempDataBuffer or server.transport.dataBuffer  # the rest waits
+        assert await _drain(client, len(big) + 4) == big + b"tail"
+    finally:
+        client.close()
+        server.transport.abortConnection()
+        await port.stopListening()
 
 
 # -- Intake
