@@ -24,11 +24,21 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from run import Bench, progress  # noqa: E402
+from run import TICK, Bench, progress  # noqa: E402
 
 from devicehub import Demand  # noqa: E402
 from devicehub.tap import tune_garbage_collector  # noqa: E402
 from tests.support import free_ports  # noqa: E402
+
+
+def threads(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) of each thread of C{pid}, by thread name (ZeroMQ's I/O thread is ZMQbg/IO/0)."""
+    seconds: dict[str, float] = {}
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        name, fields = stat.read_text().split("(", 1)[1].rsplit(")", 1)
+        fields = fields.split()
+        seconds[name] = seconds.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / TICK
+    return seconds
 
 
 async def main(reactor, options) -> None:
@@ -53,6 +63,7 @@ async def main(reactor, options) -> None:
                      "-o", str(ROOT / "bench" / f"profile-{options.spy}.txt")],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             cpu = hub.cpu_seconds(), fleet.cpu_seconds(), time.process_time()
+            hubThreads = threads(hub.pid)
             if options.sequential:
                 figure = await bench.sequential(demand, imeis, options.commands)
                 commands = options.commands
@@ -64,9 +75,12 @@ async def main(reactor, options) -> None:
                 commands = options.commands
             used = hub.cpu_seconds() - cpu[0], fleet.cpu_seconds() - cpu[1], time.process_time() - cpu[2]
             hub_us, fleet_us, generator_us = (round(seconds / commands * 1e6, 1) for seconds in used)
+            perThread = {name: round((seconds - hubThreads.get(name, 0.0)) / commands * 1e6, 1)
+                         for name, seconds in threads(hub.pid).items()}
             rate = f"{figure['per_s']} commands/s" if "per_s" in figure else f"p50 {figure['p50_ms']} ms"
             progress(f"run {run + 1}: {rate}; CPU per command: hub {hub_us} us, fleet {fleet_us} us, "
-                     f"generator {generator_us} us")
+                     f"generator {generator_us} us; the hub's threads: "
+                     + ", ".join(f"{name} {us} us" for name, us in perThread.items() if us))
             if spy is not None:
                 spy.wait()
     finally:

@@ -1,5 +1,7 @@
 """The internal frame format: round trips and hostile input."""
 
+import json
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -88,3 +90,84 @@ def test_lone_surrogates_survive_a_round_trip():
 @given(st.recursive(st.none() | st.text() | st.integers(), lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner), max_leaves=8))
 def test_any_json_value_round_trips(value):
     assert jsoncodec.loads(jsoncodec.dumps(value)) == value
+
+
+def _standardLoads(data: bytes):
+    """What the standard library alone makes of C{data}: ('ok', value) or ('error', message)."""
+    try:
+        value = jsoncodec._standard(data, jsoncodec.MAX_DEPTH)
+    except jsoncodec.BadJSON as e:
+        return "error", str(e)
+    if data.count(b"[") + data.count(b"{") > jsoncodec.MAX_DEPTH and jsoncodec._too_deep(value, jsoncodec.MAX_DEPTH):
+        return "error", f"nested deeper than {jsoncodec.MAX_DEPTH} levels"
+    return "ok", value
+
+
+def _loads(data: bytes):
+    try:
+        return "ok", jsoncodec.loads(data)
+    except jsoncodec.BadJSON as e:
+        return "error", str(e)
+
+
+_JSON_TEXT = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=12,
+).map(lambda value: json.dumps(value).encode())
+_JSON_PIECES = st.lists(st.sampled_from([
+    b"{", b"}", b"[", b"]", b",", b":", b'"a"', b'"\\udcad"', b'"\\ud800\\udc00"', b"\xef\xbb\xbf", b"\xed\xb2\xad",
+    b"\xff", b"1", b"-0", b"1e999", b"1e-400", b"9" * 4301, b"2" * 30, b"NaN", b"Infinity", b"true", b"null", b" ",
+    b"\t", b"\x00", b"0.5", b"01", b'"\x01"', b"[" * 70, b"]" * 70,
+]), max_size=12).map(b"".join)
+
+
+@given(st.one_of(_JSON_TEXT, _JSON_PIECES, st.binary(max_size=60)))
+def test_the_fast_json_reader_reads_what_the_standard_library_reads(data):
+    """msgspec reads first: any text, valid or not, gives the standard library's value or error."""
+    expected, got = _standardLoads(data), _loads(data)
+    assert got[0] == expected[0]
+    if got[0] == "ok":
+        # repr: 1 and 1.0 (and True) compare equal but are not the same JSON; NaN is never read.
+        assert repr(got[1]) == repr(expected[1])
+    else:
+        assert got[1] == expected[1]
+
+
+def _hasFloat(value) -> bool:
+    if isinstance(value, dict):
+        return any(_hasFloat(item) for item in value.values())
+    if isinstance(value, list):
+        return any(_hasFloat(item) for item in value)
+    return isinstance(value, float)
+
+
+@given(st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=12))
+def test_the_fast_json_writer_writes_what_the_standard_library_writes(value):
+    """
+    orjson writes first: byte for byte the standard library's compact text (lone surrogates
+    escaped), floats aside: they are written as the same number, not always in the same
+    form (6.103515625e-05 is 0.00006103515625).
+    """
+    try:
+        expected = jsoncodec._ENCODER.encode(value).encode()
+    except UnicodeEncodeError:
+        expected = jsoncodec._ASCII_ENCODER.encode(value).encode()
+    written = jsoncodec.dumps(value)
+    if _hasFloat(value):
+        assert repr(json.loads(written)) == repr(json.loads(expected))
+    else:
+        assert written == expected
+
+
+def test_the_json_writer_leaves_to_the_standard_library_what_orjson_does_not_write():
+    class Name(str):
+        pass
+
+    assert jsoncodec.dumps({"n": 2**70, 1: Name("x"), "s": "\udcad"}) == b'{"n":1180591620717411303424,"1":"x","s":"\\udcad"}'
+    with pytest.raises(TypeError):
+        jsoncodec.dumps({"data": b"bytes"})
+    assert jsoncodec.dumps(float("nan")) == b"null"  # not NaN, which no strict reader takes back

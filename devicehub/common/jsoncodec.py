@@ -1,11 +1,24 @@
 """
 The JSON of every devicehub wire (device lines, HTTP bodies, broker messages, events):
 compact UTF-8 out, strict in (no NaN or Infinity, no overflowing numbers, bounded depth).
+
+orjson writes and msgspec reads, about ten times faster than the standard library
+(docs/performance.md); what either leaves aside goes to the standard library, whose answer
+stands: integers past 64 bits, keys that are not strings and subclasses of str, int, dict
+or list on the way out; a byte order mark, UTF-16 or UTF-32, lone surrogates, very deep
+nesting and every error on the way in. So what is read is what the standard library
+would read, with the same errors. What is written differs only in that a float is the
+same number but not always in the same form (C{0.00001}, not C{1e-05}), a non-finite float
+is C{null} (the standard library wrote C{NaN}, which no strict reader takes back), and a
+UUID is written as its text and an Enum as its value (the standard library refused both).
 """
 
 import json
 import math
 from typing import Any
+
+import msgspec
+import orjson
 
 MAX_DEPTH = 64
 """Deepest nesting of arrays and objects accepted from outside (device lines, HTTP bodies)."""
@@ -32,10 +45,17 @@ def _finite_float(text: str) -> float:
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 _ASCII_ENCODER = json.JSONEncoder(separators=(",", ":"))
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+_FAST_DECODER = msgspec.json.Decoder()
+# Subclasses, dataclasses and datetimes go to the standard library, as they always did.
+_FAST_OPTIONS = orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
 
 
 def dumps(value: Any) -> bytes:
     """Compact UTF-8 JSON, as used on every wire of devicehub."""
+    try:
+        return orjson.dumps(value, option=_FAST_OPTIONS)
+    except TypeError:  # orjson.JSONEncodeError is one: what orjson does not write
+        pass
     text = _ENCODER.encode(value)
     try:
         return text.encode()
@@ -51,18 +71,26 @@ def loads(data: bytes, depth: int = MAX_DEPTH) -> Any:
     levels deep); raise L{BadJSON} on any failure.
     """
     try:
+        value = _FAST_DECODER.decode(data)
+    except (msgspec.DecodeError, RecursionError):
+        value = _standard(data, depth)
+    # Only a text with that many brackets can be that deep: the exact check is rarely needed.
+    if data.count(b"[") + data.count(b"{") > depth and _too_deep(value, depth):
+        raise BadJSON(f"nested deeper than {depth} levels")
+    return value
+
+
+def _standard(data: bytes, depth: int) -> Any:
+    """L{loads} by the standard library: what msgspec does not read, and the error of what is not JSON."""
+    try:
         # As json.loads does with bytes (UTF-8, or UTF-16/32 when it detects them).
-        value = _DECODER.decode(data.decode(json.detect_encoding(data), "surrogatepass"))
+        return _DECODER.decode(data.decode(json.detect_encoding(data), "surrogatepass"))
     except BadJSON:
         raise
     except RecursionError:  # far deeper than any limit
         raise BadJSON(f"nested deeper than {depth} levels") from None
     except ValueError as e:
         raise BadJSON(f"not JSON: {e.__class__.__name__}") from None
-    # Only a text with that many brackets can be that deep: the exact check is rarely needed.
-    if data.count(b"[") + data.count(b"{") > depth and _too_deep(value, depth):
-        raise BadJSON(f"nested deeper than {depth} levels")
-    return value
 
 
 def _too_deep(value: Any, depth: int) -> bool:
