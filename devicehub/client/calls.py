@@ -13,6 +13,7 @@ import zmq
 from twisted.internet.defer import Deferred, fail
 
 from devicehub.client.failover import Brokers
+from devicehub.common.deadlines import Deadline, Deadlines
 from devicehub.common.errors import BrokerUnavailable, Busy, CommandStoreFailed, RequestRejected
 from devicehub.common.jsoncodec import MAX_DEPTH, dumps
 from devicehub.wire import frames
@@ -41,6 +42,8 @@ class Calls:
         self._clock = clock
         self.brokers = Brokers(reactor, clock, frontends, self._answered, curve=curve, local=local, onChange=self._rescue)
         self.pending: dict[bytes, Deferred[dict[str, Any]]] = {}
+        self._deadlines = Deadlines(clock)
+        self._timers: dict[bytes, Deadline] = {}
         self._sent: dict[bytes, _Sent] = {}
         """With several brokers: each unanswered call, and the brokers it went to."""
         self._unsent: deque[Message] = deque()
@@ -57,6 +60,7 @@ class Calls:
         self._unsent.clear()
         for waiting in list(self.pending.values()):
             waiting.errback(BrokerUnavailable("the Demand was closed"))
+        self._deadlines.stop()
 
     def call(self, kind: bytes, body: dict[str, Any], wait: float) -> "Deferred[dict[str, Any]]":
         """Send request C{kind}; fires with the answer's body, or fails (L{BrokerUnavailable} after C{wait} + L{margin})."""
@@ -74,7 +78,7 @@ class Calls:
             return fail(ValueError(f"request larger than {frames.MAX_MESSAGE} bytes"))
         answer: Deferred[dict[str, Any]] = Deferred()
         self.pending[rid] = answer
-        answer.addTimeout(wait + self.margin, self._clock, onTimeoutCancel=self._unavailable)
+        self._timers[rid] = self._deadlines.callLater(wait + self.margin, self._expire, rid, wait + self.margin)
         answer.addBoth(self._forget, rid)
         if self._resend is None and not self._unsent:  # nothing waits before it: straight to ZeroMQ
             try:
@@ -87,11 +91,12 @@ class Calls:
             self._flush()
         return answer
 
-    def _unavailable(self, result: object, timeout: float) -> None:
-        raise BrokerUnavailable(f"no answer from the broker at {self.frontend} within {timeout:g} s")
+    def _expire(self, rid: bytes, timeout: float) -> None:
+        self.pending[rid].errback(BrokerUnavailable(f"no answer from the broker at {self.frontend} within {timeout:g} s"))
 
     def _forget(self, result: object, rid: bytes) -> object:
         del self.pending[rid]
+        self._timers.pop(rid).cancel()
         self._sent.pop(rid, None)
         return result
 

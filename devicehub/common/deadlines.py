@@ -1,0 +1,132 @@
+"""
+L{Deadlines}: the timeouts of many waits on one reactor timer.
+
+A busy role has thousands of waits in flight, each with a timeout it almost never reaches:
+a reactor timer of its own for each (C{callLater} and C{cancel}, or C{Deferred.addTimeout})
+costs an object, a heap insertion and a cancellation per command. Waits of the same length
+end in the order they began, so L{Deadlines} keeps one ordered set per length: adding and
+cancelling are dictionary operations, and one reactor timer is set for the earliest end.
+"""
+
+from collections import OrderedDict
+from math import inf
+from typing import Any, Callable, TypeVar
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+log = Logger()
+
+T = TypeVar("T")
+
+
+class Deadline:
+    """One wait's timeout (as a C{DelayedCall}: L{cancel} and L{active})."""
+
+    __slots__ = ("when", "_call", "_args", "_queue")
+
+    def __init__(self, when: float, call: Callable[..., Any], args: tuple, queue: "OrderedDict[Deadline, None]") -> None:
+        self.when = when
+        self._call = call
+        self._args = args
+        self._queue: OrderedDict[Deadline, None] | None = queue
+
+    def active(self) -> bool:
+        """Whether it has neither fired nor been cancelled."""
+        return self._queue is not None
+
+    def cancel(self) -> None:
+        """Never fire (nothing happens once it fired or was cancelled)."""
+        if self._queue is not None:
+            del self._queue[self]
+            self._queue = None
+
+
+class Deadlines:
+    """
+    Calls made when their time comes, as C{clock.callLater} makes them, all on one timer
+    of C{clock}'s. L{stop} cancels that timer (and every deadline): call it when the owner
+    stops.
+    """
+
+    def __init__(self, clock) -> None:
+        self.clock = clock
+        self._queues: dict[float, OrderedDict[Deadline, None]] = {}
+        self._timer = None
+        self._timerAt = inf
+        self._firing = False
+
+    def __len__(self) -> int:
+        return sum(len(queue) for queue in self._queues.values())
+
+    def callLater(self, seconds: float, call: Callable[..., Any], *args: Any) -> Deadline:
+        """Call C{call(*args)} in C{seconds} seconds, unless the returned L{Deadline} is cancelled."""
+        queue = self._queues.get(seconds)
+        if queue is None:
+            queue = self._queues[seconds] = OrderedDict()
+        deadline = Deadline(self.clock.seconds() + seconds, call, args, queue)
+        queue[deadline] = None
+        if deadline.when < self._timerAt and not self._firing:
+            self._arm(deadline.when)
+        return deadline
+
+    def timeout(self, deferred: "Deferred[T]", seconds: float, onTimeoutCancel: Callable[[Any, float], Any]) -> "Deferred[T]":
+        """As C{deferred.addTimeout(seconds, clock, onTimeoutCancel)}, on this one timer."""
+        expired = []
+
+        def expire() -> None:
+            expired.append(True)
+            deferred.cancel()
+
+        deadline = self.callLater(seconds, expire)
+
+        def ended(result: Any) -> Any:
+            if expired:
+                return onTimeoutCancel(result, seconds)
+            deadline.cancel()
+            return result
+
+        return deferred.addBoth(ended)
+
+    def stop(self) -> None:
+        """Cancel every deadline and the timer."""
+        for queue in self._queues.values():
+            for deadline in queue:
+                deadline._queue = None
+        self._queues.clear()
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer, self._timerAt = None, inf
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timerAt = when
+        self._timer = self.clock.callLater(max(0.0, when - self.clock.seconds()), self._fire)
+
+    def _fire(self) -> None:
+        self._timer, self._timerAt = None, inf
+        self._firing = True
+        try:
+            now = self.clock.seconds()
+            for seconds, queue in list(self._queues.items()):
+                while queue:
+                    deadline = next(iter(queue))
+                    if deadline.when > now:
+                        break
+                    del queue[deadline]
+                    deadline._queue = None
+                    try:
+                        deadline._call(*deadline._args)
+                    except Exception:
+                        log.failure("Unexpected error at a deadline")
+        finally:
+            self._firing = False
+        earliest = inf
+        for seconds, queue in list(self._queues.items()):
+            if queue:
+                earliest = min(earliest, next(iter(queue)).when)
+            else:
+                del self._queues[seconds]
+        if earliest < inf:
+            self._arm(earliest)

@@ -1,0 +1,127 @@
+"""L{Deadlines}: many timeouts on one timer, checked against task.Clock's own callLater."""
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.task import Clock
+from twisted.logger import Logger
+
+from devicehub.common import deadlines as deadlinesModule
+from devicehub.common.deadlines import Deadlines
+
+
+def test_calls_fire_when_due_in_order_of_their_time_on_one_timer():
+    clock, fired = Clock(), []
+    deadlines = Deadlines(clock)
+    deadlines.callLater(5, fired.append, "a5")
+    deadlines.callLater(2, fired.append, "b2")
+    clock.advance(1)
+    deadlines.callLater(5, fired.append, "c5")  # due at 6
+    deadlines.callLater(1, fired.append, "d1")  # due at 2, with b2
+    assert len(clock.getDelayedCalls()) == 1
+    clock.advance(1)
+    assert fired == ["b2", "d1"]
+    clock.advance(3)
+    assert fired == ["b2", "d1", "a5"]
+    clock.advance(1)
+    assert fired == ["b2", "d1", "a5", "c5"] and len(deadlines) == 0 and clock.getDelayedCalls() == []
+
+
+def test_a_cancelled_deadline_never_fires_and_the_timer_follows_the_next():
+    clock, fired = Clock(), []
+    deadlines = Deadlines(clock)
+    first = deadlines.callLater(1, fired.append, 1)
+    clock.advance(0.5)
+    second = deadlines.callLater(1, fired.append, 2)
+    first.cancel()
+    first.cancel()  # twice is harmless
+    assert not first.active() and second.active()
+    clock.advance(0.5)  # the timer wakes for the cancelled one and moves on
+    assert fired == [] and [call.getTime() for call in clock.getDelayedCalls()] == [1.5]
+    clock.advance(0.5)
+    assert fired == [2] and not second.active()
+
+
+def test_stop_cancels_everything():
+    clock, fired = Clock(), []
+    deadlines = Deadlines(clock)
+    deadline = deadlines.callLater(1, fired.append, 1)
+    deadlines.stop()
+    clock.advance(2)
+    assert fired == [] and not deadline.active() and clock.getDelayedCalls() == []
+
+
+def test_a_failing_call_is_logged_and_the_others_still_fire(monkeypatch):
+    logged: list[dict] = []
+    monkeypatch.setattr(deadlinesModule, "log", Logger(namespace="devicehub.common.deadlines", observer=logged.append))
+    clock, fired = Clock(), []
+    deadlines = Deadlines(clock)
+    deadlines.callLater(1, lambda: 1 / 0)
+    deadlines.callLater(1, fired.append, "after")
+    clock.advance(1)
+    assert fired == ["after"]
+    assert [event["log_failure"].check(ZeroDivisionError) for event in logged] == [ZeroDivisionError]
+
+
+def test_a_call_may_set_new_deadlines():
+    clock, fired = Clock(), []
+    deadlines = Deadlines(clock)
+    deadlines.callLater(1, lambda: deadlines.callLater(0.5, fired.append, "chained"))
+    clock.advance(1)
+    assert fired == []
+    clock.advance(0.5)
+    assert fired == ["chained"]
+
+
+def test_timeout_is_deferred_add_timeout_on_the_shared_timer():
+    clock = Clock()
+    deadlines = Deadlines(clock)
+    late, prompt = Deferred(), Deferred()
+    deadlines.timeout(late, 3, lambda result, seconds: f"timed out after {seconds}")
+    deadlines.timeout(prompt, 3, lambda result, seconds: "never")
+    results = []
+    late.addBoth(results.append)
+    prompt.callback("ok")
+    clock.advance(3)
+    assert results == ["timed out after 3"] and prompt.result == "ok" and len(deadlines) == 0
+    plain = Deferred()
+    deadlines.timeout(plain, 1, lambda result, seconds: result)
+    clock.advance(1)
+    with pytest.raises(CancelledError):
+        plain.result.raiseException()
+    plain.addErrback(lambda failure: None)
+
+
+# What one Deadlines does is what task.Clock does with a callLater each.
+_ACTIONS = st.lists(st.one_of(
+    st.tuples(st.just("add"), st.sampled_from([0, 0.5, 1, 2.5, 30])),
+    st.tuples(st.just("cancel"), st.integers(0, 50)),
+    st.tuples(st.just("advance"), st.sampled_from([0, 0.25, 0.5, 1, 3, 40])),
+), max_size=60)
+
+
+@given(_ACTIONS)
+def test_deadlines_fire_what_callLater_would_fire_at_the_same_times(actions):
+    clock = Clock()
+    deadlines = Deadlines(clock)
+    fired, expected = [], []
+    ours, theirs = [], []
+    for action, value in actions:
+        if action == "add":
+            n = len(ours)
+            ours.append(deadlines.callLater(value, lambda n=n: fired.append((n, clock.seconds()))))
+            theirs.append(clock.callLater(value, lambda n=n: expected.append((n, clock.seconds()))))
+        elif action == "cancel" and value < len(ours):
+            assert ours[value].active() == theirs[value].active()
+            if theirs[value].active():
+                ours[value].cancel()
+                theirs[value].cancel()
+        elif action == "advance":
+            clock.advance(value)
+            # Clock fires due calls in time order; Deadlines too, but several due at once may be in
+            # another order (by length first): the same calls at the same times.
+            assert sorted(fired) == sorted(expected)
+    clock.advance(100)
+    assert sorted(fired) == sorted(expected) and len(deadlines) == 0
+    assert clock.getDelayedCalls() == []
