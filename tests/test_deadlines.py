@@ -43,6 +43,18 @@ def test_a_cancelled_deadline_never_fires_and_the_timer_follows_the_next():
     assert fired == [2] and not second.active()
 
 
+def test_no_timer_is_left_once_every_deadline_is_cancelled():
+    clock = Clock()
+    deadlines = Deadlines(clock)
+    calls = [deadlines.callLater(seconds, lambda: None) for seconds in (1, 1, 2)]
+    for call in calls:
+        assert clock.getDelayedCalls()
+        call.cancel()
+    assert clock.getDelayedCalls() == [] and len(deadlines) == 0
+    deadlines.callLater(1, lambda: None)
+    assert [call.getTime() for call in clock.getDelayedCalls()] == [1]
+
+
 def test_stop_cancels_everything():
     clock, fired = Clock(), []
     deadlines = Deadlines(clock)
@@ -122,6 +134,8 @@ def test_deadlines_fire_what_callLater_would_fire_at_the_same_times(actions):
             # Clock fires due calls in time order; Deadlines too, but several due at once may be in
             # another order (by length first): the same calls at the same times.
             assert sorted(fired) == sorted(expected)
+        if not any(call.active() for call in theirs):
+            assert clock.getDelayedCalls() == []  # none left: no timer either
     clock.advance(100)
     assert sorted(fired) == sorted(expected) and len(deadlines) == 0
     assert clock.getDelayedCalls() == []

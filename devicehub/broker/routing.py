@@ -10,6 +10,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from devicehub.broker.directory import NodeRecord
+from devicehub.common.deadlines import Deadlines
 from devicehub.common.drain import Idle
 from devicehub.common.metrics import Metrics
 from devicehub.common.logs import Throttled
@@ -52,6 +53,7 @@ class Routes:
         @param answer: answers a routed command's caller with a body and a message kind.
         """
         self.clock = clock
+        self._deadlines = Deadlines(clock)
         self.toNode = toNode
         self.answer = answer
         self.metrics = metrics
@@ -86,7 +88,7 @@ class Routes:
         brid = b"%s%x" % (self._ridPrefix, self._lastRid)
         if not self.toNode(node.identity, Message(b"command", brid, body, payload)):
             return False
-        timer = self.clock.callLater(body["timeout"] + self.grace, self._expire, brid)
+        timer = self._deadlines.callLater(body["timeout"] + self.grace, self._expire, brid)
         self.routed[brid] = Routed(client, rid, node, body["imei"], timer, self.clock.seconds(), waiter)
         node.inflight.add(brid)
         if client is not None:
@@ -123,8 +125,7 @@ class Routes:
         routed = self.routed.pop(rid)
         self.count(result)
         self.metrics.commandSeconds.observe(self.clock.seconds() - routed.started)
-        if routed.timer.active():
-            routed.timer.cancel()
+        routed.timer.cancel()
         node = routed.node
         node.inflight.discard(rid)
         if routed.client is not None:

@@ -23,13 +23,15 @@ T = TypeVar("T")
 class Deadline:
     """One wait's timeout (as a C{DelayedCall}: L{cancel} and L{active})."""
 
-    __slots__ = ("when", "_call", "_args", "_queue")
+    __slots__ = ("when", "_call", "_args", "_queue", "_owner")
 
-    def __init__(self, when: float, call: Callable[..., Any], args: tuple, queue: "OrderedDict[Deadline, None]") -> None:
+    def __init__(self, when: float, call: Callable[..., Any], args: tuple, queue: "OrderedDict[Deadline, None]",
+                 owner: "Deadlines") -> None:
         self.when = when
         self._call = call
         self._args = args
         self._queue: OrderedDict[Deadline, None] | None = queue
+        self._owner = owner
 
     def active(self) -> bool:
         """Whether it has neither fired nor been cancelled."""
@@ -37,16 +39,19 @@ class Deadline:
 
     def cancel(self) -> None:
         """Never fire (nothing happens once it fired or was cancelled)."""
-        if self._queue is not None:
-            del self._queue[self]
+        queue = self._queue
+        if queue is not None:
+            del queue[self]
             self._queue = None
+            if not queue:
+                self._owner._emptied()
 
 
 class Deadlines:
     """
     Calls made when their time comes, as C{clock.callLater} makes them, all on one timer
-    of C{clock}'s. L{stop} cancels that timer (and every deadline): call it when the owner
-    stops.
+    of C{clock}'s, which is cancelled whenever no deadline is left. L{stop} cancels every
+    deadline, and the timer.
     """
 
     def __init__(self, clock) -> None:
@@ -64,7 +69,7 @@ class Deadlines:
         queue = self._queues.get(seconds)
         if queue is None:
             queue = self._queues[seconds] = OrderedDict()
-        deadline = Deadline(self.clock.seconds() + seconds, call, args, queue)
+        deadline = Deadline(self.clock.seconds() + seconds, call, args, queue, self)
         queue[deadline] = None
         if deadline.when < self._timerAt and not self._firing:
             self._arm(deadline.when)
@@ -97,6 +102,11 @@ class Deadlines:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer, self._timerAt = None, inf
+
+    def _emptied(self) -> None:
+        """A length's last deadline was cancelled: with none left at all, no timer either."""
+        if not self._firing and not any(self._queues.values()):
+            self.stop()
 
     def _arm(self, when: float) -> None:
         if self._timer is not None and self._timer.active():

@@ -12,6 +12,7 @@ from typing import Any, Callable, Hashable
 
 from twisted.internet.defer import Deferred
 
+from devicehub.common.deadlines import Deadline, Deadlines
 from devicehub.common.results import OK, TIMEOUT, Reply
 from devicehub.devices.codec import Codec
 
@@ -28,10 +29,7 @@ class _Command:
     instruct: str
     result: "Deferred[Reply]" = field(default_factory=Deferred)
     written: bool = False
-
-
-def _timedOut(result: object, timeout: float) -> Reply:
-    return Reply(TIMEOUT)
+    deadline: Deadline | None = None
 
 
 class PendingCommands:
@@ -41,12 +39,14 @@ class PendingCommands:
     @param write: writes a command's bytes to the device.
     @param ready: whether a serial codec may take its next command now.
     @param notAcked: told C{(number, instruct, result)} of each command that ends without an ack.
+    @param deadlines: the timeouts' timer, shared by the connections of a node (by default
+        one of this connection's own on C{clock}).
     """
 
     def __init__(self, codec: Codec, clock, write: Callable[[bytes], None], ready: Callable[[], bool],
-                 notAcked: Callable[[int, str, str], None]) -> None:
+                 notAcked: Callable[[int, str, str], None], deadlines: Deadlines | None = None) -> None:
         self._codec = codec
-        self._clock = clock
+        self._deadlines = deadlines if deadlines is not None else Deadlines(clock)
         self._send = write
         self._ready = ready
         self._notAcked = notAcked
@@ -74,7 +74,7 @@ class PendingCommands:
         lane = self._codec.lane(instruct) if self._codec.serial else None
         command = _Command(number, lane, frame, key, instruct)
         self._commands[number] = command
-        command.result.addTimeout(timeout, self._clock, onTimeoutCancel=_timedOut)
+        command.deadline = self._deadlines.callLater(timeout, _timedOut, command)
         command.result.addBoth(self._forget, command)
         if self._mayWrite(command):
             self._write(command)
@@ -134,6 +134,7 @@ class PendingCommands:
         self._send(command.frame)
 
     def _forget(self, result: Reply, command: _Command) -> Reply:
+        command.deadline.cancel()
         self._commands.pop(command.number, None)
         self._finishedKeys.append(command.key)
         if command.written:
@@ -156,3 +157,7 @@ class PendingCommands:
             if number not in self._commands:
                 self.lastNumber = number
                 return number
+
+
+def _timedOut(command: _Command) -> None:
+    command.result.callback(Reply(TIMEOUT))

@@ -30,6 +30,7 @@ from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from zope.interface import implementer
 
+from devicehub.common.deadlines import Deadlines
 from devicehub.common.logs import peerName
 from devicehub.common.results import Reply
 from devicehub.devices.budget import BAD_LINE_WINDOW, BadFrameBudget
@@ -99,7 +100,8 @@ class DeviceSession(LoginStep, TwistedProtocol, TimeoutMixin):
     dataReceived: Callable[[bytes], None]
     """Bytes from the device (L{Intake.receive}: handled now, or in the next reactor turn)."""
 
-    def __init__(self, controller: SessionController, codec: Codec, clock, settings: DeviceSettings) -> None:
+    def __init__(self, controller: SessionController, codec: Codec, clock, settings: DeviceSettings,
+                 deadlines: Deadlines | None = None) -> None:
         self.node = controller
         self.codec = codec
         self.protocol = codec.name
@@ -117,7 +119,7 @@ class DeviceSession(LoginStep, TwistedProtocol, TimeoutMixin):
         }
         self._intake = Intake(codec, clock, handlers, self.resetTimeout, self._handled)
         self.dataReceived = self._intake.receive
-        self.pending = PendingCommands(codec, clock, self.write, self._ready, self._notAcked)
+        self.pending = PendingCommands(codec, clock, self.write, self._ready, self._notAcked, deadlines)
         """The commands waiting for this device's answer."""
         self._badFrames = BadFrameBudget(clock, settings.maxBadLines)
         self._closeWaiters: list[Deferred[None]] = []
@@ -296,6 +298,8 @@ class DeviceFactory(Factory):
         self.clock = clock
         self.settings = settings
         self.codec = codec
+        self.deadlines = Deadlines(clock)
+        """The commands' timeouts, on one timer for all the connections."""
         self.connections: set[DeviceSession] = set()
         self.loggingIn: set[DeviceSession] = set()
         """The connections that have not logged in yet."""
@@ -320,6 +324,6 @@ class DeviceFactory(Factory):
         return closed
 
     def buildProtocol(self, addr) -> DeviceSession:
-        session = DeviceSession(self.node, self.codec(self.settings.maxLine), self.clock, self.settings)
+        session = DeviceSession(self.node, self.codec(self.settings.maxLine), self.clock, self.settings, self.deadlines)
         session.factory = self
         return session
