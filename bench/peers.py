@@ -18,6 +18,8 @@ each peer's, with the issue's targets checked against what was measured.
              caller bench/peer_caller.py --protocol nats (nats-py request-reply)
   devicehub  twistd devicehub --roles broker,node,api; bench/fleet.py --each-write, the
              caller a Demand in this process (its CPU: time.process_time)
+
+The fleets connect from 127.0.7.x source addresses, none of which the other scenarios use.
 """
 
 import json
@@ -181,7 +183,7 @@ class Peers:
 
     async def devicehub(self) -> Devicehub:
         hub, devices, frontend = await self.hub()
-        fleet, _ = await self.bench.fleet(devices, self.options.peerDevices, "127.0.0.4", "g-", each_write=True)
+        fleet, _ = await self.bench.fleet(devices, self.options.peerDevices, "127.0.7.4", "g-", each_write=True)
         return Devicehub(self.bench, hub, fleet, frontend, [f"g-{i:06}" for i in range(self.options.peerDevices)])
 
     # -- the scenario
@@ -189,8 +191,8 @@ class Peers:
     async def commands(self) -> dict:
         """Every system up at once; their runs take turns, so that the machine's drift touches them alike."""
         options = self.options
-        systems = [await self.peer("mosquitto", "mqtt", "127.0.0.2", "m-"),
-                   await self.peer("nats", "nats", "127.0.0.3", "n-"),
+        systems = [await self.peer("mosquitto", "mqtt", "127.0.7.2", "m-"),
+                   await self.peer("nats", "nats", "127.0.7.3", "n-"),
                    await self.devicehub()]
         try:
             for system in systems:
@@ -228,10 +230,12 @@ class Peers:
             server = await (self.mosquitto(port) if name == "mosquitto" else self.nats(port))
         await task.deferLater(self.reactor, 0.5, lambda: None)
         base = server.rss_kib()
+        # A source address of its own: the ports of the fleet before stay in TIME_WAIT for a minute.
+        source = f"127.0.7.{5 + SYSTEMS.index(name)}"
         if name == "devicehub":
-            await self.bench.fleet(devices, count, "127.0.0.5", "i-")
+            await self.bench.fleet(devices, count, source, "i-")
         else:
-            await self.peerFleet("mqtt" if name == "mosquitto" else "nats", port, count, "127.0.0.5", "i-")
+            await self.peerFleet("mqtt" if name == "mosquitto" else "nats", port, count, source, "i-")
         await task.deferLater(self.reactor, 1, lambda: None)  # as scenario a: what the logins left settles
         rss = server.rss_kib()
         await self.bench.stopAll()
