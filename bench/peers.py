@@ -46,7 +46,7 @@ from tests.support import free_ports  # noqa: E402
 MOSQUITTO = "/usr/sbin/mosquitto"
 NATS_SERVER = "/usr/sbin/nats-server"
 SYSTEMS = ("mosquitto", "nats", "devicehub")
-# The targets for devicehub: (name, figure, limit); rates must reach theirs, the rest stay under.
+# The targets for devicehub and their limits: the rate must reach its limit, the rest stay under theirs.
 TARGETS = {
     "rate_at_least_1_2x_mosquitto": 1.2,
     "p50_at_most_1_5x_mosquitto": 1.5,
@@ -264,18 +264,19 @@ def ratios(result: dict) -> dict:
         figures[f"rate_vs_{peer}"] = ratio(hub["window"]["per_s"], theirs["window"]["per_s"])
         figures[f"p50_one_at_a_time_vs_{peer}"] = ratio(hub["one_at_a_time"]["p50_ms"], theirs["one_at_a_time"]["p50_ms"])
         figures[f"memory_per_device_vs_{peer}"] = ratio(hub["memory"]["kib_per_device"], theirs["memory"]["kib_per_device"])
-        figures[f"server_cpu_per_command_vs_{peer}"] = ratio(hub["window"]["server_cpu_us_per_command"],
-                                                             theirs["window"]["server_cpu_us_per_command"])
-    figures["cpu_us_per_command_window"] = {
-        name: {role: result[name]["window"][f"{role}_cpu_us_per_command"] for role in ("server", "fleet", "caller")}
+        figures[f"server_cpu_per_command_vs_{peer}"] = ratio(hub["window"]["median_server_cpu_us_per_command"],
+                                                             theirs["window"]["median_server_cpu_us_per_command"])
+    figures["cpu_us_per_command_window"] = {  # each the median of the runs
+        name: {role: result[name]["window"][f"median_{role}_cpu_us_per_command"] for role in ("server", "fleet", "caller")}
         for name in SYSTEMS}
+    hub_cpu, demand_cpu = (figures["cpu_us_per_command_window"]["devicehub"][role] for role in ("server", "caller"))
     rate, p50, memory = (figures[key] for key in ("rate_vs_mosquitto", "p50_one_at_a_time_vs_mosquitto",
                                                   "memory_per_device_vs_mosquitto"))
     figures["targets"] = {
         "rate_at_least_1_2x_mosquitto": rate is not None and rate >= TARGETS["rate_at_least_1_2x_mosquitto"],
         "p50_at_most_1_5x_mosquitto": p50 is not None and p50 <= TARGETS["p50_at_most_1_5x_mosquitto"],
-        "hub_cpu_at_most_25_us": hub["window"]["server_cpu_us_per_command"] <= TARGETS["hub_cpu_at_most_25_us"],
-        "demand_cpu_at_most_15_us": hub["window"]["caller_cpu_us_per_command"] <= TARGETS["demand_cpu_at_most_15_us"],
+        "hub_cpu_at_most_25_us": hub_cpu <= TARGETS["hub_cpu_at_most_25_us"],
+        "demand_cpu_at_most_15_us": demand_cpu <= TARGETS["demand_cpu_at_most_15_us"],
         "memory_at_most_1_2x_mosquitto": memory is not None and memory <= TARGETS["memory_at_most_1_2x_mosquitto"],
     }
     figures["target_limits"] = TARGETS
