@@ -15,6 +15,9 @@ charts (PNG, matplotlib) to --charts. docs/performance.md says what each figure 
   f  the device protocols (jsonl, watch, gt06, teltonika) on one all-in-one hub: logins/s,
      acked commands/s and hub CPU per command, hub CPU per uplink frame, each codec's
      ratio to JSON Lines (fleets: bench/protocol_fleet.py)
+  g  devicehub against Mosquitto and NATS in the same shape and the same run: acked
+     commands/s, one-at-a-time p50, CPU per command of server, fleet and caller, memory per
+     idle device, and devicehub's ratios to theirs (bench/peers.py)
 """
 
 import argparse
@@ -681,6 +684,7 @@ async def main(reactor, options) -> None:
         "c_cluster": lambda: bench.cluster(1, "c", full=True),
         "d_nodes": lambda: defer.gatherResults([]),  # replaced below: runs one after another
         "f_protocols": bench.protocols,
+        "g_peers": lambda: __import__("peers").Peers(bench).run(),  # bench/peers.py (it imports this module)
     }
     try:
         for name, run in scenarios.items():
@@ -701,6 +705,7 @@ async def main(reactor, options) -> None:
         "b_demand_window_vs_line_echo": round(results["b_all_in_one"]["demand_window"]["per_s"] / e["line_echo_per_s"], 3),
         "c_demand_window_vs_zmq_echo": round(results["c_cluster"]["demand_window"]["per_s"] / e["zmq_echo_per_s"], 3),
         "f_protocols_vs_jsonl": {name: results["f_protocols"][name]["vs_jsonl"] for name in PROTOCOLS},
+        "g_peers": results["g_peers"]["ratios"],
     }
     Path(options.out).parent.mkdir(parents=True, exist_ok=True)
     Path(options.out).write_text(json.dumps(results, indent=2) + "\n")
@@ -740,4 +745,7 @@ if __name__ == "__main__":
         options.protocolDevices, options.protocolWindow, options.protocolCommands = 2000, 200, 20_000
         options.floodDevices, options.floodFrames = 100, 2000
     sys.path.insert(0, str(ROOT / "bench"))
+    from peers import configure  # scenario g's numbers
+
+    configure(options, options.quick)
     task.react(lambda reactor: defer.ensureDeferred(main(reactor, options)))

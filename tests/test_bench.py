@@ -49,6 +49,21 @@ def test_benchmark_quick_run_produces_every_figure_and_chart(tmp_path):
         assert figures["uplink"]["frames"] == 3200 and figures["uplink"]["hub_cpu_us_per_frame"] > 0
         assert figures["vs_jsonl"]["hub_cpu_per_uplink_frame"] > 0
     assert results["ratios"]["f_protocols_vs_jsonl"]["jsonl"]["hub_cpu_per_command"] == 1.0
+    peers = results["g_peers"]  # devicehub, Mosquitto and NATS in the same shape (bench/peers.py)
+    for name in ("mosquitto", "nats", "devicehub"):
+        figures = peers[name]
+        assert figures["window"]["acked"] == figures["window"]["sent"] == 500 and figures["window"]["per_s"] > 0
+        assert figures["window"]["window"] == 200 and figures["one_at_a_time"]["window"] == 1
+        assert 0 < figures["one_at_a_time"]["p50_ms"] <= figures["one_at_a_time"]["max_ms"]
+        assert figures["memory"]["devices"] == 200 and figures["memory"]["kib_per_device"] > 0
+        for role in ("server", "fleet", "caller"):  # CPU is read in 10 ms ticks: 500 commands may take none
+            assert figures["window"][f"{role}_cpu_us_per_command"] >= 0
+    ratios = results["ratios"]["g_peers"]
+    assert ratios == peers["ratios"]
+    for peer in ("mosquitto", "nats"):
+        assert ratios[f"rate_vs_{peer}"] > 0 and ratios[f"p50_one_at_a_time_vs_{peer}"] > 0
+        assert ratios[f"memory_per_device_vs_{peer}"] > 0
+    assert len(ratios["targets"]) == 5 and all(isinstance(met, bool) for met in ratios["targets"].values())
     for chart in ("latency_vs_offered.png", "throughput.png", "memory.png", "protocols.png"):
         assert (tmp_path / "charts" / chart).read_bytes().startswith(b"\x89PNG")
 
