@@ -310,7 +310,8 @@ class Intakes:
         self.resets = 0
         self.batches: list[int] = []
         handlers = {Heartbeat: self.seen.append, Uplink: lambda message: self.seen.append(message.type)}
-        self.intake = Intake(self.codec, self.clock, handlers, self.reset, self.batches.append)
+        self.intake = Intake(self.codec, self.clock, lambda message: handlers[type(message)](message), self.reset,
+                             self.batches.append)
         self.intake.transport = self.transport
 
     def reset(self) -> None:

@@ -10,6 +10,10 @@ class BadFrameBudget:
     frame more than C{window} seconds after the last window opened.
     """
 
+    __slots__ = (
+        "_clock", "_count", "_limit", "_start", "_window",
+    )
+
     def __init__(self, clock, limit: int, window: float = BAD_LINE_WINDOW) -> None:
         self._clock = clock
         self._limit = limit

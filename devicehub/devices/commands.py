@@ -43,6 +43,11 @@ class PendingCommands:
         one of this connection's own on C{clock}).
     """
 
+    __slots__ = (
+        "_closed", "_codec", "_commands", "_deadlines", "_finishedKeys", "_notAcked", "_ready", "_send",
+        "_written", "lastNumber", "waiting",
+    )
+
     def __init__(self, codec: Codec, clock, write: Callable[[bytes], None], ready: Callable[[], bool],
                  notAcked: Callable[[int, str, str], None], deadlines: Deadlines | None = None) -> None:
         self._codec = codec
@@ -58,8 +63,8 @@ class PendingCommands:
         """A serial codec's commands waiting for their lane, by lane."""
         self.lastNumber = 0
         """The number given last."""
-        self._finishedKeys: deque[Hashable] = deque(maxlen=64)
-        """The keys of the last answered or timed-out commands."""
+        self._finishedKeys: deque[Hashable] | tuple[()] = ()
+        """The keys of the last answered or timed-out commands (a deque once there are any)."""
         self._closed = False
 
     def send(self, instruct: str, data: Any, timeout: float) -> "Deferred[Reply]":
@@ -136,6 +141,8 @@ class PendingCommands:
     def _forget(self, result: Reply, command: _Command) -> Reply:
         command.deadline.cancel()
         self._commands.pop(command.number, None)
+        if not self._finishedKeys:
+            self._finishedKeys = deque(maxlen=64)
         self._finishedKeys.append(command.key)
         if command.written:
             del self._written[command.key]

@@ -6,8 +6,7 @@ L{FEED_BYTES} at a time, at most L{LINES_PER_TURN} messages are handled per reac
 turn, and the transport stops reading meanwhile.
 """
 
-from collections import deque
-from typing import Any, Callable
+from typing import Callable
 
 from devicehub.devices.codec import Codec, Message
 
@@ -17,32 +16,45 @@ LINES_PER_TURN = 100
 # Bytes handed to the codec at a time, so that decoding too is spread over turns.
 FEED_BYTES = 8192
 
+_NONE: tuple[Message, ...] = ()
+
 
 class Intake:
     """
     Feeds one connection's bytes to its codec and hands each message to its handler,
     a bounded number per reactor turn.
 
-    @param handlers: the handler of each type of message.
+    @param handle: hands one message to its handler.
     @param reset: called before each message is handled (the idle timeout).
     @param handled: called with how many messages were handled, after each batch.
     """
 
-    transport = None
-    """The connection's transport (set once connected): paused while messages wait a turn."""
+    __slots__ = (
+        "transport", "_batch", "_clock", "_codec", "_handled", "_handle", "_next", "_nextTurn", "_reset",
+        "_stopped", "_unfed",
+    )
 
-    def __init__(self, codec: Codec, clock, handlers: dict[type, Callable[[Any], None]],
+    def __init__(self, codec: Codec, clock, handle: Callable[[Message], None],
                  reset: Callable[[], None], handled: Callable[[int], None]) -> None:
+        self.transport = None
+        """The connection's transport (set once connected): paused while messages wait a turn."""
         self._codec = codec
         self._clock = clock
-        self._handlers = handlers
+        self._handle = handle
         self._reset = reset
         self._handled = handled
         self._unfed = b""
-        self.messages: deque[Message] = deque()
-        """The messages decoded and not handled yet."""
+        # The codec's last list of messages and the next one to handle (a deque for each of
+        # many thousand idle connections would cost 760 bytes each).
+        self._batch: list[Message] | tuple[Message, ...] = _NONE
+        self._next = 0
         self._nextTurn = None
         self._stopped = False
+
+    @property
+    def waiting(self) -> bool:
+        """Whether messages decoded wait to be handled."""
+        return self._next < len(self._batch)
 
     def receive(self, data: bytes) -> None:
         """Take bytes from the device; handle them now unless earlier ones wait for the next turn."""
@@ -63,7 +75,7 @@ class Intake:
         """Handle up to L{LINES_PER_TURN} messages; leave the rest for the next turn, not reading meanwhile."""
         self._nextTurn = None
         self.handle(LINES_PER_TURN)
-        if not self.transport.disconnecting and (self.messages or self._unfed):
+        if not self.transport.disconnecting and (self.waiting or self._unfed):
             self.transport.pauseProducing()  # stop reading this socket meanwhile
             self._nextTurn = self._clock.callLater(0, self._nextMessages)
 
@@ -76,24 +88,25 @@ class Intake:
         Handle up to C{limit} messages (all, if None), feeding the codec as needed; with a
         C{limit}, none once the transport is disconnecting.
         """
-        messages, handlers, reset = self.messages, self._handlers, self._reset
+        handle, reset = self._handle, self._reset
         handled = 0
         while limit is None or handled < limit:
-            if not messages:
+            if self._next >= len(self._batch):
                 if not self._unfed:
                     break
                 if len(self._unfed) <= FEED_BYTES:
                     data, self._unfed = self._unfed, b""
                 else:
                     data, self._unfed = self._unfed[:FEED_BYTES], self._unfed[FEED_BYTES:]
-                messages.extend(self._codec.feed(data))
+                self._batch, self._next = self._codec.feed(data), 0
                 continue
             if self._stopped or (limit is not None and self.transport.disconnecting):
-                messages.clear()
+                self._batch, self._next = _NONE, 0
                 self._unfed = b""
                 break
-            message = messages.popleft()
+            message = self._batch[self._next]
+            self._next += 1
             reset()
-            handlers[type(message)](message)
+            handle(message)
             handled += 1
         self._handled(handled)

@@ -25,10 +25,13 @@ class Outgoing:
         written since the device stopped reading (the session cuts it off).
     """
 
-    transport = None
-    """The connection's transport (set once connected)."""
+    __slots__ = (
+        "transport", "_backlog", "_limit", "_stoppedReading", "paused",
+    )
 
     def __init__(self, limit: int, stoppedReading: Callable[[], None]) -> None:
+        self.transport = None
+        """The connection's transport (set once connected)."""
         self._limit = limit
         self._stoppedReading = stoppedReading
         self.paused = False

@@ -113,11 +113,7 @@ class DeviceSession(LoginStep, TwistedProtocol, TimeoutMixin):
         # write and dataReceived are the parts' own methods: no call in between, on every frame's path.
         self._outgoing = Outgoing(settings.maxOutgoing, self._stoppedReading)
         self.write = self._outgoing.write
-        handlers: dict[type, Callable[[Any], None]] = {
-            Identify: self._identify, Heartbeat: self._heartbeat, Answer: self._answer,
-            Uplink: self._uplink, ReplyBytes: self._reply, BadFrame: self._badFrame,
-        }
-        self._intake = Intake(codec, clock, handlers, self.resetTimeout, self._handled)
+        self._intake = Intake(codec, clock, self._handle, self.resetTimeout, self._handled)
         self.dataReceived = self._intake.receive
         self.pending = PendingCommands(codec, clock, self.write, self._ready, self._notAcked, deadlines)
         """The commands waiting for this device's answer."""
@@ -222,6 +218,10 @@ class DeviceSession(LoginStep, TwistedProtocol, TimeoutMixin):
         if self.pending.waiting and self._ready():
             self.pending.pump()
 
+    def _handle(self, message: Any) -> None:
+        """Hand a decoded message to its handler (one table for every session, not a dict each)."""
+        _HANDLERS[type(message)](self, message)
+
     def _heartbeat(self, message: Heartbeat) -> None:
         if self._loggedIn():
             self.write(message.reply)
@@ -272,7 +272,7 @@ class DeviceSession(LoginStep, TwistedProtocol, TimeoutMixin):
 
     def _ready(self) -> bool:
         # A serial codec is ready only once what made it ready was handled (e.g. Teltonika's first ack written).
-        return self.codec.ready and not self._intake.messages
+        return self.codec.ready and not self._intake.waiting
 
     def _notAcked(self, number: int, instruct: str, result: str) -> None:
         deviceLog.info("{imei} at {peer}: command {ident} ({instruct!r}) not acked: {result}",
@@ -286,6 +286,12 @@ class DeviceSession(LoginStep, TwistedProtocol, TimeoutMixin):
         self.node.protocolError(self.protocol, "stopped reading")
         self.closeReason = self.closeReason or "stopped reading"
         self.transport.abortConnection()
+
+
+_HANDLERS: dict[type, Callable[[DeviceSession, Any], None]] = {
+    Identify: DeviceSession._identify, Heartbeat: DeviceSession._heartbeat, Answer: DeviceSession._answer,
+    Uplink: DeviceSession._uplink, ReplyBytes: DeviceSession._reply, BadFrame: DeviceSession._badFrame,
+}
 
 
 class DeviceFactory(Factory):
