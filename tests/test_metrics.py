@@ -2,6 +2,8 @@
 
 import pytest_twisted
 import treq
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor
 from twisted.web.client import Agent, HTTPConnectionPool
@@ -88,3 +90,29 @@ async def test_metrics_option_serves_a_process_without_the_api_role():
         await device.close()
     finally:
         await process.stop()
+
+
+@given(st.lists(st.sampled_from(["ok", "no", "timeout", "busy"])), st.lists(st.floats(0, 1000)))
+def test_the_command_tally_exposes_what_prometheus_own_counter_and_histogram_would(results, seconds):
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+    from devicehub.common.metrics import LATENCY_BUCKETS, CommandTally
+
+    tally, registry = CommandTally(), CollectorRegistry()
+    registry.register(tally)
+    stockRegistry = CollectorRegistry()
+    counter = Counter("devicehub_commands", "Commands answered by the broker, by result.", ["result"],
+                      registry=stockRegistry)
+    histogram = Histogram("devicehub_command_seconds", "Seconds from the broker routing a command to its answer.",
+                          buckets=LATENCY_BUCKETS, registry=stockRegistry)
+    for result in results:
+        tally.count(result)
+        counter.labels(result).inc()
+    for value in seconds:
+        tally.observe(value)
+        histogram.observe(value)
+    stock = [line for line in generate_latest(stockRegistry).decode().splitlines() if "_created" not in line]
+    ours = generate_latest(registry).decode().splitlines()
+    if not results:  # a labelled counter with no labels yet has no samples either way
+        stock = [line for line in stock if not line.startswith("devicehub_commands_total")]
+    assert sorted(ours) == sorted(stock)

@@ -64,7 +64,6 @@ class Routes:
         """Called when a leaving node's last command is answered."""
         self._perClient: Counter[bytes] = Counter()
         self._idle = Idle()
-        self._counters: dict[str, Any] = {}
         self._ridPrefix = secrets.token_hex(8).encode() + b"."
         self._lastRid = 0
 
@@ -124,7 +123,7 @@ class Routes:
         """Forget routed command C{rid}, whose caller is about to be answered C{result}."""
         routed = self.routed.pop(rid)
         self.count(result)
-        self.metrics.commandSeconds.observe(self.clock.seconds() - routed.started)
+        self.metrics.commands.observe(self.clock.seconds() - routed.started)
         routed.timer.cancel()
         node = routed.node
         node.inflight.discard(rid)
@@ -145,10 +144,7 @@ class Routes:
 
     def count(self, result: str) -> None:
         """Count an answer of C{result} in the metrics."""
-        counter = self._counters.get(result)
-        if counter is None:  # labels() is a locked lookup: once per result, not per command
-            counter = self._counters[result] = self.metrics.commands.labels(result)
-        counter.inc()
+        self.metrics.commands.count(result)
 
     def _expire(self, rid: bytes) -> None:
         routed = self.finish(rid, TIMEOUT)

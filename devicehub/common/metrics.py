@@ -3,20 +3,22 @@ Prometheus metrics of one devicehub process (docs/operations.md lists them).
 
 Counters are updated where things happen; gauges of live state (devices online,
 nodes alive, commands in flight) are read from the roles at scrape time, so they
-cost nothing between scrapes.
+cost nothing between scrapes. The commands answered and their seconds, counted once
+per command, are plain numbers (L{CommandTally}) that a scrape reads.
 """
 
+from bisect import bisect_left
 from typing import Callable, NamedTuple
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
-    Histogram,
     ProcessCollector,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
@@ -69,9 +71,6 @@ class Metrics:
             ["protocol", "kind"],
             registry=self.registry,
         )
-        self.commands = Counter(
-            "devicehub_commands", "Commands answered by the broker, by result.", ["result"], registry=self.registry
-        )
         self.eventsPublished = Counter(
             "devicehub_events_published", "Events the broker published.", registry=self.registry
         )
@@ -81,12 +80,8 @@ class Metrics:
             ["where"],
             registry=self.registry,
         )
-        self.commandSeconds = Histogram(
-            "devicehub_command_seconds",
-            "Seconds from the broker routing a command to its answer.",
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
-        )
+        self.commands = CommandTally()
+        self.registry.register(self.commands)
         self._live = _LiveState()
         self.registry.register(self._live)
 
@@ -107,6 +102,40 @@ class Metrics:
     def exposition(self) -> bytes:
         """The Prometheus text format of every metric."""
         return generate_latest(self.registry)
+
+
+class CommandTally:
+    """
+    The broker's commands answered, by result (C{devicehub_commands_total}), and the
+    seconds from routing to answer (C{devicehub_command_seconds}), in plain numbers: a
+    Prometheus counter and histogram take a lock, and search the buckets, per command.
+    """
+
+    def __init__(self) -> None:
+        self.results: dict[str, int] = {}
+        self._buckets = [0] * (len(LATENCY_BUCKETS) + 1)  # the last: past every bound (+Inf)
+        self._seconds = 0.0
+
+    def count(self, result: str) -> None:
+        """One command answered C{result}."""
+        self.results[result] = self.results.get(result, 0) + 1
+
+    def observe(self, seconds: float) -> None:
+        """One routed command answered after C{seconds}."""
+        self._buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1  # a bucket counts what is <= its bound
+        self._seconds += seconds
+
+    def collect(self):
+        commands = CounterMetricFamily("devicehub_commands", "Commands answered by the broker, by result.", labels=["result"])
+        for result, count in sorted(self.results.items()):
+            commands.add_metric([result], count)
+        yield commands
+        cumulative, buckets = 0, []
+        for bound, count in zip([*map(floatToGoString, LATENCY_BUCKETS), "+Inf"], self._buckets):
+            cumulative += count
+            buckets.append((bound, cumulative))
+        yield HistogramMetricFamily("devicehub_command_seconds", "Seconds from the broker routing a command to its answer.",
+                                    buckets=buckets, sum_value=self._seconds)
 
 
 class _LiveState:
