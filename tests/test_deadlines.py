@@ -1,9 +1,7 @@
 """L{Deadlines}: many timeouts on one timer, checked against task.Clock's own callLater."""
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import Clock
 from twisted.logger import Logger
 
@@ -86,23 +84,14 @@ def test_a_call_may_set_new_deadlines():
     assert fired == ["chained"]
 
 
-def test_timeout_is_deferred_add_timeout_on_the_shared_timer():
-    clock = Clock()
+def test_a_call_that_stops_them_all_stops_the_rest_firing():
+    clock, fired = Clock(), []
     deadlines = Deadlines(clock)
-    late, prompt = Deferred(), Deferred()
-    deadlines.timeout(late, 3, lambda result, seconds: f"timed out after {seconds}")
-    deadlines.timeout(prompt, 3, lambda result, seconds: "never")
-    results = []
-    late.addBoth(results.append)
-    prompt.callback("ok")
+    deadlines.callLater(1, deadlines.stop)
+    deadlines.callLater(1, fired.append, "same time, after the stop")
+    deadlines.callLater(2, fired.append, "later")
     clock.advance(3)
-    assert results == ["timed out after 3"] and prompt.result == "ok" and len(deadlines) == 0
-    plain = Deferred()
-    deadlines.timeout(plain, 1, lambda result, seconds: result)
-    clock.advance(1)
-    with pytest.raises(CancelledError):
-        plain.result.raiseException()
-    plain.addErrback(lambda failure: None)
+    assert fired == [] and len(deadlines) == 0 and clock.getDelayedCalls() == []
 
 
 # What one Deadlines does is what task.Clock does with a callLater each.

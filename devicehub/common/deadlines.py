@@ -10,14 +10,11 @@ cancelling are dictionary operations, and one reactor timer is set for the earli
 
 from collections import OrderedDict
 from math import inf
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable
 
-from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 log = Logger()
-
-T = TypeVar("T")
 
 
 class Deadline:
@@ -75,29 +72,12 @@ class Deadlines:
             self._arm(deadline.when)
         return deadline
 
-    def timeout(self, deferred: "Deferred[T]", seconds: float, onTimeoutCancel: Callable[[Any, float], Any]) -> "Deferred[T]":
-        """As C{deferred.addTimeout(seconds, clock, onTimeoutCancel)}, on this one timer."""
-        expired = []
-
-        def expire() -> None:
-            expired.append(True)
-            deferred.cancel()
-
-        deadline = self.callLater(seconds, expire)
-
-        def ended(result: Any) -> Any:
-            if expired:
-                return onTimeoutCancel(result, seconds)
-            deadline.cancel()
-            return result
-
-        return deferred.addBoth(ended)
-
     def stop(self) -> None:
         """Cancel every deadline and the timer."""
         for queue in self._queues.values():
             for deadline in queue:
                 deadline._queue = None
+            queue.clear()  # a call that stops them all, while they fire, stops the rest firing too
         self._queues.clear()
         if self._timer is not None and self._timer.active():
             self._timer.cancel()

@@ -93,6 +93,7 @@ class Intake:
         while limit is None or handled < limit:
             if self._next >= len(self._batch):
                 if not self._unfed:
+                    self._batch, self._next = _NONE, 0  # an idle connection keeps no list
                     break
                 if len(self._unfed) <= FEED_BYTES:
                     data, self._unfed = self._unfed, b""
