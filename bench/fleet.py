@@ -84,30 +84,42 @@ class SimulatedDevice(LineOnlyReceiver):
 class OneDevice(ClientFactory):
     """Connects one simulated device (lighter than an endpoint: the fleet shares the CPUs it measures)."""
 
-    def __init__(self, device: SimulatedDevice) -> None:
+    def __init__(self, device, ready: defer.Deferred) -> None:
         self.device = device
+        self.ready = ready
 
-    def buildProtocol(self, addr) -> SimulatedDevice:
+    def buildProtocol(self, addr):
         return self.device
 
     def clientConnectionFailed(self, connector, reason) -> None:
-        self.device.loggedIn.errback(reason)
+        self.ready.errback(reason)
+
+
+async def connectInBatches(reactor, devices: list, options, ready) -> list:
+    """
+    Connect C{devices} to C{options.host}:C{options.port} from C{options.source},
+    C{options.batch} at a time, each batch once every C{ready(device)} Deferred of the one
+    before fired; what they fired with, in order.
+    """
+    results = []
+    for start in range(0, len(devices), options.batch):
+        batch = devices[start:start + options.batch]
+        for device in batch:
+            reactor.connectTCP(options.host, options.port, OneDevice(device, ready(device)), timeout=30,
+                               bindAddress=(options.source, 0))
+        results += await defer.gatherResults([ready(device) for device in batch], consumeErrors=True)
+    return results
 
 
 async def main(reactor, options) -> None:
     tune_garbage_collector()  # as twistd devicehub does: the fleet shares the CPUs it measures
     options.replyJson = b"" if options.reply is None else b',"data":' + options.reply.encode()
-    devices = []
     started = reactor.seconds()
-    for start in range(0, options.count, options.batch):
-        batch = [SimulatedDevice(f"{options.prefix}{i:06}", options) for i in range(start, min(start + options.batch, options.count))]
-        for device in batch:
-            device.clock = reactor
-            reactor.connectTCP(options.host, options.port, OneDevice(device), timeout=30, bindAddress=(options.source, 0))
-        results = await defer.gatherResults([device.loggedIn for device in batch])
-        if not all(results):
-            raise SystemExit("a login was refused")
-        devices += batch
+    devices = [SimulatedDevice(f"{options.prefix}{i:06}", options) for i in range(options.count)]
+    for device in devices:
+        device.clock = reactor
+    if not all(await connectInBatches(reactor, devices, options, lambda device: device.loggedIn)):
+        raise SystemExit("a login was refused")
     elapsed = reactor.seconds() - started
     print(json.dumps({"ready": len(devices), "login_per_s": round(len(devices) / elapsed)}), flush=True)
     if options.ping:

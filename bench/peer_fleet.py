@@ -24,10 +24,10 @@ import json
 import sys
 
 from twisted.internet import defer, task
-from twisted.internet.protocol import ClientFactory, Protocol
+from twisted.internet.protocol import Protocol
 
 from devicehub.tap import tune_garbage_collector  # bench/run.py puts the repository on PYTHONPATH
-from fleet import SimulatedDevice  # bench/fleet.py
+from fleet import SimulatedDevice, connectInBatches  # bench/fleet.py
 
 
 class PeerDevice(Protocol):
@@ -146,31 +146,12 @@ class NatsDevice(PeerDevice):
         self.buffer = buffer
 
 
-class OneDevice(ClientFactory):
-    """Connects one device (lighter than an endpoint: the fleet shares the CPUs it measures)."""
-
-    def __init__(self, device: PeerDevice) -> None:
-        self.device = device
-
-    def buildProtocol(self, addr) -> PeerDevice:
-        return self.device
-
-    def clientConnectionFailed(self, connector, reason) -> None:
-        self.device.ready.errback(reason)
-
-
 async def main(reactor, options) -> None:
     tune_garbage_collector()
     kind = {"mqtt": MqttDevice, "nats": NatsDevice}[options.protocol]
-    devices = []
     started = reactor.seconds()
-    for start in range(0, options.count, options.batch):
-        batch = [kind(f"{options.prefix}{i:06}") for i in range(start, min(start + options.batch, options.count))]
-        for device in batch:
-            reactor.connectTCP(options.host, options.port, OneDevice(device), timeout=30,
-                               bindAddress=(options.source, 0))
-        await defer.gatherResults([device.ready for device in batch], consumeErrors=True)
-        devices += batch
+    devices = [kind(f"{options.prefix}{i:06}") for i in range(options.count)]
+    await connectInBatches(reactor, devices, options, lambda device: device.ready)
     elapsed = reactor.seconds() - started
     print(json.dumps({"ready": len(devices), "connect_per_s": round(len(devices) / elapsed)}), flush=True)
     await defer.Deferred()  # until SIGTERM

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from run import TICK, Bench, progress  # noqa: E402
+from run import Bench, progress, stat_cpu  # noqa: E402
 
 from devicehub import Demand  # noqa: E402
 from devicehub.tap import tune_garbage_collector  # noqa: E402
@@ -35,9 +35,8 @@ def threads(pid: int) -> dict[str, float]:
     """CPU seconds (user + system) of each thread of C{pid}, by thread name (ZeroMQ's I/O thread is ZMQbg/IO/0)."""
     seconds: dict[str, float] = {}
     for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
-        name, fields = stat.read_text().split("(", 1)[1].rsplit(")", 1)
-        fields = fields.split()
-        seconds[name] = seconds.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / TICK
+        name, cpu = stat_cpu(stat)
+        seconds[name] = seconds.get(name, 0.0) + cpu
     return seconds
 
 

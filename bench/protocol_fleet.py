@@ -27,13 +27,14 @@ import time
 
 from twisted.internet import defer, stdio, task
 from twisted.internet.interfaces import IPushProducer
-from twisted.internet.protocol import ClientFactory, Protocol
+from twisted.internet.protocol import Protocol
 from twisted.protocols.basic import LineOnlyReceiver
 from zope.interface import implementer
 
 from devicehub.tap import tune_garbage_collector  # bench/run.py puts the repository on PYTHONPATH
 from devicehub.devices.simulate import model
 from devicehub.devices.simulate.fleet import HOME, imeis
+from fleet import connectInBatches  # bench/fleet.py
 
 POOL = 32
 """Positions built ahead for each flooding device, sent again and again (the fleet shares the CPUs it measures)."""
@@ -148,17 +149,6 @@ class Device(Protocol):
             self.decoded.errback(reason)
 
 
-class OneDevice(ClientFactory):
-    def __init__(self, device: Device) -> None:
-        self.device = device
-
-    def buildProtocol(self, addr) -> Device:
-        return self.device
-
-    def clientConnectionFailed(self, connector, reason) -> None:
-        self.device.loggedIn.errback(reason)
-
-
 class Control(LineOnlyReceiver):
     """The bench's orders on stdin; the fleet ends when stdin closes."""
 
@@ -190,13 +180,9 @@ class Control(LineOnlyReceiver):
         options = self.options
         identities = imeis(options.count, options.prefix)
         started = time.perf_counter()
-        for start in range(0, len(identities), options.batch):
-            batch = [Device(options.protocol, imei) for imei in identities[start:start + options.batch]]
-            for device in batch:
-                self.reactor.connectTCP(options.host, options.port, OneDevice(device), timeout=30,
-                                        bindAddress=(options.source, 0))
-            await defer.gatherResults([device.loggedIn for device in batch])
-            self.devices += batch
+        devices = [Device(options.protocol, imei) for imei in identities]
+        await connectInBatches(self.reactor, devices, options, lambda device: device.loggedIn)
+        self.devices += devices
         self.say(ready=len(self.devices), login_per_s=round(len(self.devices) / (time.perf_counter() - started)))
 
     async def report(self) -> None:

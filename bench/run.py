@@ -47,6 +47,13 @@ TWISTD = str(Path(sys.executable).parent / "twistd")
 TICK = os.sysconf("SC_CLK_TCK")
 
 
+def stat_cpu(path: Path) -> tuple[str, float]:
+    """The name and the CPU seconds (user + system) of a process or thread, from its /proc stat file."""
+    name, fields = path.read_text().split("(", 1)[1].rsplit(")", 1)
+    fields = fields.split()
+    return name, (int(fields[11]) + int(fields[12])) / TICK
+
+
 def progress(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
@@ -93,8 +100,7 @@ class Process(ProcessProtocol):
         return self._status("voluntary_ctxt_switches")
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / TICK
+        return stat_cpu(Path(f"/proc/{self.pid}/stat"))[1]
 
     async def stop(self) -> None:
         if not self.ended.called:
