@@ -53,6 +53,25 @@ def test_no_timer_is_left_once_every_deadline_is_cancelled():
     assert [call.getTime() for call in clock.getDelayedCalls()] == [1]
 
 
+def test_a_reset_deadline_waits_its_whole_length_again_from_now():
+    clock, fired = Clock(), []
+    deadlines = Deadlines(clock)
+    idle = deadlines.callLater(10, fired.append, "idle")
+    other = deadlines.callLater(10, fired.append, "other")
+    clock.advance(6)
+    idle.reset()  # due at 16 now, after the other one of its length
+    clock.advance(4)
+    assert fired == ["other"] and idle.active()
+    clock.advance(5.5)
+    assert fired == ["other"]
+    clock.advance(0.5)
+    assert fired == ["other", "idle"] and clock.getDelayedCalls() == []
+    idle.reset()
+    other.cancel()
+    clock.advance(20)
+    assert fired == ["other", "idle"] and not idle.active()
+
+
 def test_stop_cancels_everything():
     clock, fired = Clock(), []
     deadlines = Deadlines(clock)
@@ -98,6 +117,7 @@ def test_a_call_that_stops_them_all_stops_the_rest_firing():
 _ACTIONS = st.lists(st.one_of(
     st.tuples(st.just("add"), st.sampled_from([0, 0.5, 1, 2.5, 30])),
     st.tuples(st.just("cancel"), st.integers(0, 50)),
+    st.tuples(st.just("reset"), st.integers(0, 50)),
     st.tuples(st.just("advance"), st.sampled_from([0, 0.25, 0.5, 1, 3, 40])),
 ), max_size=60)
 
@@ -107,10 +127,11 @@ def test_deadlines_fire_what_callLater_would_fire_at_the_same_times(actions):
     clock = Clock()
     deadlines = Deadlines(clock)
     fired, expected = [], []
-    ours, theirs = [], []
+    ours, theirs, lengths = [], [], []
     for action, value in actions:
         if action == "add":
             n = len(ours)
+            lengths.append(value)
             ours.append(deadlines.callLater(value, lambda n=n: fired.append((n, clock.seconds()))))
             theirs.append(clock.callLater(value, lambda n=n: expected.append((n, clock.seconds()))))
         elif action == "cancel" and value < len(ours):
@@ -118,6 +139,10 @@ def test_deadlines_fire_what_callLater_would_fire_at_the_same_times(actions):
             if theirs[value].active():
                 ours[value].cancel()
                 theirs[value].cancel()
+        elif action == "reset" and value < len(ours):
+            ours[value].reset()  # nothing once it fired or was cancelled
+            if theirs[value].active():
+                theirs[value].reset(lengths[value])
         elif action == "advance":
             clock.advance(value)
             # Clock fires due calls in time order; Deadlines too, but several due at once may be in

@@ -122,6 +122,21 @@ def test_crlf_is_tolerated():
     assert written(transport) == [{"type": "login", "status": 200}, {"type": "pong"}]
 
 
+def test_the_connections_of_a_node_share_one_timer_for_their_idle_and_login_timeouts():
+    clock = Clock()
+    node = RecordingNode(clock)
+    factory = DeviceFactory(node, clock, DeviceSettings(loginTimeout=LOGIN_TIMEOUT, idleTimeout=IDLE_TIMEOUT))
+    sessions = [connection(node=node, clock=clock, factory=factory) for _ in range(3)]
+    for i, (protocol, transport, _, _) in enumerate(sessions[:2]):
+        feed(protocol, {"type": "login", "imei": f"86123456789012{i}"})
+    assert len(clock.getDelayedCalls()) == 1  # not a DelayedCall per connection
+    clock.advance(LOGIN_TIMEOUT + 0.1)
+    assert [transport.disconnecting for _, transport, _, _ in sessions] == [False, False, True]
+    feed(sessions[0][0], {"type": "ping"})
+    clock.advance(IDLE_TIMEOUT - LOGIN_TIMEOUT)
+    assert [transport.disconnecting for _, transport, _, _ in sessions[:2]] == [False, True]
+
+
 def test_acks_are_matched_by_ident_with_and_without_data():
     protocol, transport, node, clock = loggedIn()
     results = []
@@ -133,8 +148,13 @@ def test_acks_are_matched_by_ident_with_and_without_data():
     feed(protocol, {"type": "ack", "ident": 2, "data": [1, 2]})
     feed(protocol, {"type": "ack", "ident": 1})
     assert results == [("second", Reply(OK, [1, 2])), ("first", Reply(OK))]
-    # Only the idle timer is left: the commands' timers went with their acks.
+    # The commands' timeouts went with their acks: when they would have come nothing
+    # happens (the shared timer just moves on to the idle timeout, all that is left).
+    clock.advance(10)
+    assert len(results) == 2 and written(transport) == [] and not transport.disconnecting
     assert [call.getTime() for call in clock.getDelayedCalls()] == [IDLE_TIMEOUT]
+    clock.advance(IDLE_TIMEOUT - 10)
+    assert written(transport) == [{"type": "error", "error": "idle timeout"}]
 
 
 def test_ack_data_with_lone_surrogate_is_handed_back_intact():

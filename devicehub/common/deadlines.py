@@ -20,11 +20,12 @@ log = Logger()
 class Deadline:
     """One wait's timeout (as a C{DelayedCall}: L{cancel} and L{active})."""
 
-    __slots__ = ("when", "_call", "_args", "_queue", "_owner")
+    __slots__ = ("when", "_length", "_call", "_args", "_queue", "_owner")
 
-    def __init__(self, when: float, call: Callable[..., Any], args: tuple, queue: "OrderedDict[Deadline, None]",
+    def __init__(self, length: float, call: Callable[..., Any], args: tuple, queue: "OrderedDict[Deadline, None]",
                  owner: "Deadlines") -> None:
-        self.when = when
+        self.when = owner.clock.seconds() + length
+        self._length = length
         self._call = call
         self._args = args
         self._queue: OrderedDict[Deadline, None] | None = queue
@@ -33,6 +34,16 @@ class Deadline:
     def active(self) -> bool:
         """Whether it has neither fired nor been cancelled."""
         return self._queue is not None
+
+    def reset(self) -> None:
+        """
+        Wait its whole length again from now (as C{DelayedCall.reset}: an idle timeout
+        restarted by every message); nothing once it fired or was cancelled.
+        """
+        queue = self._queue
+        if queue is not None:
+            self.when = self._owner.clock.seconds() + self._length
+            queue.move_to_end(self)
 
     def cancel(self) -> None:
         """Never fire (nothing happens once it fired or was cancelled)."""
@@ -66,7 +77,7 @@ class Deadlines:
         queue = self._queues.get(seconds)
         if queue is None:
             queue = self._queues[seconds] = OrderedDict()
-        deadline = Deadline(self.clock.seconds() + seconds, call, args, queue, self)
+        deadline = Deadline(seconds, call, args, queue, self)
         queue[deadline] = None
         if deadline.when < self._timerAt and not self._firing:
             self._arm(deadline.when)

@@ -44,8 +44,8 @@ def login_refusal(message: Identify, secret: bytes | None, tokens: bool) -> tupl
 
 class LoginStep:
     """
-    A session's login, mixed into L{devicehub.devices.session.DeviceSession} (as Twisted's
-    C{TimeoutMixin} is): the first L{Identify} logs the device in, once its node admits it.
+    A session's login, mixed into L{devicehub.devices.session.DeviceSession}: the first
+    L{Identify} logs the device in, once its node admits it.
     """
 
     def _loggedIn(self) -> bool:

@@ -27,10 +27,9 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory
 from twisted.internet.protocol import Protocol as TwistedProtocol
 from twisted.logger import Logger
-from twisted.protocols.policies import TimeoutMixin
 from zope.interface import implementer
 
-from devicehub.common.deadlines import Deadlines
+from devicehub.common.deadlines import Deadline, Deadlines
 from devicehub.common.logs import peerName
 from devicehub.common.results import Reply
 from devicehub.devices.budget import BAD_LINE_WINDOW, BadFrameBudget
@@ -83,7 +82,7 @@ class SessionController(Protocol):
 
 
 @implementer(IPushProducer)
-class DeviceSession(LoginStep, TwistedProtocol, TimeoutMixin):
+class DeviceSession(LoginStep, TwistedProtocol):
     """One device connection: login, heartbeats, commands and their answers."""
 
     imei: str | None = None
@@ -106,7 +105,6 @@ class DeviceSession(LoginStep, TwistedProtocol, TimeoutMixin):
         self.codec = codec
         self.protocol = codec.name
         self.clock = clock
-        self.callLater = clock.callLater  # TimeoutMixin's timer
         self.settings = settings
         self._tokens = getattr(codec, "tokens", False)
         self._strict = getattr(codec, "strict", False)
@@ -115,11 +113,24 @@ class DeviceSession(LoginStep, TwistedProtocol, TimeoutMixin):
         self.write = self._outgoing.write
         self._intake = Intake(codec, clock, self._handle, self.resetTimeout, self._handled)
         self.dataReceived = self._intake.receive
-        self.pending = PendingCommands(codec, clock, self.write, self._ready, self._notAcked, deadlines)
+        self._deadlines = deadlines if deadlines is not None else Deadlines(clock)
+        self._timeout: Deadline | None = None
+        self.pending = PendingCommands(codec, clock, self.write, self._ready, self._notAcked, self._deadlines)
         """The commands waiting for this device's answer."""
         self._badFrames = BadFrameBudget(clock, settings.maxBadLines)
         self._closeWaiters: list[Deferred[None]] = []
         self._refused = False
+        # Every attribute a session ever gets, set here in one order: then every session's
+        # attributes share the class's keys, 1.4 KiB less per connection than the dict a
+        # session grew when the node or Twisted added one later.
+        self.factory: DeviceFactory | None = None
+        self.connected = 0
+        self.transport = None
+        self.peer = "?"
+        self.imei = None
+        self.conn = None
+        self.since = None
+        self.closeReason = None
 
     # -- connection lifecycle
 
@@ -177,6 +188,21 @@ class DeviceSession(LoginStep, TwistedProtocol, TimeoutMixin):
         waiter: Deferred[None] = Deferred()
         self._closeWaiters.append(waiter)
         return waiter
+
+    def setTimeout(self, seconds: float | None) -> None:
+        """
+        Close the connection once C{seconds} pass without a message (None: never), as
+        Twisted's C{TimeoutMixin} does, but on the node's shared timer (L{Deadlines}): a
+        C{DelayedCall} of its own cost each idle connection ~400 bytes.
+        """
+        if self._timeout is not None:
+            self._timeout.cancel()
+        self._timeout = None if seconds is None else self._deadlines.callLater(seconds, self.timeoutConnection)
+
+    def resetTimeout(self) -> None:
+        """A message came: the timeout starts again."""
+        if self._timeout is not None:
+            self._timeout.reset()
 
     def timeoutConnection(self) -> None:
         self.refuse("login timeout" if self.imei is None else "idle timeout")
