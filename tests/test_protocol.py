@@ -137,6 +137,22 @@ def test_the_connections_of_a_node_share_one_timer_for_their_idle_and_login_time
     assert [transport.disconnecting for _, transport, _, _ in sessions[:2]] == [False, True]
 
 
+def test_a_session_gets_no_attribute_after_it_was_built():
+    """Every attribute is set in __init__, in one order, so that every session's share the class's
+    keys: one added later (at login, by the node) gave each session a dict of its own, 1.4 KiB."""
+    clock = Clock()
+    factory = DeviceFactory(RecordingNode(clock), clock, DeviceSettings())
+    protocol, transport, node, clock = connection(factory=factory, clock=clock)
+    built = list(vars(factory.buildProtocol(None)))
+    feed(protocol, {"type": "login", "imei": "861234567890123"})
+    protocol.sendCommand("0x10", None, 10)
+    feed(protocol, {"type": "ack", "ident": 1}, {"type": "ping"})
+    protocol.sendCommand("0x11", None, 10)
+    protocol.close("bye")
+    protocol.connectionLost(None)
+    assert list(vars(protocol)) == built
+
+
 def test_acks_are_matched_by_ident_with_and_without_data():
     protocol, transport, node, clock = loggedIn()
     results = []

@@ -4,6 +4,7 @@
 import hashlib
 import hmac
 import socket
+from types import SimpleNamespace
 from typing import Any, Hashable
 
 from pytest_twisted import ensureDeferred
@@ -45,9 +46,19 @@ class Commands:
         self.codec = Codec(serial)
         self.sent: list[bytes] = []
         self.ready = True
-        self.notAcked: list[tuple[int, str, str]] = []
-        self.pending = PendingCommands(self.codec, self.clock, self.sent.append, lambda: self.ready,
-                                       lambda *failed: self.notAcked.append(failed))
+        self.failed: list[tuple[int, str, str]] = []  # the commands not acked
+        self.pending = PendingCommands(self.codec, self.clock, self)
+
+    # -- what PendingCommands tells its session
+
+    def write(self, data: bytes) -> None:
+        self.sent.append(data)
+
+    def mayWriteNext(self) -> bool:
+        return self.ready
+
+    def notAcked(self, *failed) -> None:
+        self.failed.append(failed)
 
     def send(self, instruct: str, timeout: float = 10.0) -> list[Reply]:
         results: list[Reply] = []
@@ -66,7 +77,7 @@ def test_commands_are_numbered_and_answered_by_their_key():
     assert (first, second) == ([], [Reply(OK, "two")])
     assert not commands.pending.answer(2, False, "again")  # answered already
     assert not commands.pending.answer(7, False, "who?")
-    assert len(commands.pending) == 1 and commands.notAcked == []
+    assert len(commands.pending) == 1 and commands.failed == []
 
 
 def test_numbers_wrap_and_skip_the_unanswered():
@@ -87,7 +98,7 @@ def test_a_command_times_out_and_is_forgotten():
     commands.clock.advance(0.1)
     assert result == [Reply(TIMEOUT)]
     assert len(commands.pending) == 0 and commands.pending.results() == []
-    assert commands.notAcked == [(1, "a", TIMEOUT)]
+    assert commands.failed == [(1, "a", TIMEOUT)]
     assert commands.clock.getDelayedCalls() == []
     assert not commands.pending.answer(1, False, "late")
 
@@ -151,7 +162,7 @@ def test_close_times_out_every_command_and_writes_no_more():
     assert results == [[Reply(TIMEOUT)]] * 3
     assert commands.sent == [b"a1:1", b"b1:3"] and len(commands.pending) == 0
     assert commands.clock.getDelayedCalls() == []
-    assert [number for number, _, _ in commands.notAcked] == [1, 2, 3]
+    assert [number for number, _, _ in commands.failed] == [1, 2, 3]
 
 
 # -- BadFrameBudget
@@ -210,7 +221,7 @@ def test_the_old_names_stay_importable_from_the_session_module():
 
 def test_outgoing_writes_through_while_the_device_reads():
     transport, stopped = StringTransport(), []
-    outgoing = Outgoing(10, lambda: stopped.append(True))
+    outgoing = Outgoing(10, SimpleNamespace(stoppedReading=lambda: stopped.append(True)))
     outgoing.transport = transport
     outgoing.write(b"x" * 50)
     outgoing.write(b"")
@@ -219,7 +230,7 @@ def test_outgoing_writes_through_while_the_device_reads():
 
 def test_outgoing_cuts_off_past_the_limit_only_while_paused():
     transport, stopped = StringTransport(), []
-    outgoing = Outgoing(10, lambda: stopped.append(True))
+    outgoing = Outgoing(10, SimpleNamespace(stoppedReading=lambda: stopped.append(True)))
     outgoing.transport = transport
     outgoing.pause()
     outgoing.write(b"123456")
@@ -272,7 +283,7 @@ async def test_outgoing_sends_at_once_on_an_idle_tcp_connection_and_in_order_beh
     write the socket could not take, every later write waits in the transport, in order."""
     server, client, port = await _acceptedConnection()
     try:
-        outgoing = Outgoing(1 << 30, lambda: None)
+        outgoing = Outgoing(1 << 30, SimpleNamespace(stoppedReading=lambda: None))
         outgoing.transport = server.transport
         outgoing.write(b"first\n")
         assert not server.transport.dataBuffer and not server.transport._tempDataBuffer
@@ -310,12 +321,20 @@ class Intakes:
         self.resets = 0
         self.batches: list[int] = []
         handlers = {Heartbeat: self.seen.append, Uplink: lambda message: self.seen.append(message.type)}
-        self.intake = Intake(self.codec, self.clock, lambda message: handlers[type(message)](message), self.reset,
-                             self.batches.append)
+        self._handlers = handlers
+        self.intake = Intake(self.codec, self.clock, self)
         self.intake.transport = self.transport
 
-    def reset(self) -> None:
+    # -- what an Intake tells its session
+
+    def resetTimeout(self) -> None:
         self.resets += 1
+
+    def messageReceived(self, message) -> None:
+        self._handlers[type(message)](message)
+
+    def messagesHandled(self, count: int) -> None:
+        self.batches.append(count)
 
 
 def test_intake_hands_each_message_to_its_handler_in_order():

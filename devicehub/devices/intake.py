@@ -6,7 +6,7 @@ L{FEED_BYTES} at a time, at most L{LINES_PER_TURN} messages are handled per reac
 turn, and the transport stops reading meanwhile.
 """
 
-from typing import Callable
+from typing import Protocol
 
 from devicehub.devices.codec import Codec, Message
 
@@ -19,30 +19,38 @@ FEED_BYTES = 8192
 _NONE: tuple[Message, ...] = ()
 
 
+class IntakeSession(Protocol):
+    """What an L{Intake} tells its session."""
+
+    def resetTimeout(self) -> None:
+        """A message is about to be handled (the idle timeout starts again)."""
+
+    def messageReceived(self, message: Message) -> None:
+        """Handle one message."""
+
+    def messagesHandled(self, count: int) -> None:
+        """C{count} messages were handled, after each batch."""
+
+
 class Intake:
     """
     Feeds one connection's bytes to its codec and hands each message to its handler,
     a bounded number per reactor turn.
 
-    @param handle: hands one message to its handler.
-    @param reset: called before each message is handled (the idle timeout).
-    @param handled: called with how many messages were handled, after each batch.
+    @param session: its connection's session (L{IntakeSession}).
     """
 
     __slots__ = (
-        "transport", "_batch", "_clock", "_codec", "_handled", "_handle", "_next", "_nextTurn", "_reset",
-        "_stopped", "_unfed",
+        "transport", "_batch", "_clock", "_codec", "_next", "_nextTurn", "_session", "_stopped", "_unfed",
     )
 
-    def __init__(self, codec: Codec, clock, handle: Callable[[Message], None],
-                 reset: Callable[[], None], handled: Callable[[int], None]) -> None:
+    def __init__(self, codec: Codec, clock, session: "IntakeSession") -> None:
         self.transport = None
         """The connection's transport (set once connected): paused while messages wait a turn."""
         self._codec = codec
         self._clock = clock
-        self._handle = handle
-        self._reset = reset
-        self._handled = handled
+        # The session itself, not three bound methods of it: 200 bytes less per connection.
+        self._session = session
         self._unfed = b""
         # The codec's last list of messages and the next one to handle (a deque for each of
         # many thousand idle connections would cost 760 bytes each).
@@ -88,7 +96,8 @@ class Intake:
         Handle up to C{limit} messages (all, if None), feeding the codec as needed; with a
         C{limit}, none once the transport is disconnecting.
         """
-        handle, reset = self._handle, self._reset
+        session = self._session
+        handle, reset = session.messageReceived, session.resetTimeout
         handled = 0
         while limit is None or handled < limit:
             if self._next >= len(self._batch):
@@ -110,4 +119,4 @@ class Intake:
             reset()
             handle(message)
             handled += 1
-        self._handled(handled)
+        session.messagesHandled(handled)

@@ -12,28 +12,35 @@ fifth of a command's cost at the hub (docs/performance.md). Whatever that C{send
 not take, and every write behind it, still goes through the transport, in order.
 """
 
-from typing import Callable
+from typing import Protocol
 
 from twisted.internet import tcp
+
+
+class OutgoingSession(Protocol):
+    """What an L{Outgoing} tells its session."""
+
+    def stoppedReading(self) -> None:
+        """More than the limit was written since the device stopped reading: cut it off."""
 
 
 class Outgoing:
     """
     Writes to one device and counts what waits while it is not reading.
 
-    @param stoppedReading: called, instead of writing, once more than C{limit} bytes were
-        written since the device stopped reading (the session cuts it off).
+    @param session: told L{OutgoingSession.stoppedReading}, instead of writing, once more
+        than C{limit} bytes were written since the device stopped reading.
     """
 
     __slots__ = (
-        "transport", "_backlog", "_limit", "_stoppedReading", "paused",
+        "transport", "_backlog", "_limit", "_session", "paused",
     )
 
-    def __init__(self, limit: int, stoppedReading: Callable[[], None]) -> None:
+    def __init__(self, limit: int, session: OutgoingSession) -> None:
         self.transport = None
         """The connection's transport (set once connected)."""
         self._limit = limit
-        self._stoppedReading = stoppedReading
+        self._session = session
         self.paused = False
         """Whether the device stopped reading (the transport's buffer is full)."""
         self._backlog = 0
@@ -54,7 +61,7 @@ class Outgoing:
         if self.paused:
             self._backlog += len(data)
             if self._backlog > self._limit:
-                self._stoppedReading()
+                self._session.stoppedReading()
                 return
         transport = self.transport
         if (type(transport) is tcp.Server and not transport.TLS and transport.connected

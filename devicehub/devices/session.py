@@ -94,10 +94,6 @@ class DeviceSession(LoginStep, TwistedProtocol):
     """The device's address, C{host:port}."""
     closeReason: str | None = None
     """Why the hub closed the connection (its error), if it did."""
-    write: Callable[[bytes], None]
-    """Write to the device, or cut off a device that stopped reading (L{Outgoing.write})."""
-    dataReceived: Callable[[bytes], None]
-    """Bytes from the device (L{Intake.receive}: handled now, or in the next reactor turn)."""
 
     def __init__(self, controller: SessionController, codec: Codec, clock, settings: DeviceSettings,
                  deadlines: Deadlines | None = None) -> None:
@@ -108,14 +104,11 @@ class DeviceSession(LoginStep, TwistedProtocol):
         self.settings = settings
         self._tokens = getattr(codec, "tokens", False)
         self._strict = getattr(codec, "strict", False)
-        # write and dataReceived are the parts' own methods: no call in between, on every frame's path.
-        self._outgoing = Outgoing(settings.maxOutgoing, self._stoppedReading)
-        self.write = self._outgoing.write
-        self._intake = Intake(codec, clock, self._handle, self.resetTimeout, self._handled)
-        self.dataReceived = self._intake.receive
+        self._outgoing = Outgoing(settings.maxOutgoing, self)
+        self._intake = Intake(codec, clock, self)
         self._deadlines = deadlines if deadlines is not None else Deadlines(clock)
         self._timeout: Deadline | None = None
-        self.pending = PendingCommands(codec, clock, self.write, self._ready, self._notAcked, self._deadlines)
+        self.pending = PendingCommands(codec, clock, self, self._deadlines)
         """The commands waiting for this device's answer."""
         self._badFrames = BadFrameBudget(clock, settings.maxBadLines)
         self._closeWaiters: list[Deferred[None]] = []
@@ -238,13 +231,18 @@ class DeviceSession(LoginStep, TwistedProtocol):
 
     # -- frames from the device
 
-    def _handled(self, count: int) -> None:
+    def dataReceived(self, data: bytes) -> None:
+        """Bytes from the device: handled now, or in the next reactor turn (L{Intake.receive})."""
+        self._intake.receive(data)
+
+    def messagesHandled(self, count: int) -> None:
+        """The intake handled C{count} messages."""
         if count:
             self.node.counted(self.protocol, frames=count)
-        if self.pending.waiting and self._ready():
+        if self.pending.waiting and self.mayWriteNext():
             self.pending.pump()
 
-    def _handle(self, message: Any) -> None:
+    def messageReceived(self, message: Any) -> None:
         """Hand a decoded message to its handler (one table for every session, not a dict each)."""
         _HANDLERS[type(message)](self, message)
 
@@ -296,18 +294,25 @@ class DeviceSession(LoginStep, TwistedProtocol):
         """
         return self.pending.send(instruct, data, timeout)
 
-    def _ready(self) -> bool:
-        # A serial codec is ready only once what made it ready was handled (e.g. Teltonika's first ack written).
+    def write(self, data: bytes) -> None:
+        """Write to the device, or cut off a device that stopped reading (L{Outgoing.write})."""
+        self._outgoing.write(data)
+
+    def mayWriteNext(self) -> bool:
+        """Whether a serial codec may take its next command now."""
+        # Only once what made it ready was handled (e.g. Teltonika's first ack written).
         return self.codec.ready and not self._intake.waiting
 
-    def _notAcked(self, number: int, instruct: str, result: str) -> None:
+    def notAcked(self, number: int, instruct: str, result: str) -> None:
+        """A command ended without an ack (logged)."""
         deviceLog.info("{imei} at {peer}: command {ident} ({instruct!r}) not acked: {result}",
                        imei=self.imei, peer=self.peer, ident=number, instruct=instruct[:80], result=result)
 
     # (the number given last, which the tests set to try the wrap-around)
     _lastIdent = property(lambda self: self.pending.lastNumber, lambda self, n: setattr(self.pending, "lastNumber", n))
 
-    def _stoppedReading(self) -> None:
+    def stoppedReading(self) -> None:
+        """The device stopped reading and too much waits for it: cut it off."""
         deviceLog.warn("{imei} at {peer} stopped reading; closing its connection", imei=self.imei, peer=self.peer)
         self.node.protocolError(self.protocol, "stopped reading")
         self.closeReason = self.closeReason or "stopped reading"
