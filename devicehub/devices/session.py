@@ -90,8 +90,6 @@ class DeviceSession(LoginStep, TwistedProtocol):
     """The node's number for this connection, set at login."""
     since: float | None = None
     """When the device logged in (the node's clock), set at login."""
-    peer: str = "?"
-    """The device's address, C{host:port}."""
     closeReason: str | None = None
     """Why the hub closed the connection (its error), if it did."""
 
@@ -110,8 +108,8 @@ class DeviceSession(LoginStep, TwistedProtocol):
         self._timeout: Deadline | None = None
         self.pending = PendingCommands(codec, clock, self, self._deadlines)
         """The commands waiting for this device's answer."""
-        self._badFrames = BadFrameBudget(clock, settings.maxBadLines)
-        self._closeWaiters: list[Deferred[None]] = []
+        self._badFrames: BadFrameBudget | None = None  # made at the first bad frame
+        self._closeWaiters: list[Deferred[None]] | None = None
         self._refused = False
         # Every attribute a session ever gets, set here in one order: then every session's
         # attributes share the class's keys, 1.4 KiB less per connection than the dict a
@@ -119,17 +117,20 @@ class DeviceSession(LoginStep, TwistedProtocol):
         self.factory: DeviceFactory | None = None
         self.connected = 0
         self.transport = None
-        self.peer = "?"
         self.imei = None
         self.conn = None
         self.since = None
         self.closeReason = None
 
+    @property
+    def peer(self) -> str:
+        """The device's address, C{host:port} (asked of the transport when logged, not kept)."""
+        return "?" if self.transport is None else peerName(self.transport)
+
     # -- connection lifecycle
 
     def connectionMade(self) -> None:
         self._outgoing.transport = self._intake.transport = self.transport
-        self.peer = peerName(self.transport)
         # Connections that have not logged in have a budget of their own, so idle or
         # hostile sockets can never lock real devices out.
         if len(self.factory.loggingIn) >= self.settings.loginBudget:
@@ -163,7 +164,7 @@ class DeviceSession(LoginStep, TwistedProtocol):
             self.node.detach(self, reason)
         elif not self._refused:
             deviceLog.info("Connection from {peer} closed before a login", peer=self.peer)
-        waiters, self._closeWaiters = self._closeWaiters, []
+        waiters, self._closeWaiters = self._closeWaiters or (), None
         for waiter in waiters:
             waiter.callback(None)
 
@@ -179,6 +180,8 @@ class DeviceSession(LoginStep, TwistedProtocol):
     def whenClosed(self) -> "Deferred[None]":
         """Fires once the connection has closed."""
         waiter: Deferred[None] = Deferred()
+        if self._closeWaiters is None:
+            self._closeWaiters = []
         self._closeWaiters.append(waiter)
         return waiter
 
@@ -276,6 +279,8 @@ class DeviceSession(LoginStep, TwistedProtocol):
 
     def rejectFrame(self, error: str, kind: str | None = None) -> None:
         """Count a bad frame (and answer it, if the protocol can); past the budget, close."""
+        if self._badFrames is None:
+            self._badFrames = BadFrameBudget(self.clock, self.settings.maxBadLines)
         if not self._badFrames.spend():
             self.refuse("too many errors")
         else:
