@@ -62,7 +62,7 @@ async def main(reactor, options) -> None:
                      "-o", str(ROOT / "bench" / f"profile-{options.spy}.txt")],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             cpu = hub.cpu_seconds(), fleet.cpu_seconds(), time.process_time()
-            hubThreads = threads(hub.pid)
+            hubThreads, ownThreads = threads(hub.pid), threads(os.getpid())
             if options.sequential:
                 figure = await bench.sequential(demand, imeis, options.commands)
                 commands = options.commands
@@ -74,12 +74,14 @@ async def main(reactor, options) -> None:
                 commands = options.commands
             used = hub.cpu_seconds() - cpu[0], fleet.cpu_seconds() - cpu[1], time.process_time() - cpu[2]
             hub_us, fleet_us, generator_us = (round(seconds / commands * 1e6, 1) for seconds in used)
-            perThread = {name: round((seconds - hubThreads.get(name, 0.0)) / commands * 1e6, 1)
-                         for name, seconds in threads(hub.pid).items()}
+            perThread, perOwnThread = ({name: round((seconds - before.get(name, 0.0)) / commands * 1e6, 1)
+                                        for name, seconds in threads(pid).items()}
+                                       for pid, before in ((hub.pid, hubThreads), (os.getpid(), ownThreads)))
             rate = f"{figure['per_s']} commands/s" if "per_s" in figure else f"p50 {figure['p50_ms']} ms"
             progress(f"run {run + 1}: {rate}; CPU per command: hub {hub_us} us, fleet {fleet_us} us, "
                      f"generator {generator_us} us; the hub's threads: "
-                     + ", ".join(f"{name} {us} us" for name, us in perThread.items() if us))
+                     + ", ".join(f"{name} {us} us" for name, us in perThread.items() if us)
+                     + "; the generator's: " + ", ".join(f"{name} {us} us" for name, us in perOwnThread.items() if us))
             if spy is not None:
                 spy.wait()
     finally:

@@ -8,6 +8,8 @@ from twisted.internet.task import Clock
 
 from devicehub import OK, BrokerUnavailable, Demand, RequestRejected
 from devicehub.wire import frames
+from devicehub.wire.frames import Message
+from devicehub.wire.link import Link
 from devicehub.wire.zmqsocket import ZmqSocket
 
 from .support import LOCAL, eventually, pause
@@ -124,3 +126,61 @@ async def _rebind(address):
         except zmq.ZMQError:
             await pause()
     raise AssertionError(f"could not bind {address} again")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_link_holds_what_is_sent_while_it_hands_a_batch_over_and_sends_it_after(broker):
+    """As ZmqSocket.doRead drives it: messages handed to deliver one by one, then batchDone."""
+    events, notSent = [], []
+
+    def deliver(message):
+        events.append(("answer", message.rid))
+        link.send(Message(b"total", b"next-" + message.rid, {}))
+
+    link = Link(reactor, broker.address, deliver, notSent=notSent.append)
+    sendFrames = link._socket.sendFrames
+    link._socket.sendFrames = lambda frames: (events.append(("sent", frames[0].split()[-1])), sendFrames(frames))
+    try:
+        await pause(0.2)  # connected
+        for rid in (b"1", b"2"):
+            link.received(frames.encode(b"reply", rid, {"result": "ok"}))
+        assert events == [("answer", b"1"), ("answer", b"2")]  # nothing sent while the batch is handled
+        link._socket.batchDone()
+        assert events[2:] == [("sent", b"next-1"), ("sent", b"next-2")]
+        await eventually(lambda: len(broker.requests) == 2)
+        assert [frames.decode(r[1:]).rid for r in broker.requests] == [b"next-1", b"next-2"]
+        # What ZeroMQ refuses at the end of the batch goes to notSent; outside a batch, send is direct.
+        link._socket.sendFrames = lambda frames: (_ for _ in ()).throw(zmq.Again())
+        link.received(frames.encode(b"reply", b"3", {"result": "ok"}))
+        link._socket.batchDone()
+        assert [message.rid for message in notSent] == [b"next-3"]
+        with pytest.raises(zmq.Again):
+            link.send(Message(b"total", b"4", {}))
+    finally:
+        await link.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_calls_made_while_answers_are_handled_are_answered_even_when_zeromq_refused_them_once(broker):
+    demand = Demand(broker.address, timeout=5)
+    link = demand._calls.brokers.links[0]
+    first = demand.gettotal()
+    await eventually(lambda: len(broker.requests) == 1)
+    refused = []
+    sendFrames = link._socket.sendFrames
+
+    def refuseOnce(frames):
+        if not refused:
+            refused.append(frames)
+            raise zmq.Again()
+        sendFrames(frames)
+
+    # The answer's callback makes the next call, which is held for the end of the batch,
+    # refused by ZeroMQ then (as with no broker connected), and sent again shortly after.
+    second = first.addCallback(lambda total: (link._socket.__setattr__("sendFrames", refuseOnce), demand.gettotal())[1])
+    broker.answer(broker.requests[0], b"reply", {"total": 1})
+    await eventually(lambda: len(broker.requests) == 2)
+    assert len(refused) == 1
+    broker.answer(broker.requests[1], b"reply", {"total": 2})
+    assert await second == 2
+    demand.close()

@@ -44,3 +44,26 @@ async def test_idle_sockets_leave_the_reactor_asleep(bound, peer):
     finally:
         for socket in sockets:
             socket.shutdown()
+
+
+@pytest_twisted.ensureDeferred
+async def test_batch_done_follows_each_read_that_handled_messages():
+    seen = []
+    router = ZmqSocket(reactor, zmq.ROUTER, lambda frames: seen.append(frames[-1]), bind=[LOCAL],
+                       batchDone=lambda: seen.append("done"))
+    dealer = ZmqSocket(reactor, zmq.DEALER, lambda frames: None, connect=[router.lastEndpoint])
+    try:
+        for i in range(50):
+            dealer.sendFrames([b"%d" % i])
+        for _ in range(100):
+            if len([entry for entry in seen if entry != "done"]) == 50:
+                break
+            await pause(0.02)
+        messages = [entry for entry in seen if entry != "done"]
+        assert messages == [b"%d" % i for i in range(50)]
+        # once after every read that handled any: never first, never twice in a row, last
+        assert seen[0] != "done" and seen[-1] == "done"
+        assert all(not (a == b == "done") for a, b in zip(seen, seen[1:]))
+    finally:
+        dealer.shutdown()
+        router.shutdown()

@@ -40,7 +40,8 @@ class Calls:
         self.frontend = ",".join(frontends)
         self._reactor = reactor
         self._clock = clock
-        self.brokers = Brokers(reactor, clock, frontends, self._answered, curve=curve, local=local, onChange=self._rescue)
+        self.brokers = Brokers(reactor, clock, frontends, self._answered, curve=curve, local=local, onChange=self._rescue,
+                               notSent=self._notSent)
         self.pending: dict[bytes, Deferred[dict[str, Any]]] = {}
         self._deadlines = Deadlines(clock)
         self._timers: dict[bytes, Deadline] = {}
@@ -106,6 +107,13 @@ class Calls:
         if self._prefix:
             tried = self._sent[message.rid].tried if message.rid in self._sent else frozenset()
             self._sent[message.rid] = _Sent(message, broker, tried | {broker})
+
+    def _notSent(self, message: Message) -> None:
+        """A call held for the end of a batch of answers found no broker to take it: it waits its turn."""
+        if message.rid in self.pending:
+            self._unsent.append(message)
+            if self._resend is None:
+                self._resend = self._reactor.callLater(RESEND_INTERVAL, self._flush)
 
     def _rescue(self) -> None:
         """Calls sent to a broker that went down go to the one in use now, with the same id."""

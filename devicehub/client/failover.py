@@ -36,18 +36,22 @@ class Brokers:
     def __init__(
         self, reactor, clock, frontends: tuple[str, ...], deliver: Callable[[int, Message], None], *,
         curve=None, local: Attach | None = None, onChange: Callable[[], None] = lambda: None,
+        notSent: Callable[[Message], None] | None = None,
     ) -> None:
         """
         @param deliver: takes the index of the broker and each message it sent but the pongs.
         @param local: the broker of this process, reached in-process; it binds the first frontend.
         @param onChange: called when the broker in use changes, or one goes down.
+        @param notSent: takes what a link held while it handled a batch of answers and
+            then could not send (L{Link}); without it, links hold nothing.
         """
         self.clock = clock
         self.frontends = frontends
         self.deliver = deliver
         self.onChange = onChange
         self.links = [
-            Link(reactor, address, partial(self._received, index), local=local if index == 0 else None, curve=curve)
+            Link(reactor, address, partial(self._received, index), local=local if index == 0 else None, curve=curve,
+                 notSent=notSent)
             for index, address in enumerate(frontends)
         ]
         self.heard: list[float | None] = [None] * len(frontends)

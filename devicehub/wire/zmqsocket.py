@@ -48,6 +48,7 @@ class ZmqSocket(ZmqConnection):
         immediate: bool = False,
         curve=None,
         maxMessageSize: int = -1,
+        batchDone: Callable[[], None] | None = None,
     ) -> None:
         """
         @param mandatory: (ROUTER) make a send to an unknown peer raise
@@ -56,9 +57,12 @@ class ZmqSocket(ZmqConnection):
             send with no peer raises C{zmq.Again} instead of waiting for one.
         @param curve: L{devicehub.wire.curve.CurveKeys} to authenticate and encrypt with.
         @param maxMessageSize: bytes; a peer sending a larger frame is disconnected (-1: no limit).
+        @param batchDone: called after each L{doRead} that handled messages, once it has
+            handled them all (a client sends then what their handlers asked for, at once).
         """
         self.socketType = socketType
         self.handler = handler
+        self.batchDone = batchDone
         self.readable = socketType not in (zmq.PUB, zmq.PUSH)
         factory = SimpleNamespace(
             context=zmq.Context.instance(),
@@ -97,26 +101,35 @@ class ZmqSocket(ZmqConnection):
             if self.socket is not None:
                 self.socket.get(zmq.EVENTS)
             return
-        for _ in range(self.maxBatch):
-            socket = self.socket
-            if socket is None:
-                return
-            # Reading until EAGAIN (rather than asking EVENTS each time) also re-arms the
-            # edge-triggered FD: it signals again once more messages arrive.
-            # A Frame's "more" flag is cheaper to read than the RCVMORE option.
-            try:
-                frame = socket.recv(_NOBLOCK, copy=False)
-            except zmq.Again:
-                return
-            frames = [frame.bytes]
-            while frame.more:  # the rest of a multipart message is already here
-                frame = socket.recv(_NOBLOCK, copy=False)
-                frames.append(frame.bytes)
-            try:
-                self.handler(frames)
-            except Exception:
-                log.failure("Unexpected error handling a ZeroMQ message")
-        self._scheduleRead()
+        handled = 0
+        try:
+            for _ in range(self.maxBatch):
+                socket = self.socket
+                if socket is None:
+                    return
+                # Reading until EAGAIN (rather than asking EVENTS each time) also re-arms the
+                # edge-triggered FD: it signals again once more messages arrive.
+                # A Frame's "more" flag is cheaper to read than the RCVMORE option.
+                try:
+                    frame = socket.recv(_NOBLOCK, copy=False)
+                except zmq.Again:
+                    return
+                frames = [frame.bytes]
+                while frame.more:  # the rest of a multipart message is already here
+                    frame = socket.recv(_NOBLOCK, copy=False)
+                    frames.append(frame.bytes)
+                handled += 1
+                try:
+                    self.handler(frames)
+                except Exception:
+                    log.failure("Unexpected error handling a ZeroMQ message")
+            self._scheduleRead()
+        finally:
+            if handled and self.batchDone is not None:
+                try:
+                    self.batchDone()
+                except Exception:
+                    log.failure("Unexpected error after a batch of ZeroMQ messages")
 
     def sendFrames(self, frames: list[bytes]) -> None:
         """
