@@ -9,7 +9,9 @@ commands in flight (then one at a time), every process on this machine. Per syst
 commands/s with the window and its p50/p99, the p50 of one command at a time, the CPU µs per
 command of the server, of the device fleet and of the caller, and the server's RSS growth
 per idle connected device (10 000 of them). devicehub's figures are also given as ratios to
-each peer's, with the issue's targets checked against what was measured.
+each peer's, with the issue's targets checked against what was measured, and beside them the
+transports' own round trips (bench/floor.py): what one command at a time costs before any
+code runs, over ZeroMQ and TCP for devicehub, over TCP alone for its peers.
 
   Mosquitto  a config file: one loopback listener, anonymous, no persistence, no limit on
              connections; devices from bench/peer_fleet.py --protocol mqtt, the caller
@@ -60,10 +62,10 @@ def configure(options, quick: bool) -> None:
     """Scenario g's numbers on C{options} (tiny with C{quick})."""
     if quick:
         options.peerDevices, options.peerCommands, options.peerSequential, options.peerIdle = 50, 500, 100, 200
-        options.peerWarmUp = 100
+        options.peerWarmUp, options.floorRoundTrips = 100, 500
     else:
         options.peerDevices, options.peerCommands, options.peerSequential, options.peerIdle = 1000, 20_000, 2000, 10_000
-        options.peerWarmUp = 2000
+        options.peerWarmUp, options.floorRoundTrips = 2000, 5000
     options.peerWindow = 200
 
 
@@ -245,10 +247,23 @@ class Peers:
                  f"({base} KiB -> {rss} KiB)")
         return figure
 
+    async def floor(self) -> dict:
+        """The transports' round trips between two Python processes, doing nothing else (bench/floor.py)."""
+        process = self.bench.spawn([sys.executable, str(ROOT / "bench" / "floor.py"),
+                                    "--count", str(self.options.floorRoundTrips)])
+        await process.ended
+        self.bench.processes.remove(process)
+        figure = json.loads(process.output.strip().splitlines()[-1])
+        progress(f"g: the transports' floor: TCP round trip p50 {figure['tcp']['p50_ms']} ms, ZeroMQ "
+                 f"{figure['zmq']['p50_ms']} ms: one command at a time can be no faster than "
+                 f"{figure['devicehub_floor_ms']} ms in devicehub, {figure['peers_floor_ms']} ms in its peers")
+        return figure
+
     async def run(self) -> dict:
         result = await self.commands()
         for name in SYSTEMS:
             result[name]["memory"] = await self.memory(name)
+        result["transport_floor"] = await self.floor()
         result["load_average"] = os.getloadavg()
         result["ratios"] = ratios(result)
         return result
@@ -280,6 +295,9 @@ def ratios(result: dict) -> dict:
         "memory_at_most_1_2x_mosquitto": memory is not None and memory <= TARGETS["memory_at_most_1_2x_mosquitto"],
     }
     figures["target_limits"] = TARGETS
+    floor = result["transport_floor"]
+    # What the p50 target leaves devicehub's processes, once its transports took their floor.
+    figures["p50_floor_vs_mosquitto"] = ratio(floor["devicehub_floor_ms"], result["mosquitto"]["one_at_a_time"]["p50_ms"])
     return figures
 
 

@@ -64,6 +64,10 @@ def test_benchmark_quick_run_produces_every_figure_and_chart(tmp_path):
         assert ratios[f"rate_vs_{peer}"] > 0 and ratios[f"p50_one_at_a_time_vs_{peer}"] > 0
         assert ratios[f"memory_per_device_vs_{peer}"] > 0
     assert len(ratios["targets"]) == 5 and all(isinstance(met, bool) for met in ratios["targets"].values())
+    floor = peers["transport_floor"]  # bench/floor.py: the transports alone
+    assert 0 < floor["tcp"]["p50_ms"] <= floor["tcp"]["p99_ms"] and 0 < floor["zmq"]["p50_ms"] <= floor["zmq"]["p99_ms"]
+    assert floor["devicehub_floor_ms"] == round(floor["tcp"]["p50_ms"] + floor["zmq"]["p50_ms"], 3)
+    assert ratios["p50_floor_vs_mosquitto"] > 0
     for chart in ("latency_vs_offered.png", "throughput.png", "memory.png", "protocols.png"):
         assert (tmp_path / "charts" / chart).read_bytes().startswith(b"\x89PNG")
 
