@@ -4,11 +4,12 @@ L{Deadlines}: the timeouts of many waits on one reactor timer.
 A busy role has thousands of waits in flight, each with a timeout it almost never reaches:
 a reactor timer of its own for each (C{callLater} and C{cancel}, or C{Deferred.addTimeout})
 costs an object, a heap insertion and a cancellation per command. Waits of the same length
-end in the order they began, so L{Deadlines} keeps one ordered set per length: adding and
-cancelling are dictionary operations, and one reactor timer is set for the earliest end.
+end in the order they began, so L{Deadlines} keeps one ordered set per length (a dict, which
+keeps its keys in the order they came, at 30-70 bytes a key where an C{OrderedDict} takes
+75-125): adding and cancelling are dictionary operations, and one reactor timer is set for
+the earliest end.
 """
 
-from collections import OrderedDict
 from math import inf
 from typing import Any, Callable
 
@@ -22,13 +23,13 @@ class Deadline:
 
     __slots__ = ("when", "_length", "_call", "_args", "_queue", "_owner")
 
-    def __init__(self, length: float, call: Callable[..., Any], args: tuple, queue: "OrderedDict[Deadline, None]",
+    def __init__(self, length: float, call: Callable[..., Any], args: tuple, queue: "dict[Deadline, None]",
                  owner: "Deadlines") -> None:
         self.when = owner.clock.seconds() + length
         self._length = length
         self._call = call
         self._args = args
-        self._queue: OrderedDict[Deadline, None] | None = queue
+        self._queue: dict[Deadline, None] | None = queue
         self._owner = owner
 
     def active(self) -> bool:
@@ -43,7 +44,8 @@ class Deadline:
         queue = self._queue
         if queue is not None:
             self.when = self._owner.clock.seconds() + self._length
-            queue.move_to_end(self)
+            del queue[self]
+            queue[self] = None  # to the end
 
     def cancel(self) -> None:
         """Never fire (nothing happens once it fired or was cancelled)."""
@@ -64,7 +66,7 @@ class Deadlines:
 
     def __init__(self, clock) -> None:
         self.clock = clock
-        self._queues: dict[float, OrderedDict[Deadline, None]] = {}
+        self._queues: dict[float, dict[Deadline, None]] = {}
         self._timer = None
         self._timerAt = inf
         self._firing = False
@@ -76,7 +78,7 @@ class Deadlines:
         """Call C{call(*args)} in C{seconds} seconds, unless the returned L{Deadline} is cancelled."""
         queue = self._queues.get(seconds)
         if queue is None:
-            queue = self._queues[seconds] = OrderedDict()
+            queue = self._queues[seconds] = {}
         deadline = Deadline(seconds, call, args, queue, self)
         queue[deadline] = None
         if deadline.when < self._timerAt and not self._firing:

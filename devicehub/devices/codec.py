@@ -159,6 +159,8 @@ class BaseCodec:
     its login is refused or a frame is rejected (the hub closes, or drops the frame).
     """
 
+    __slots__ = ()  # a codec that declares its own keeps no dict: one per connection
+
     tokens: ClassVar[bool] = False
     strict: ClassVar[bool] = False
     ready: bool = True

@@ -64,6 +64,7 @@ class JsonLinesCodec(BaseCodec):
     errorKinds: ClassVar[tuple[str, ...]] = ("json", "object", "type", "invalid ident", "line too long")
     tokens: ClassVar[bool] = True
     strict: ClassVar[bool] = True
+    __slots__ = ("maxFrame", "_buffer")
 
     def __init__(self, maxFrame: int) -> None:
         self.maxFrame = maxFrame
