@@ -45,7 +45,7 @@ FIRST_RETRY = 0.05
 
 
 def _header(kind: bytes, rid: bytes = b"") -> bytes:
-    return b"DH2 " + kind + b" " + rid
+    return b"DH3 " + kind + b" " + rid + b"\n"  # docs/frames.md: then the JSON, in the same frame
 
 
 class SimNode:
@@ -75,7 +75,7 @@ class SimNode:
 
     def send(self, kind: bytes, body: bytes, rid: bytes = b"", block: bool = False) -> bool:
         try:
-            self.socket.send_multipart([_header(kind, rid), body], 0 if block else self.zmq.NOBLOCK)
+            self.socket.send(_header(kind, rid) + body, 0 if block else self.zmq.NOBLOCK)
             return True
         except self.zmq.Again:
             self.registered = False  # not connected: say hello again, as a real node does
@@ -117,7 +117,7 @@ class SimNode:
         zmq = self.zmq
         while True:
             try:
-                header, body = self.socket.recv_multipart(zmq.NOBLOCK)
+                header, _, body = self.socket.recv(zmq.NOBLOCK).partition(b"\n")
             except zmq.Again:
                 return
             _, kind, rid = header.split(b" ", 2)

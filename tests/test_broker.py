@@ -241,11 +241,11 @@ def test_malformed_requests_get_an_error_and_nothing_else_changes():
     hello(broker, b"N1", "node-1", [("a", 1)])
     nodes.take()
     bad = [
-        [b"DH2 send r1", b'{"imei":"a"}'],
-        [b"DH2 hello r3", json.dumps({"node": "x", "devices": []}).encode()],
-        [b"DH2 list r4", b'{"num":-1,"page":0}'],
-        [b"DH2 total r5", b"[]"],
-        [b"DH2 total r6", b"{}", b"{}"],
+        [b'DH3 send r1\n{"imei":"a"}'],
+        [b"DH3 hello r3\n" + json.dumps({"node": "x", "devices": []}).encode()],
+        [b'DH3 list r4\n{"num":-1,"page":0}'],
+        [b"DH3 total r5\n[]"],
+        [b"DH3 total r6\n{}", b"{}"],
     ]
     for message in bad:
         broker.fromClient([b"C", *message])
@@ -255,6 +255,7 @@ def test_malformed_requests_get_an_error_and_nothing_else_changes():
     assert all(m.body["code"] == "invalid" for m in answers)
     # Another version's layout is unknown, so is its request id: dropped (and logged) unanswered.
     broker.fromClient([b"C", b"DH1", b"send", b"r2", b"{}"])
+    broker.fromClient([b"C", b"DH2 send r2", b"{}"])
     broker.fromClient([b"C", b"just one frame"])
     assert clients.take() == [] and nodes.take() == []
     assert broker.directory.page(10, 0) == ["a"]
@@ -310,7 +311,7 @@ def test_node_link_survives_any_frames_from_its_broker(garbage, kind):
     broker = FakeBroker()
     link = BrokerLink(Node("n", 5.0, clock, Metrics()), "tcp://unused", clock, local=broker.connectNode)
     link.startService()
-    for raw in garbage + [[b"DH2 " + kind + b" 1", b"{}"], [b"DH2 " + kind + b" 1", b'{"imei":7}']]:
+    for raw in garbage + [[b"DH3 " + kind + b" 1\n{}"], [b"DH3 " + kind + b' 1\n{"imei":7}']]:
         link.connection.received(raw)
     link.connection.received(frames.encode(b"command", b"9", {"imei": "x", "instruct": "i", "data": None, "timeout": 1, "wait": True}))
     assert broker.pipe.sent[-1][:3] == (b"result", b"9", {"imei": "x", "result": "no", "data": None})

@@ -139,7 +139,7 @@ async def test_a_link_holds_what_is_sent_while_it_hands_a_batch_over_and_sends_i
 
     link = Link(reactor, broker.address, deliver, notSent=notSent.append)
     sendFrames = link._socket.sendFrames
-    link._socket.sendFrames = lambda frames: (events.append(("sent", frames[0].split()[-1])), sendFrames(frames))
+    link._socket.sendFrames = lambda raw: (events.append(("sent", frames.decode(raw).rid)), sendFrames(raw))
     try:
         await pause(0.2)  # connected
         for rid in (b"1", b"2"):

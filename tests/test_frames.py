@@ -18,15 +18,16 @@ def test_round_trip():
 
 
 def test_a_decoded_message_forwards_its_payload_unchanged():
-    raw = [b"DH2 send 1", b'{"imei":"a", "instruct":"b","data":1.50,"timeout":1,"wait":true}']
+    raw = [b'DH3 send 1\n{"imei":"a", "instruct":"b","data":1.50,"timeout":1,"wait":true}']
     message = frames.decode(raw)
+    assert message.payload == b'{"imei":"a", "instruct":"b","data":1.50,"timeout":1,"wait":true}'
     assert message.frames() == raw
-    assert frames.Message(b"reply", b"2", {"result": "ok"}).frames() == [b"DH2 reply 2", b'{"result":"ok"}']
+    assert frames.Message(b"reply", b"2", {"result": "ok"}).frames() == [b'DH3 reply 2\n{"result":"ok"}']
 
 
 def test_a_request_id_may_hold_spaces_and_notices_have_none():
     assert frames.decode(frames.encode(b"total", b"a b c", {})).rid == b"a b c"
-    assert frames.encode(b"ping", b"", {})[0] == b"DH2 ping "
+    assert frames.encode(b"ping", b"", {}) == [b"DH3 ping \n{}"]
     assert frames.decode(frames.encode(b"ping", b"", {}))[:3] == (b"ping", b"", {})
 
 
@@ -34,28 +35,31 @@ def test_a_request_id_may_hold_spaces_and_notices_have_none():
     "raw, error",
     [
         ([], "empty message"),
-        ([b"DH2 total 1"], "expected 2 frames"),
-        ([b"DH2 total 1", b"{}", b"{}"], "expected 2 frames"),
+        ([b"DH3 total 1\n{}", b"{}"], "expected 1 frame"),
         ([b"DH1", b"total", b"1", b"{}"], "unsupported version b'DH1'"),
-        ([b"DH3 total 1", b"{}"], "unsupported version"),
-        ([b"DH2 total", b"{}"], "header"),
-        ([b"DH2", b"{}"], "header"),
-        ([b"DH2 nope 1", b"{}"], "unknown kind"),
-        ([b"DH2 total " + b"x" * 65, b"{}"], "request id too long"),
-        ([b"DH2 total 1", b"[]"], "not a JSON object"),
-        ([b"DH2 total 1", b"{"], "not JSON"),
-        ([b"DH2 total 1", b'{"x":NaN}'], "not JSON"),
-        ([b"DH2 list 1", b'{"num":true,"page":0}'], "'num'"),
-        ([b"DH2 send 1", b'{"imei":"a","instruct":"b","data":null,"timeout":0,"wait":true}'], "'timeout'"),
-        ([b"DH2 hello ", b'{"node":"n","instance":"i","devices":[["a",1]]}'], "'devices'"),
-        ([b"DH2 hello ", b'{"node":"n","devices":[]}'], "'instance'"),
-        ([b"DH2 online ", b'{"imei":"a","conn":1}'], "'since'"),
-        ([b"DH2 reply 1", b'{"total":-1}'], "'total'"),
-        ([b"DH2 total 1", b"[" * 100000], "nested deeper than"),
-        ([b"DH2 total 1", b"[" * 67 + b"]" * 67], "nested deeper than 66 levels"),
-        ([b"DH2 total 1", b'{"x":1e999}'], "out of range"),
-        ([b"DH2 total 1", b'{"x":-1e400}'], "out of range"),
-        ([b"DH2 total 1", b'{"x":' + b"9" * 5000 + b"}"], "not JSON"),
+        ([b"DH2 total 1", b"{}"], "unsupported version b'DH2'"),
+        ([b"DH4 total 1\n{}"], "unsupported version"),
+        ([b"DH3 total 1{}"], "header"),
+        ([b"DH3 total\n{}"], "header"),
+        ([b"DH3\n{}"], "version"),
+        ([b"DH3 nope 1\n{}"], "unknown kind"),
+        ([b"DH3 total " + b"x" * 65 + b"\n{}"], "request id too long"),
+        ([b"DH3 total 1\n[]"], "not a JSON object"),
+        ([b"DH3 total 1\n{"], "not JSON"),
+        ([b"DH3 total 1\n"], "not JSON"),
+        ([b"DH3 total 1\n{}\n{}"], "not JSON"),
+        ([b'DH3 total 1\n{"x":NaN}'], "not JSON"),
+        ([b'DH3 list 1\n{"num":true,"page":0}'], "'num'"),
+        ([b'DH3 send 1\n{"imei":"a","instruct":"b","data":null,"timeout":0,"wait":true}'], "'timeout'"),
+        ([b'DH3 hello \n{"node":"n","instance":"i","devices":[["a",1]]}'], "'devices'"),
+        ([b'DH3 hello \n{"node":"n","devices":[]}'], "'instance'"),
+        ([b'DH3 online \n{"imei":"a","conn":1}'], "'since'"),
+        ([b'DH3 reply 1\n{"total":-1}'], "'total'"),
+        ([b"DH3 total 1\n" + b"[" * 100000], "nested deeper than"),
+        ([b"DH3 total 1\n" + b"[" * 67 + b"]" * 67], "nested deeper than 66 levels"),
+        ([b'DH3 total 1\n{"x":1e999}'], "out of range"),
+        ([b'DH3 total 1\n{"x":-1e400}'], "out of range"),
+        ([b'DH3 total 1\n{"x":' + b"9" * 5000 + b"}"], "not JSON"),
     ],
 )
 def test_malformed_frames_are_rejected(raw, error):
@@ -75,7 +79,7 @@ def test_decode_raises_only_frame_error(raw):
 @given(st.sampled_from(sorted(frames.SCHEMAS)), st.binary(max_size=16), st.binary(max_size=200))
 def test_decode_of_any_body_raises_only_frame_error(kind, rid, payload):
     try:
-        frames.decode([b"DH2 " + kind + b" " + rid, payload])
+        frames.decode([b"DH3 " + kind + b" " + rid + b"\n" + payload])
     except FrameError:
         pass
 
@@ -83,7 +87,7 @@ def test_decode_of_any_body_raises_only_frame_error(kind, rid, payload):
 def test_lone_surrogates_survive_a_round_trip():
     body = {"imei": "a", "instruct": "\udcad", "data": ["\ud800x", "é"], "timeout": 1, "wait": True}
     raw = frames.encode(b"send", b"1", body)
-    raw[1].decode("utf-8")  # still valid UTF-8 on the wire
+    raw[0].decode("utf-8")  # still valid UTF-8 on the wire
     assert frames.decode(raw).body == body
 
 

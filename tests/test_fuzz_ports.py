@@ -56,11 +56,11 @@ def random_frames(rng: random.Random) -> list[bytes]:
     if shape == 0:
         return [rng.randbytes(rng.randrange(0, 30)) for _ in range(rng.randrange(1, 6))]
     if shape == 1:  # right version and kind, body anything
-        header = b"DH2 " + rng.choice(kinds) + b" " + rng.randbytes(rng.randrange(0, 8))
-        return [header, rng.randbytes(rng.randrange(0, 50))][: rng.randrange(1, 3)]
+        header = b"DH3 " + rng.choice(kinds) + b" " + rng.randbytes(rng.randrange(0, 8))
+        return [header + b"\n" + rng.randbytes(rng.randrange(0, 50)), rng.randbytes(rng.randrange(0, 50))][: rng.randrange(1, 3)]
     if shape == 2:  # well-formed results for requests nobody made (or that timed out long ago)
         return frames.encode(b"result", b"%x" % rng.randrange(100), {"imei": "x", "result": rng.choice(["ok", "no", "timeout", "?"]), "data": None})
-    return [b"DH1", b"send", b"1", b"{}"][: rng.randrange(1, 5)]  # another version
+    return rng.choice([[b"DH1", b"send", b"1", b"{}"], [b"DH2 send 1", b"{}"]])[: rng.randrange(1, 5)]  # another version
 
 
 @pytest_twisted.ensureDeferred

@@ -267,7 +267,8 @@ class DeviceSession(LoginStep, TwistedProtocol):
     def _answer(self, message: Answer) -> None:
         if not self._loggedIn():
             return
-        self.write(message.reply)
+        if message.reply:  # most protocols' acks want no answer
+            self.write(message.reply)
         if not self.pending.answer(message.key, message.fallback, message.data) and message.unmatched is not None:
             self._uplink(message.unmatched)  # a frame of the device's own after all
 

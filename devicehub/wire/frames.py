@@ -1,16 +1,16 @@
 """
-The messages between Demand, broker and node (ZeroMQ multipart), version 2.
+The messages between Demand, broker and node (ZeroMQ), version 3.
 
-Every message is two frames, after the identity frame a ROUTER adds or strips::
+Every message is one frame, after the identity frame a ROUTER adds or strips::
 
-    [b"DH2 " + kind + b" " + request id, JSON object]
+    b"DH3 " + kind + b" " + request id + b"\n" + JSON object
 
-C{kind} is ASCII without spaces; C{request id} is opaque bytes (at most 64) chosen by
-whoever asks and echoed in the answer, empty in notices that need no answer. (Version 1
-sent version, kind and id as frames of their own: each frame is a call into pyzmq and a
-message part in ZeroMQ on both sides, ~14 % of the hub's CPU per command.) The JSON
-body's fields depend on C{kind}; L{SCHEMAS} lists them and L{decode} checks them, so
-handlers can trust a decoded message. docs/frames.md describes the exchanges.
+C{kind} is ASCII without spaces; C{request id} is opaque bytes (at most 64, no newline)
+chosen by whoever asks and echoed in the answer, empty in notices that need no answer.
+(Version 1 sent version, kind and id as frames of their own, version 2 the header and the
+JSON as two: each frame is a call into pyzmq and a message part in ZeroMQ on both
+sides.) The JSON body's fields depend on C{kind}; L{SCHEMAS} lists them and L{decode}
+checks them, so handlers can trust a decoded message. docs/frames.md describes the exchanges.
 
 Frontend (Demand or API -> broker, answered by C{reply} or C{error}):
   - C{send} imei, instruct, data, timeout, wait: a command for a device
@@ -35,7 +35,7 @@ from devicehub.common.limits import MAX_TIMEOUT, isSeconds
 
 __all__ = ["Message", "FrameError", "decode", "encode", "request_id", "SCHEMAS", "MAX_MESSAGE", "is_seconds"]
 
-VERSION = b"DH2"
+VERSION = b"DH3"
 MAX_REQUEST_ID = 64
 MAX_MESSAGE = 8 << 20
 """Largest frame in bytes a broker socket takes; a peer sending a larger one is disconnected."""
@@ -168,8 +168,8 @@ class Message(NamedTuple):
     """The body's JSON when known (as received), so forwarding it needs no new encoding."""
 
     def frames(self) -> list[bytes]:
-        """The message's frames."""
-        return [_HEADER + self.kind + b" " + self.rid, dumps(self.body) if self.payload is None else self.payload]
+        """The message's frames (one)."""
+        return [b"".join((_HEADER, self.kind, b" ", self.rid, b"\n", dumps(self.body) if self.payload is None else self.payload))]
 
 
 def encode(kind: bytes, rid: bytes, body: dict[str, Any]) -> list[bytes]:
@@ -177,32 +177,32 @@ def encode(kind: bytes, rid: bytes, body: dict[str, Any]) -> list[bytes]:
     return Message(kind, rid, body).frames()
 
 
-def _header(frames: list[bytes]) -> tuple[bytes, bytes]:
-    if not frames:
-        raise FrameError("empty message")
-    version, _, rest = frames[0].partition(b" ")
-    if version != VERSION:
-        raise FrameError(f"unsupported version {version[:16]!r}")
-    kind, space, rid = rest.partition(b" ")
-    if not space:
-        raise FrameError("header is not 'DH2 kind id'")
-    return kind, rid
+def _split(frame: bytes) -> tuple[bytes, bytes, bytes]:
+    """The kind, request id and JSON of a message's frame."""
+    if not frame.startswith(_HEADER):
+        raise FrameError(f"unsupported version {frame.partition(b' ')[0][:16]!r}")
+    header, newline, payload = frame.partition(b"\n")
+    kind, space, rid = header[4:].partition(b" ")
+    if not space or not newline:
+        raise FrameError("header is not 'DH3 kind id' and a newline")
+    return kind, rid, payload
 
 
 def request_id(frames: list[bytes]) -> bytes | None:
     """The request id of a message that may be malformed, if its header can be read."""
     try:
-        return _header(frames)[1]
+        return _split(frames[0])[1] if frames else None
     except FrameError:
         return None
 
 
 def decode(frames: list[bytes]) -> Message:
     """Check and decode one message; raise L{FrameError} if it breaks the format."""
-    kind, rid = _header(frames)
-    if len(frames) != 2:
-        raise FrameError(f"expected 2 frames, got {len(frames)}")
-    payload = frames[1]
+    if not frames:
+        raise FrameError("empty message")
+    kind, rid, payload = _split(frames[0])
+    if len(frames) != 1:
+        raise FrameError(f"expected 1 frame, got {len(frames)}")
     schema = SCHEMAS.get(kind)
     if schema is None:
         raise FrameError(f"unknown kind {kind[:16]!r}")
