@@ -4,6 +4,7 @@ import pytest
 import pytest_twisted
 import zmq
 from twisted.internet import reactor
+from twisted.internet.defer import CancelledError
 from twisted.internet.task import Clock
 
 from devicehub import OK, BrokerUnavailable, Demand, RequestRejected
@@ -114,6 +115,33 @@ async def test_a_call_that_failed_is_never_delivered_later():
     assert [frames.decode(r[1:]).kind for r in late.requests] == [b"total"]
     late.answer(late.requests[0], b"reply", {"total": 0})
     assert await alive == 0
+    demand.close()
+    late.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_call_its_caller_cancelled_is_forgotten_and_never_sent_later():
+    probe = FakeBroker()
+    address = probe.address
+    probe.close()
+    clock = Clock()
+    demand = Demand(address, timeout=5, clock=clock)
+    unsent = demand.send("abc", "0x10")  # no broker yet: it waits to be sent
+    unsent.cancel()
+    with pytest.raises(CancelledError):
+        await unsent
+    late = await _rebind(address)
+    sent, answered = demand.find("abc"), demand.gettotal()
+    await eventually(lambda: len(late.requests) == 2)
+    assert [frames.decode(r[1:]).kind for r in late.requests] == [b"find", b"total"]
+    sent.cancel()
+    with pytest.raises(CancelledError):
+        await sent
+    late.answer(late.requests[0], b"reply", {"result": "ok"})  # dropped: nobody waits for it
+    late.answer(late.requests[1], b"reply", {"total": 3})
+    assert await answered == 3
+    clock.advance(10)  # past every deadline: nothing left to fail
+    assert demand._calls.pending == {}
     demand.close()
     late.close()
 
