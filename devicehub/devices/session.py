@@ -106,8 +106,7 @@ class DeviceSession(LoginStep, TwistedProtocol):
         self._intake = Intake(codec, clock, self)
         self._deadlines = deadlines if deadlines is not None else Deadlines(clock)
         self._timeout: Deadline | None = None
-        self.pending = PendingCommands(codec, clock, self, self._deadlines)
-        """The commands waiting for this device's answer."""
+        self._pending: PendingCommands | None = None  # made for the first command
         self._badFrames: BadFrameBudget | None = None  # made at the first bad frame
         self._closeWaiters: list[Deferred[None]] | None = None
         self._refused = False
@@ -121,6 +120,13 @@ class DeviceSession(LoginStep, TwistedProtocol):
         self.conn = None
         self.since = None
         self.closeReason = None
+
+    @property
+    def pending(self) -> PendingCommands:
+        """The commands waiting for this device's answer (made with the first: an idle device has none, 104 bytes less)."""
+        if self._pending is None:
+            self._pending = PendingCommands(self.codec, self.clock, self, self._deadlines)
+        return self._pending
 
     @property
     def peer(self) -> str:
@@ -157,7 +163,8 @@ class DeviceSession(LoginStep, TwistedProtocol):
             self._intake.handle(limit=None)
         self.factory.connections.pop(self, None)
         self.factory.loggingIn.discard(self)
-        self.pending.close()
+        if self._pending is not None:
+            self._pending.close()
         if self.imei is not None:
             reason = self.closeReason or "closed"
             deviceLog.info("{imei} at {peer} is offline: {reason}", imei=self.imei, peer=self.peer, reason=reason)
@@ -171,11 +178,11 @@ class DeviceSession(LoginStep, TwistedProtocol):
     @property
     def unanswered(self) -> int:
         """How many commands wait for this device's answer (written or waiting their turn)."""
-        return len(self.pending)
+        return 0 if self._pending is None else len(self._pending)
 
     def pendingResults(self) -> "list[Deferred[Reply]]":
         """The results of the commands unanswered now (each fires once, answered or timed out)."""
-        return self.pending.results()
+        return [] if self._pending is None else self._pending.results()
 
     def whenClosed(self) -> "Deferred[None]":
         """Fires once the connection has closed."""
@@ -242,8 +249,9 @@ class DeviceSession(LoginStep, TwistedProtocol):
         """The intake handled C{count} messages."""
         if count:
             self.node.counted(self.protocol, frames=count)
-        if self.pending.waiting and self.mayWriteNext():
-            self.pending.pump()
+        pending = self._pending
+        if pending is not None and pending.waiting and self.mayWriteNext():
+            pending.pump()
 
     def messageReceived(self, message: Any) -> None:
         """Hand a decoded message to its handler (one table for every session, not a dict each)."""
@@ -269,7 +277,9 @@ class DeviceSession(LoginStep, TwistedProtocol):
             return
         if message.reply:  # most protocols' acks want no answer
             self.write(message.reply)
-        if not self.pending.answer(message.key, message.fallback, message.data) and message.unmatched is not None:
+        pending = self._pending
+        if (pending is None or not pending.answer(message.key, message.fallback, message.data)) and (
+                message.unmatched is not None):
             self._uplink(message.unmatched)  # a frame of the device's own after all
 
     def _badFrame(self, message: BadFrame) -> None:
