@@ -1,4 +1,4 @@
-"""L{Deadlines}: many timeouts on one timer, checked against task.Clock's own callLater."""
+"""L{Deadlines} and L{Timeouts}: many timeouts on one timer, checked against task.Clock's own callLater."""
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -6,7 +6,7 @@ from twisted.internet.task import Clock
 from twisted.logger import Logger
 
 from devicehub.common import deadlines as deadlinesModule
-from devicehub.common.deadlines import Deadlines
+from devicehub.common.deadlines import Deadlines, Timeouts
 
 
 def test_calls_fire_when_due_in_order_of_their_time_on_one_timer():
@@ -153,3 +153,65 @@ def test_deadlines_fire_what_callLater_would_fire_at_the_same_times(actions):
     clock.advance(100)
     assert sorted(fired) == sorted(expected) and len(deadlines) == 0
     assert clock.getDelayedCalls() == []
+
+
+def test_timeouts_keep_one_per_key_and_call_back_with_the_key():
+    clock, expired = Clock(), []
+    timeouts = Timeouts(clock, expired.append)
+    timeouts.set("a", 30)
+    timeouts.set("b", 30)
+    timeouts.set("a", 300)  # a key's new timeout replaces its old one
+    assert len(timeouts) == 2 and len(clock.getDelayedCalls()) == 1
+    clock.advance(20)
+    timeouts.reset("b")  # 30 s again, from now
+    timeouts.reset("nobody")
+    clock.advance(29)
+    assert expired == [] and timeouts.active("b")
+    clock.advance(1)
+    assert expired == ["b"] and not timeouts.active("b") and timeouts.active("a")
+    timeouts.cancel("a")
+    timeouts.cancel("a")  # twice is harmless
+    assert len(timeouts) == 0 and clock.getDelayedCalls() == []
+    clock.advance(1000)
+    assert expired == ["b"]
+
+
+# What one Timeouts does is what task.Clock does with a callLater (reset to its length) per key.
+_TIMEOUT_ACTIONS = st.lists(st.one_of(
+    st.tuples(st.just("set"), st.tuples(st.integers(0, 5), st.sampled_from([0.5, 1, 30]))),
+    st.tuples(st.just("cancel"), st.integers(0, 5)),
+    st.tuples(st.just("reset"), st.integers(0, 5)),
+    st.tuples(st.just("advance"), st.sampled_from([0, 0.25, 0.5, 1, 3, 40])),
+), max_size=60)
+
+
+@given(_TIMEOUT_ACTIONS)
+def test_timeouts_fire_what_a_callLater_per_key_would_fire_at_the_same_times(actions):
+    clock = Clock()
+    fired, expected = [], []
+    timeouts = Timeouts(clock, lambda key: fired.append((key, clock.seconds())))
+    theirs, lengths = {}, {}
+    for action, value in actions:
+        if action == "set":
+            key, seconds = value
+            if key in theirs and theirs[key].active():
+                theirs[key].cancel()
+            timeouts.set(key, seconds)
+            theirs[key] = clock.callLater(seconds, lambda key=key: expected.append((key, clock.seconds())))
+            lengths[key] = seconds
+        elif action == "cancel":
+            timeouts.cancel(value)
+            if value in theirs and theirs[value].active():
+                theirs[value].cancel()
+        elif action == "reset":
+            timeouts.reset(value)
+            if value in theirs and theirs[value].active():
+                theirs[value].reset(lengths[value])
+        else:
+            clock.advance(value)
+            assert sorted(fired) == sorted(expected)
+        assert {key for key in range(6) if timeouts.active(key)} == {key for key, call in theirs.items() if call.active()}
+        if not any(call.active() for call in theirs.values()):
+            assert clock.getDelayedCalls() == []
+    clock.advance(100)
+    assert sorted(fired) == sorted(expected) and len(timeouts) == 0 and clock.getDelayedCalls() == []
