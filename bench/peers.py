@@ -8,7 +8,7 @@ with a send() of its own (TCP_NODELAY, one ack per TCP segment), a Python caller
 commands in flight (then one at a time), every process on this machine. Per system: acked
 commands/s with the window and its p50/p99, the p50 of one command at a time, the CPU µs per
 command of the server, of the device fleet and of the caller, and the server's RSS growth
-per idle connected device (10 000 of them). devicehub's figures are also given as ratios to
+per idle connected device (10 000 of them; the median of three runs, as the rates). devicehub's figures are also given as ratios to
 each peer's, with the issue's targets checked against what was measured, and beside them the
 transports' own round trips (bench/floor.py): what one command at a time costs before any
 code runs, over ZeroMQ and TCP for devicehub, over TCP alone for its peers.
@@ -223,6 +223,12 @@ class Peers:
                 for name in windows}
 
     async def memory(self, name: str) -> dict:
+        """The median of C{options.repeats} runs of L{memoryOnce} (RSS moves by ~0.1 KiB a device between runs)."""
+        runs = [await self.memoryOnce(name, run) for run in range(self.options.repeats)]
+        runs.sort(key=lambda figure: figure["kib_per_device"])
+        return {**runs[len(runs) // 2], "runs_kib_per_device": [figure["kib_per_device"] for figure in runs]}
+
+    async def memoryOnce(self, name: str, run: int = 0) -> dict:
         """The server's RSS growth per idle device, once C{options.peerIdle} are connected and subscribed."""
         count = self.options.peerIdle
         if name == "devicehub":
@@ -233,7 +239,7 @@ class Peers:
         await task.deferLater(self.reactor, 0.5, lambda: None)
         base = server.rss_kib()
         # A source address of its own: the ports of the fleet before stay in TIME_WAIT for a minute.
-        source = f"127.0.7.{5 + SYSTEMS.index(name)}"
+        source = f"127.0.7.{5 + SYSTEMS.index(name) + len(SYSTEMS) * run}"
         if name == "devicehub":
             await self.bench.fleet(devices, count, source, "i-")
         else:

@@ -56,6 +56,7 @@ def test_benchmark_quick_run_produces_every_figure_and_chart(tmp_path):
         assert figures["window"]["window"] == 200 and figures["one_at_a_time"]["window"] == 1
         assert 0 < figures["one_at_a_time"]["p50_ms"] <= figures["one_at_a_time"]["max_ms"]
         assert figures["memory"]["devices"] == 200 and figures["memory"]["kib_per_device"] > 0
+        assert figures["memory"]["runs_kib_per_device"] == [figures["memory"]["kib_per_device"]]  # --quick: one run
         for role in ("server", "fleet", "caller"):  # CPU is read in 10 ms ticks: 500 commands may take none
             assert figures["window"][f"{role}_cpu_us_per_command"] >= 0
     ratios = results["ratios"]["g_peers"]
