@@ -137,6 +137,7 @@ async def test_a_call_its_caller_cancelled_is_forgotten_and_never_sent_later():
     sent.cancel()
     with pytest.raises(CancelledError):
         await sent
+    assert list(demand._calls.pending) == [frames.decode(late.requests[1][1:]).rid]  # forgotten at once
     late.answer(late.requests[0], b"reply", {"result": "ok"})  # dropped: nobody waits for it
     late.answer(late.requests[1], b"reply", {"total": 3})
     assert await answered == 3
