@@ -100,9 +100,7 @@ async def test_broker_errors_and_bad_answers(broker):
 @pytest_twisted.ensureDeferred
 async def test_a_call_that_failed_is_never_delivered_later():
     """Calls made while no broker is connected are not queued for a later one."""
-    probe = FakeBroker()
-    address = probe.address
-    probe.close()
+    address = _vacated()
     clock = Clock()
     demand = Demand(address, timeout=1, clock=clock)
     failed = demand.send("abc", "0x10")
@@ -121,9 +119,7 @@ async def test_a_call_that_failed_is_never_delivered_later():
 
 @pytest_twisted.ensureDeferred
 async def test_a_call_its_caller_cancelled_is_forgotten_and_never_sent_later():
-    probe = FakeBroker()
-    address = probe.address
-    probe.close()
+    address = _vacated()
     clock = Clock()
     demand = Demand(address, timeout=5, clock=clock)
     unsent = demand.send("abc", "0x10")  # no broker yet: it waits to be sent
@@ -145,6 +141,14 @@ async def test_a_call_its_caller_cancelled_is_forgotten_and_never_sent_later():
     assert demand._calls.pending == {}
     demand.close()
     late.close()
+
+
+def _vacated() -> str:
+    """The address of a fake broker that has gone: nothing answers there until one binds it again."""
+    probe = FakeBroker()
+    address = probe.address
+    probe.close()
+    return address
 
 
 async def _rebind(address):
