@@ -182,7 +182,7 @@ def _split(frame: bytes) -> tuple[bytes, bytes, bytes]:
     if not frame.startswith(_HEADER):
         raise FrameError(f"unsupported version {frame.partition(b' ')[0][:16]!r}")
     header, newline, payload = frame.partition(b"\n")
-    kind, space, rid = header[4:].partition(b" ")
+    kind, space, rid = header[len(_HEADER):].partition(b" ")
     if not space or not newline:
         raise FrameError("header is not 'DH3 kind id' and a newline")
     return kind, rid, payload
