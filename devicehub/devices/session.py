@@ -275,8 +275,7 @@ class DeviceSession(LoginStep, TwistedProtocol):
     def _answer(self, message: Answer) -> None:
         if not self._loggedIn():
             return
-        if message.reply:  # most protocols' acks want no answer
-            self.write(message.reply)
+        self.write(message.reply)
         pending = self._pending
         if (pending is None or not pending.answer(message.key, message.fallback, message.data)) and (
                 message.unmatched is not None):
