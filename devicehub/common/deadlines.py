@@ -48,6 +48,11 @@ class _OneTimer(Generic[K]):
         if when < self._timerAt and not self._firing:
             self._arm(when)
 
+    def _restart(self, queue: dict[K, float], key: K, seconds: float) -> None:
+        """C{key}'s wait starts again from now: to the end of its queue (the timer, set for an earlier end, stays)."""
+        del queue[key]
+        queue[key] = self.clock.seconds() + seconds
+
     def _remove(self, queue: dict[K, float], key: K) -> None:
         del queue[key]
         if not queue:
@@ -133,8 +138,7 @@ class Deadline:
         """
         queue = self._queue
         if queue is not None:
-            del queue[self]
-            queue[self] = self._owner.clock.seconds() + self._length  # to the end
+            self._owner._restart(queue, self, self._length)
 
     def cancel(self) -> None:
         """Never fire (nothing happens once it fired or was cancelled)."""
@@ -186,8 +190,7 @@ class Timeouts(_OneTimer[K]):
         """C{key}'s timeout starts again from now, its length the same (nothing if it has none)."""
         for seconds, queue in self._queues.items():
             if key in queue:
-                del queue[key]
-                queue[key] = self.clock.seconds() + seconds  # to the end
+                self._restart(queue, key, seconds)
                 return
 
     def cancel(self, key: K) -> None:
