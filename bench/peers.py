@@ -8,10 +8,11 @@ with a send() of its own (TCP_NODELAY, one ack per TCP segment), a Python caller
 commands in flight (then one at a time), every process on this machine. Per system: acked
 commands/s with the window and its p50/p99, the p50 of one command at a time, the CPU µs per
 command of the server, of the device fleet and of the caller, and the server's RSS growth
-per idle connected device (10 000 of them; the median of three runs, as the rates). devicehub's figures are also given as ratios to
-each peer's, with the issue's targets checked against what was measured, and beside them the
-transports' own round trips (bench/floor.py): what one command at a time costs before any
-code runs, over ZeroMQ and TCP for devicehub, over TCP alone for its peers.
+per idle connected device (10 000 of them; the median of three runs, as the rates).
+devicehub's figures are also given as ratios to each peer's, with the issue's targets
+checked against what was measured, and beside them the transports' own round trips
+(bench/floor.py): what one command at a time costs before any code runs, over ZeroMQ and
+TCP for devicehub, over TCP alone for its peers.
 
   Mosquitto  a config file: one loopback listener, anonymous, no persistence, no limit on
              connections; devices from bench/peer_fleet.py --protocol mqtt, the caller
