@@ -7,11 +7,13 @@ import socket
 from types import SimpleNamespace
 from typing import Any, Hashable
 
+import pytest
 from pytest_twisted import ensureDeferred
-from twisted.internet import defer, protocol
+from twisted.internet import defer, protocol, tcp
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import StringTransport
 
+from devicehub.common.listening import LeanServer
 from devicehub.common.results import OK, TIMEOUT, Reply
 from devicehub.devices import session
 from devicehub.devices.budget import BAD_LINE_WINDOW, BadFrameBudget
@@ -250,13 +252,14 @@ class Accepted(protocol.Protocol):
         self.factory.connected.callback(self)
 
 
-async def _acceptedConnection():
+async def _acceptedConnection(transport: type = tcp.Server):
     """A real loopback TCP connection: (the server side's protocol, a raw client socket, the port)."""
     from twisted.internet import reactor
 
     factory = protocol.Factory.forProtocol(Accepted)
     factory.connected = defer.Deferred()
     port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    port.transport = transport
     client = socket.create_connection(("127.0.0.1", port.getHost().port))
     client.setblocking(False)
     return await factory.connected, client, port
@@ -277,11 +280,14 @@ async def _drain(client: socket.socket, size: int) -> bytes:
     return received
 
 
+@pytest.mark.parametrize("transport", [tcp.Server, LeanServer])
 @ensureDeferred
-async def test_outgoing_sends_at_once_on_an_idle_tcp_connection_and_in_order_behind_a_backlog():
-    """Over loopback: with nothing buffered, the bytes are on the wire before the reactor turns; behind a
-    write the socket could not take, every later write waits in the transport, in order."""
-    server, client, port = await _acceptedConnection()
+async def test_outgoing_sends_at_once_on_an_idle_tcp_connection_and_in_order_behind_a_backlog(transport):
+    """Over loopback (Twisted's connections and the device listeners' lean ones): with nothing buffered, the
+    bytes are on the wire before the reactor turns; behind a write the socket could not take, every later
+    write waits in the transport, in order."""
+    server, client, port = await _acceptedConnection(transport)
+    assert type(server.transport) is transport
     try:
         outgoing = Outgoing(1 << 30, SimpleNamespace(stoppedReading=lambda: None))
         outgoing.transport = server.transport

@@ -16,6 +16,11 @@ from typing import Protocol
 
 from twisted.internet import tcp
 
+from devicehub.common.listening import LeanServer
+
+_PLAIN_TCP = frozenset((tcp.Server, LeanServer))
+"""Transports whose socket a write may C{send()} to directly (unless TLS is on)."""
+
 
 class OutgoingSession(Protocol):
     """What an L{Outgoing} tells its session."""
@@ -64,7 +69,7 @@ class Outgoing:
                 self._session.stoppedReading()
                 return
         transport = self.transport
-        if (type(transport) is tcp.Server and not transport.TLS and transport.connected
+        if (type(transport) in _PLAIN_TCP and not transport.TLS and transport.connected
                 and not transport.dataBuffer and not transport._tempDataBuffer and not transport.disconnecting):
             try:
                 sent = transport.socket.send(data)

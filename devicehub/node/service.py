@@ -41,7 +41,8 @@ class NodeService(MultiService):
         for protocol, endpoint in settings.listeners:
             factory = DeviceFactory(self.node, reactor, settings.device, codecs.load(protocol))
             self.node.speaks(factory.codec)
-            listener = ListeningService(reactor, endpoint, factory, "devices" if protocol == "jsonl" else f"{protocol} devices")
+            label = "devices" if protocol == "jsonl" else f"{protocol} devices"
+            listener = ListeningService(reactor, endpoint, factory, label, lean=True)
             listener.setServiceParent(self)
             self.factories.append(factory)
             self.listeners.append(listener)
