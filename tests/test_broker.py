@@ -298,7 +298,7 @@ class FakeBroker:
     def __init__(self):
         self.pipe = FakePipe()
 
-    def connectNode(self, deliver):
+    def connectNode(self, deliver, execute=None):
         return self.pipe
 
 
@@ -469,3 +469,109 @@ def test_a_queued_command_the_devices_protocol_cannot_carry_fails_and_the_next_g
     assert store.commands["q1"]["state"] == "failed"
     [second] = [m for m in nodes.take(b"N1") if m.kind == b"command"]
     assert second.body["data"] is None and store.commands["q2"]["state"] == "sent"
+
+
+# -- the fused path: a node of the broker's own process takes its commands as calls
+
+
+class LocalNode:
+    """Stands for a node of the broker's process: records each command's body, answers when told."""
+
+    def __init__(self):
+        self.executed: list[dict] = []
+        self.pending: list = []
+        self.answer = None  # a Reply to answer at once; None: answer later through pending
+        self.stopped = False
+
+    def __call__(self, body):
+        from twisted.internet.defer import Deferred
+
+        if self.stopped:
+            return None
+        self.executed.append(body)
+        if self.answer is not None:
+            return succeed(self.answer)
+        done = Deferred()
+        self.pending.append(done)
+        return done
+
+
+def makeLocal(**kwargs):
+    """A broker whose node N1 (owning devices a and b) is of its own process."""
+    local = LocalNode()
+    broker, clock, clients, nodes = make(**kwargs)
+    broker.routes.local[b"N1"] = local
+    hello(broker, b"N1", "node-1", [("a", 1), ("b", 2)])
+    nodes.take()
+    return broker, clock, clients, nodes, local
+
+
+def test_a_local_nodes_commands_are_calls_made_next_turn_together_and_their_replies_answered_next_turn():
+    from devicehub.common.results import Reply
+
+    broker, clock, clients, nodes, local = makeLocal()
+    request(broker, b"C", b"send", b"r1", command("a"))
+    request(broker, b"C", b"send", b"r2", command("b", wait=False))
+    assert local.executed == [] and len(broker.routed) == 2  # routed, not yet executed
+    clock.advance(0)
+    assert local.executed == [command("a"), command("b", wait=False)] and nodes.take() == []  # no message
+    local.pending[1].callback(Reply("ok"))
+    local.pending[0].callback(Reply("ok", {"x": 1}))
+    assert clients.take(b"C") == []  # not inside the node's call
+    clock.advance(0)
+    answers = clients.take(b"C")
+    assert [(m.rid, m.body) for m in answers] == [(b"r2", {"result": "ok", "data": None}),
+                                                  (b"r1", {"result": "ok", "data": {"x": 1}})]
+    assert broker.routed == {} and broker.metrics.commands.results == {"ok": 2}
+
+
+def test_a_local_nodes_reply_at_once_is_answered_after_the_request_with_the_results_own_meaning():
+    from devicehub.common.results import BUSY, NO, REJECTED, Reply
+
+    for reply, expected in [
+        (Reply(NO), (b"reply", {"result": "no", "data": None})),
+        (Reply(BUSY), (b"error", {"error": "the device has too many unanswered commands", "code": "busy"})),
+        (Reply(REJECTED, "no such command"), (b"error", {"error": "no such command", "code": "invalid"})),
+        (Reply("bogus"), (b"error", {"error": "invalid result from node", "code": "unavailable"})),
+    ]:
+        broker, clock, clients, nodes, local = makeLocal()
+        local.answer = reply
+        request(broker, b"C", b"send", b"r1", command("a"))
+        assert clients.take(b"C") == [] and local.executed == []  # not inside the request's own handling
+        clock.advance(0)  # a turn executes it, a later one answers (Clock runs both)
+        [answer] = clients.take(b"C")
+        assert (answer.kind, answer.body) == expected
+
+
+def test_a_local_command_the_node_drops_or_fails_on_times_out_at_the_brokers_deadline_and_a_late_reply_is_dropped():
+    from devicehub.common.results import Reply
+
+    broker, clock, clients, nodes, local = makeLocal(grace=0.5)
+    request(broker, b"C", b"send", b"late", command("a", timeout=2))
+    clock.advance(0)
+    local.stopped = True
+    request(broker, b"C", b"send", b"dropped", command("b", timeout=2))
+    clock.advance(0)
+    clock.advance(2.5)
+    answers = {m.rid: m.body for m in clients.take(b"C")}
+    assert answers == {b"late": {"result": "timeout"}, b"dropped": {"result": "timeout"}}
+    local.pending[0].callback(Reply("ok"))  # after the broker answered: nobody hears it
+    clock.advance(0)
+    assert clients.take(b"C") == [] and broker.routed == {}
+
+
+def test_a_local_node_that_raises_is_logged_and_its_command_times_out(monkeypatch):
+    from twisted.logger import Logger
+
+    from devicehub.broker import routing
+
+    logged: list[dict] = []
+    monkeypatch.setattr(routing, "log", Logger(namespace="devicehub.broker.routing", observer=logged.append))
+    broker, clock, clients, nodes, local = makeLocal(grace=0.5)
+    broker.routes.local[b"N1"] = lambda body: 1 / 0
+    request(broker, b"C", b"send", b"r1", command("a", timeout=1))
+    request(broker, b"C", b"send", b"r2", command("b", timeout=1))
+    clock.advance(0)
+    assert [event["log_failure"].check(ZeroDivisionError) for event in logged] == [ZeroDivisionError] * 2
+    clock.advance(1.5)
+    assert [m.body for m in clients.take(b"C")] == [{"result": "timeout"}] * 2

@@ -368,7 +368,7 @@ def test_a_node_sends_a_big_snapshot_in_parts(monkeypatch):
     broker, clock, clients, nodes = make()
 
     class Local:
-        def __init__(self, deliver):
+        def __init__(self, deliver, execute=None):
             self.deliver = deliver
 
         def send(self, message):
@@ -469,7 +469,7 @@ def test_a_node_whose_snapshot_did_not_all_go_does_not_take_the_welcome(monkeypa
     clock, sent = Clock(), []
 
     class Full:
-        def __init__(self, deliver):
+        def __init__(self, deliver, execute=None):
             pass
 
         def send(self, message):

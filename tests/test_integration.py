@@ -221,3 +221,27 @@ async def test_a_second_node_with_a_taken_name_is_refused_and_steals_nothing(hub
     finally:
         await twin.stopService()
     await device.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_in_one_process_commands_go_to_the_node_as_calls_and_other_messages_through_its_pipe():
+    """The fused path: a node of the broker's process gets no command message and sends no result."""
+    hub = await Hub(api=False, pipes=True).start()
+    demand = Demand(hub.frontend, timeout=5)
+    try:
+        [(identity, toNode)] = hub.broker._localNodes.items()
+        assert hub.broker.broker.routes.local[identity] == hub.node.link.execute
+        kinds = []
+        handler, nodeMessage = toNode.handler, hub.broker.broker.nodeMessage
+        toNode.handler = lambda message: (kinds.append(message.kind), handler(message))
+        hub.broker.broker.nodeMessage = lambda peer, message: (kinds.append(message.kind), nodeMessage(peer, message))
+        device = await online(hub, "861234567890124", reply={"battery": 80})
+        silent = await online(hub, "861234567890125", silent=True)
+        assert await demand.request("861234567890124", "0x11") == Reply(OK, {"battery": 80})
+        assert await demand.send_nowait("861234567890124", "0x12") == OK
+        assert await demand.send("861234567890125", "0x13", timeout=0.2) == TIMEOUT
+        assert [command["instruct"] for command in device.commands + silent.commands] == ["0x11", "0x12", "0x13"]
+        assert b"online" in kinds and b"command" not in kinds and b"result" not in kinds
+    finally:
+        demand.close()
+        await hub.stop()

@@ -24,7 +24,7 @@ from devicehub.broker.nodes import NodeRegistry
 from devicehub.broker.publish import EventPublisher, Publish
 from devicehub.broker.queue import OfflineQueue
 from devicehub.broker.reads import Reads
-from devicehub.broker.routing import Routed, Routes, Send
+from devicehub.broker.routing import Execute, Routed, Routes, Send
 from devicehub.broker.settings import BrokerSettings
 from devicehub.broker.store import CommandStore
 from devicehub.common.limits import MAX_TTL
@@ -53,10 +53,13 @@ class Broker:
         metrics: Metrics,
         publish: Publish | None = None,
         store: CommandStore | None = None,
+        local: dict[bytes, Execute] | None = None,
     ) -> None:
         """
         @param publish: sends an event (topic, body) to subscribers; None: no events.
         @param store: the queue of commands for offline devices; None: no queueing.
+        @param local: the nodes of this process that take commands as calls, by identity
+            (L{Routes}).
         """
         self.clock = clock
         self.toClient = toClient
@@ -65,7 +68,7 @@ class Broker:
         self.metrics = metrics
         self.store = store
         self.directory = Directory()
-        self.routes = Routes(clock, toNode, self._answer, metrics, settings.grace, settings.maxClientInflight)
+        self.routes = Routes(clock, toNode, self._answer, metrics, settings.grace, settings.maxClientInflight, local)
         self.events = EventPublisher(clock, publish, self.metrics)
         self.registry = NodeRegistry(clock, self.directory, toNode, self.events, self.routes, settings.nodeTtl,
                                      settings.grace)

@@ -15,7 +15,7 @@ from twisted.logger import Logger
 
 from devicehub.broker.broker import Broker
 from devicehub.broker.publish import Publish
-from devicehub.broker.routing import Send
+from devicehub.broker.routing import Execute, Send
 from devicehub.broker.settings import BrokerSettings
 from devicehub.broker.store import CommandStore, StoreFailed, openStore
 from devicehub.common.drain import allDone, drain
@@ -84,6 +84,7 @@ class BrokerService(MultiService):
         self._warm = None
         self._localClients: dict[bytes, Pipe[Message]] = {}
         self._localNodes: dict[bytes, Pipe[Message]] = {}
+        self._localExecutors: dict[bytes, Execute] = {}
         self._lastLocal = 0
 
     def privilegedStartService(self) -> None:
@@ -150,6 +151,7 @@ class BrokerService(MultiService):
             self.metrics,
             publish=publish,
             store=self.store,
+            local=self._localExecutors,
         )
         broker = self.broker
         self.gauges = BrokerGauges(
@@ -200,15 +202,21 @@ class BrokerService(MultiService):
         """
         return self._connect(self._localClients, deliver, lambda peer, message: self.broker.clientMessage(peer, message))
 
-    def connectNode(self, deliver: Callable[[Message], None]) -> Pipe[Message]:
-        """Attach a node in this process, as L{connectClient} does a client."""
-        return self._connect(self._localNodes, deliver, lambda peer, message: self.broker.nodeMessage(peer, message))
+    def connectNode(self, deliver: Callable[[Message], None], execute: Execute | None = None) -> Pipe[Message]:
+        """
+        Attach a node in this process, as L{connectClient} does a client; with C{execute},
+        its commands are calls of C{execute} instead of messages (L{Routes}).
+        """
+        return self._connect(self._localNodes, deliver, lambda peer, message: self.broker.nodeMessage(peer, message),
+                             execute)
 
-    def _connect(self, peers: dict[bytes, Pipe[Message]], deliver, handle) -> Pipe[Message]:
+    def _connect(self, peers: dict[bytes, Pipe[Message]], deliver, handle, execute: Execute | None = None) -> Pipe[Message]:
         self._lastLocal += 1
         # ZeroMQ never makes an identity like this one (its own are 5 bytes), nor lets a peer choose it.
         identity = b"\0local-%d" % self._lastLocal
         peers[identity] = Pipe(self.reactor, deliver)
+        if execute is not None:
+            self._localExecutors[identity] = execute
 
         def received(message: Message) -> None:
             if self.broker is not None:
@@ -240,6 +248,7 @@ class BrokerService(MultiService):
         pipes = [*self._localClients.values(), *self._localNodes.values()]
         self._localClients.clear()
         self._localNodes.clear()
+        self._localExecutors.clear()
         await DeferredList([pipe.close(deliver=True) for pipe in pipes])  # the last answers
         if self.eventsSocket is not None:
             self.eventsSocket.shutdown()

@@ -5,6 +5,7 @@ C{command} messages into L{devicehub.node.node.Node.execute} calls.
 """
 
 import secrets
+from functools import partial
 from typing import Any
 
 import zmq
@@ -28,7 +29,8 @@ SNAPSHOT_PART = 5000
 class BrokerLink(Service):
     """
     The node's connection to the broker: over ZeroMQ to its backend, or, when
-    the broker runs in this process, through an in-process pipe.
+    the broker runs in this process, through an in-process pipe, with commands
+    handed over as calls of L{execute}.
     """
 
     # Seconds between hello attempts while unregistered, doubling up to the heartbeat.
@@ -40,7 +42,10 @@ class BrokerLink(Service):
         self, node: Node, backend: str, reactor, heartbeat: float = 1.0, curve=None,
         local: Attach | None = None,
     ) -> None:
-        """@param local: the broker of this process, to link to in-process (C{backend} is then unused)."""
+        """
+        @param local: the broker of this process (its C{connectNode}), to link to in-process
+            (C{backend} is then unused); it calls L{execute} for each command.
+        """
         self.node = node
         self.backend = backend
         self.curve = curve
@@ -62,7 +67,9 @@ class BrokerLink(Service):
     def startService(self) -> None:
         super().startService()
         # On close, ZeroMQ's own thread (or the pipe) still delivers what was sent for a second.
-        self.connection = Link(self.reactor, self.backend, self.handle, local=self.local, curve=self.curve, linger=1.0)
+        # The broker of this process hands its commands to execute() as calls.
+        local = None if self.local is None else partial(self.local, execute=self.execute)
+        self.connection = Link(self.reactor, self.backend, self.handle, local=local, curve=self.curve, linger=1.0)
         self._tick()
 
     def leave(self) -> None:
@@ -155,10 +162,7 @@ class BrokerLink(Service):
         self._lastHeard = self.reactor.seconds()
         kind, body = message.kind, message.body
         if kind == b"command":
-            done = self.node.execute(
-                body["imei"], body["instruct"], body["data"], body["timeout"], body["wait"], body.get("request")
-            )
-            done.addCallback(self._answer, message.rid, body["imei"])
+            self.execute(body).addCallback(self._answer, message.rid, body["imei"])
         elif kind == b"pong":
             pass
         elif kind == b"drop":
@@ -184,6 +188,17 @@ class BrokerLink(Service):
             self._retry = self.heartbeat  # it may be taken once the other node is gone
         else:
             throttled.warn("Dropped an unexpected {kind} from the broker", kind=kind)
+
+    def execute(self, body: dict[str, Any]) -> "Deferred[Reply] | None":
+        """
+        Execute the broker's command C{body} on the node: its reply (None once this link
+        is stopped: the command is dropped, as a message would be, and the broker's deadline
+        answers it).
+        """
+        if self.connection is None:
+            return None
+        return self.node.execute(body["imei"], body["instruct"], body["data"], body["timeout"], body["wait"],
+                                 body.get("request"))
 
     def _answer(self, reply: Reply, rid: bytes, imei: str) -> None:
         if self.connection is not None:
