@@ -21,6 +21,9 @@ TCP for devicehub, over TCP alone for its peers.
              caller bench/peer_caller.py --protocol nats (nats-py request-reply)
   devicehub  twistd devicehub --roles broker,node,api; bench/fleet.py --each-write, the
              caller a Demand in this process (its CPU: time.process_time)
+  relay      no devicehub: bench/relay.py, a bare epoll loop that relays the Demand's
+             commands to the devices and their acks back, in Python (the floor of a Python
+             hub's CPU and latency with devicehub's transports); devicehub's fleet and caller
 
 The fleets connect from 127.0.7.x source addresses, none of which the other scenarios use.
 """
@@ -49,6 +52,7 @@ from tests.support import free_ports  # noqa: E402
 MOSQUITTO = "/usr/sbin/mosquitto"
 NATS_SERVER = "/usr/sbin/nats-server"
 SYSTEMS = ("mosquitto", "nats", "devicehub")
+"""The systems measured for commands and memory; the relay (bench/relay.py) is measured for commands only."""
 # The issue's targets for devicehub and their limits: the rate must reach its limit, the rest stay under theirs.
 TARGETS = {
     "rate_at_least_1_2x_mosquitto": 1.2,
@@ -110,8 +114,9 @@ class PeerSystem(System):
 
 
 class Devicehub(System):
-    def __init__(self, bench: Bench, server: Process, fleet: Process, frontend: str, imeis: list[str]) -> None:
-        super().__init__("devicehub", server, fleet)
+    def __init__(self, bench: Bench, server: Process, fleet: Process, frontend: str, imeis: list[str],
+                 name: str = "devicehub") -> None:
+        super().__init__(name, server, fleet)
         self.bench, self.imeis = bench, imeis
         self.demand = Demand(frontend, timeout=30)
 
@@ -184,10 +189,21 @@ class Peers:
         await reported(caller, "ready", timeout=60)
         return PeerSystem(name, server, fleet, caller)
 
-    async def devicehub(self) -> Devicehub:
-        hub, devices, frontend = await self.hub()
-        fleet, _ = await self.bench.fleet(devices, self.options.peerDevices, "127.0.7.4", "g-", each_write=True)
-        return Devicehub(self.bench, hub, fleet, frontend, [f"g-{i:06}" for i in range(self.options.peerDevices)])
+    async def devicehub(self, relay: bool = False) -> Devicehub:
+        """devicehub's hub, or (C{relay}) bench/relay.py in its place; the same fleet and caller."""
+        if relay:
+            devices, frontend = free_ports(2)
+            frontend = f"tcp://127.0.0.1:{frontend}"
+            hub = self.bench.spawn([sys.executable, str(ROOT / "bench" / "relay.py"), "--devices", str(devices),
+                                    "--frontend", frontend])
+            await hub.until("Listening for devices", 60)
+        else:
+            hub, devices, frontend = await self.hub()
+        prefix = "r-" if relay else "g-"
+        fleet, _ = await self.bench.fleet(devices, self.options.peerDevices, "127.0.7.1" if relay else "127.0.7.4",
+                                          prefix, each_write=True)
+        return Devicehub(self.bench, hub, fleet, frontend, [f"{prefix}{i:06}" for i in range(self.options.peerDevices)],
+                         "relay" if relay else "devicehub")
 
     # -- the scenario
 
@@ -196,7 +212,8 @@ class Peers:
         options = self.options
         systems = [await self.peer("mosquitto", "mqtt", "127.0.7.2", "m-"),
                    await self.peer("nats", "nats", "127.0.7.3", "n-"),
-                   await self.devicehub()]
+                   await self.devicehub(),
+                   await self.devicehub(relay=True)]
         try:
             for system in systems:
                 await system.run(options.peerWarmUp, options.peerWindow)
@@ -215,8 +232,9 @@ class Peers:
                              f"us, fleet {figure['fleet_cpu_us_per_command']} us, "
                              f"caller {figure['caller_cpu_us_per_command']} us")
         finally:
-            if isinstance(systems[-1], Devicehub):
-                systems[-1].demand.close()
+            for system in systems:
+                if isinstance(system, Devicehub):
+                    system.demand.close()
             await self.bench.stopAll()
         cpu = ("server_cpu_us_per_command", "fleet_cpu_us_per_command", "caller_cpu_us_per_command")
         return {name: {"window": median(windows[name], "per_s", "p50_ms", "p99_ms", *cpu),
@@ -290,7 +308,7 @@ def ratios(result: dict) -> dict:
                                                              theirs["window"]["median_server_cpu_us_per_command"])
     figures["cpu_us_per_command_window"] = {  # each the median of the runs
         name: {role: result[name]["window"][f"median_{role}_cpu_us_per_command"] for role in ("server", "fleet", "caller")}
-        for name in SYSTEMS}
+        for name in (*SYSTEMS, "relay")}
     hub_cpu, demand_cpu = (figures["cpu_us_per_command_window"]["devicehub"][role] for role in ("server", "caller"))
     rate, p50, memory = (figures[key] for key in ("rate_vs_mosquitto", "p50_one_at_a_time_vs_mosquitto",
                                                   "memory_per_device_vs_mosquitto"))
@@ -305,6 +323,14 @@ def ratios(result: dict) -> dict:
     floor = result["transport_floor"]
     # What the p50 target leaves devicehub's processes, once its transports took their floor.
     figures["p50_floor_vs_mosquitto"] = ratio(floor["devicehub_floor_ms"], result["mosquitto"]["one_at_a_time"]["p50_ms"])
+    # The same for the CPU and for one at a time: what a bare Python relay with these transports spends.
+    relay = result["relay"]
+    figures["relay_server_cpu_vs_mosquitto"] = ratio(relay["window"]["median_server_cpu_us_per_command"],
+                                                     result["mosquitto"]["window"]["median_server_cpu_us_per_command"])
+    figures["relay_p50_one_at_a_time_vs_mosquitto"] = ratio(relay["one_at_a_time"]["p50_ms"],
+                                                            result["mosquitto"]["one_at_a_time"]["p50_ms"])
+    figures["hub_cpu_vs_relay"] = ratio(hub_cpu, relay["window"]["median_server_cpu_us_per_command"])
+    figures["p50_one_at_a_time_vs_relay"] = ratio(hub["one_at_a_time"]["p50_ms"], relay["one_at_a_time"]["p50_ms"])
     return figures
 
 

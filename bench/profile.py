@@ -44,9 +44,14 @@ async def main(reactor, options) -> None:
     tune_garbage_collector()
     bench = Bench(reactor, options)
     devices, http, frontend, backend, events = free_ports(5)
-    hub = await bench.hub("broker,node,api", devices=f"tcp:{devices}:interface=127.0.0.1",
-                          http=f"tcp:{http}:interface=127.0.0.1", frontend=f"tcp://127.0.0.1:{frontend}",
-                          backend=f"tcp://127.0.0.1:{backend}", events=f"tcp://127.0.0.1:{events}")
+    if options.relay:
+        hub = bench.spawn([sys.executable, str(ROOT / "bench" / "relay.py"), "--devices", str(devices),
+                           "--frontend", f"tcp://127.0.0.1:{frontend}"])
+        await hub.until("Listening for devices", 60)
+    else:
+        hub = await bench.hub("broker,node,api", devices=f"tcp:{devices}:interface=127.0.0.1",
+                              http=f"tcp:{http}:interface=127.0.0.1", frontend=f"tcp://127.0.0.1:{frontend}",
+                              backend=f"tcp://127.0.0.1:{backend}", events=f"tcp://127.0.0.1:{events}")
     fleet, _ = await bench.fleet(devices, options.devices, "127.0.0.2", "p-", each_write=True)
     imeis = [f"p-{i:06}" for i in range(options.devices)]
     demand = Demand(f"tcp://127.0.0.1:{frontend}", timeout=30)
@@ -97,6 +102,8 @@ if __name__ == "__main__":
     parser.add_argument("--devices", type=int, default=1000, help="devices in the fleet, each on its own connection")
     parser.add_argument("--sequential", action="store_true", help="one call at a time instead of a window")
     parser.add_argument("--http", action="store_true", help="HTTP POSTs with wait from wrk instead of Demand calls")
+    parser.add_argument("--relay", action="store_true",
+                        help="bench/relay.py (no devicehub: the floor of a Python hub) in the hub's place")
     parser.add_argument("--spy", choices=["hub", "fleet", "generator"], help="sample this process with py-spy in the last run")
     options = parser.parse_args()
     options.seconds = 10 / 3  # Bench.wrk runs for 3 x this: 10 s
