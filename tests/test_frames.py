@@ -84,6 +84,33 @@ def test_decode_of_any_body_raises_only_frame_error(kind, rid, payload):
         pass
 
 
+_FIELD_VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(-5, 400), st.floats(allow_nan=True, allow_infinity=True),
+    st.text(st.characters(blacklist_categories=("Cs",)), max_size=3), st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=2), st.integers(), max_size=2),
+)
+
+
+@given(
+    st.sampled_from([b"send", b"command", b"reply"]),
+    st.dictionaries(st.sampled_from(["imei", "instruct", "data", "timeout", "wait", "result", "total", "x"]),
+                    _FIELD_VALUES, max_size=7),
+)
+def test_a_hot_kind_is_checked_in_one_call_exactly_as_by_its_schema(kind, body):
+    """decode's one-call checks of send, command and reply accept only what the schema's checks accept."""
+    schema = frames.SCHEMAS[kind]
+    valid = all(field in body and check(body[field]) for field, check in schema.items())
+    if kind == b"reply":
+        valid = valid and all(frames.REPLY_FIELDS.get(field, lambda value: True)(value) for field, value in body.items())
+    if frames._FAST_CHECKS[kind](body):
+        assert valid
+    raw = [b"DH3 " + kind + b" 1\n" + jsoncodec.dumps(body)]
+    if valid:
+        assert frames.decode(raw).body == jsoncodec.loads(raw[0].partition(b"\n")[2])
+    else:
+        with pytest.raises(FrameError, match="invalid"):
+            frames.decode(raw)
+
+
 def test_lone_surrogates_survive_a_round_trip():
     body = {"imei": "a", "instruct": "\udcad", "data": ["\ud800x", "é"], "timeout": 1, "wait": True}
     raw = frames.encode(b"send", b"1", body)
