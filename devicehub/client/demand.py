@@ -83,7 +83,7 @@ class Demand:
         With C{queue=True} (and optional C{ttl} seconds, C{coalesce=True}), a device
         that is offline gets the command when it logs in: fires with QUEUED.
         """
-        return self._command(imei, instruct, data, timeout, True, **queueing).addCallback(_result)
+        return self._command(imei, instruct, data, timeout, True, _result, **queueing)
 
     def request(
         self,
@@ -97,22 +97,18 @@ class Demand:
         coalesce: bool = False,
     ) -> "Deferred[Reply]":
         """Like L{send}, with the ack's C{data} (or the queued command's C{id}): fires with a L{Reply}."""
-        return self._command(imei, instruct, data, timeout, True, queue=queue, ttl=ttl, coalesce=coalesce).addCallback(
-            _reply
-        )
+        return self._command(imei, instruct, data, timeout, True, _reply, queue=queue, ttl=ttl, coalesce=coalesce)
 
     def send_nowait(self, imei: str, instruct: str, data: Any = None, **queueing: Any) -> "Deferred[str]":
         """Fires with OK once the device's node has written the command, NO if not online (or QUEUED)."""
-        return self._command(imei, instruct, data, None, False, **queueing).addCallback(_result)
+        return self._command(imei, instruct, data, None, False, _result, **queueing)
 
     def request_nowait(
         self, imei: str, instruct: str, data: Any = None, *, queue: bool = False, ttl: float | None = None,
         coalesce: bool = False,
     ) -> "Deferred[Reply]":
         """Like L{send_nowait}; fires with a L{Reply} (with the C{id} when queued)."""
-        return self._command(imei, instruct, data, None, False, queue=queue, ttl=ttl, coalesce=coalesce).addCallback(
-            _reply
-        )
+        return self._command(imei, instruct, data, None, False, _reply, queue=queue, ttl=ttl, coalesce=coalesce)
 
     def send_many(
         self, imeis, instruct: str, data: Any = None, timeout: float | None = None, *,
@@ -218,10 +214,13 @@ class Demand:
     # -- plumbing
 
     def _command(
-        self, imei: str, instruct: str, data: Any, timeout: float | None, wait: bool, *,
+        self, imei: str, instruct: str, data: Any, timeout: float | None, wait: bool, convert, *,
         queue: bool = False, ttl: float | None = None, coalesce: bool = False,
-    ) -> "Deferred[dict[str, Any]]":
-        """A C{send} request; fires with the broker's answer. C{timeout} is the wait for the ack (with C{wait})."""
+    ) -> "Deferred[Any]":
+        """
+        A C{send} request; fires with C{convert} of the broker's answer. C{timeout} is the
+        wait for the ack (with C{wait}).
+        """
         try:
             seconds = self.timeout if timeout is None else _checkedTimeout(timeout)
             if not is_valid_imei(imei):
@@ -235,7 +234,9 @@ class Demand:
                     body["ttl"] = _checkedTimeout(ttl, sys.float_info.max, "ttl")
         except ValueError as e:
             return fail(e)
-        return self._call(b"send", body, seconds)
+        if self._calls is None:
+            return fail(BrokerUnavailable("the Demand is closed"))
+        return self._calls.call(b"send", body, seconds, convert)
 
     def _query(self, kind: bytes, body: dict[str, Any], timeout: float | None) -> "Deferred[dict[str, Any]]":
         try:
