@@ -9,7 +9,7 @@ the broker is down is never delivered late, after its caller was told it failed.
 """
 
 import sys
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 from twisted.internet.defer import Deferred, fail
 
@@ -214,7 +214,8 @@ class Demand:
     # -- plumbing
 
     def _command(
-        self, imei: str, instruct: str, data: Any, timeout: float | None, wait: bool, convert, *,
+        self, imei: str, instruct: str, data: Any, timeout: float | None, wait: bool,
+        convert: Callable[[dict[str, Any]], Any], *,
         queue: bool = False, ttl: float | None = None, coalesce: bool = False,
     ) -> "Deferred[Any]":
         """
@@ -234,9 +235,7 @@ class Demand:
                     body["ttl"] = _checkedTimeout(ttl, sys.float_info.max, "ttl")
         except ValueError as e:
             return fail(e)
-        if self._calls is None:
-            return fail(BrokerUnavailable("the Demand is closed"))
-        return self._calls.call(b"send", body, seconds, convert)
+        return self._call(b"send", body, seconds, convert)
 
     def _query(self, kind: bytes, body: dict[str, Any], timeout: float | None) -> "Deferred[dict[str, Any]]":
         try:
@@ -245,10 +244,12 @@ class Demand:
             return fail(e)
         return self._call(kind, body, wait)
 
-    def _call(self, kind: bytes, body: dict[str, Any], wait: float) -> "Deferred[dict[str, Any]]":
+    def _call(
+        self, kind: bytes, body: dict[str, Any], wait: float, convert: Callable[[dict[str, Any]], Any] | None = None
+    ) -> "Deferred[Any]":
         if self._calls is None:
             return fail(BrokerUnavailable("the Demand is closed"))
-        return self._calls.call(kind, body, wait)
+        return self._calls.call(kind, body, wait, convert)
 
 
 def _field(body: dict[str, Any], name: str) -> Any:

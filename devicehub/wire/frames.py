@@ -141,7 +141,6 @@ SCHEMAS: dict[bytes, dict[str, Check]] = {
 }
 
 
-
 def _is_command(body: dict[str, Any]) -> bool:
     """L{_COMMAND}'s checks in one call: a Demand's C{send} and the broker's C{command}, one of each per command."""
     try:
