@@ -1,11 +1,12 @@
 """
-Where the CPU goes per command: `python bench/profile.py [--commands 60000] [--runs 3] [--sequential|--http] [--spy hub|fleet|generator]`.
+Where the CPU goes per command: `python bench/profile.py [--commands 60000] [--runs 3] [--sequential|--http] [--relay] [--spy hub|fleet|generator]`.
 
 Starts `twistd devicehub` (all roles in one process) and a fleet of --devices (1 000) devices, keeps a
 window of Demand calls in flight (--window, 200) (or, with --sequential, one at a time; with --http,
 wrk's 50 HTTP POSTs with wait for 10 s), and prints for each run the acked commands/s and
 the CPU microseconds per command of the hub, the fleet and this load generator (user +
-system, all threads, from /proc). With --spy, the
+system, all threads, from /proc). With --relay, bench/relay.py (no devicehub) takes the
+hub's place: the floor of a Python hub on the same transports. With --spy, the
 last run is also sampled by py-spy (pip install py-spy) into bench/profile-ROLE.txt
 (raw collapsed stacks: feed them to a flame graph, or sort them). This is the tool behind
 the before/after figures in docs/performance.md; bench/run.py is the full benchmark.
