@@ -1,6 +1,7 @@
 """The internal frame format: round trips and hostile input."""
 
 import json
+import math
 
 import pytest
 from hypothesis import given
@@ -202,3 +203,32 @@ def test_the_json_writer_leaves_to_the_standard_library_what_orjson_does_not_wri
     with pytest.raises(TypeError):
         jsoncodec.dumps({"data": b"bytes"})
     assert jsoncodec.dumps(float("nan")) == b"null"  # not NaN, which no strict reader takes back
+
+
+@given(st.recursive(
+    st.none() | st.integers(min_value=-2**80, max_value=2**80) | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4) | st.integers(0, 3), inner,
+                                                                max_size=4),
+    max_leaves=10))
+def test_what_the_json_writer_writes_its_reader_takes_back_non_finite_floats_as_null(value):
+    """Also where the standard library writes (integers past 64 bits, integer keys, lone surrogates)."""
+    def expected(item):
+        if isinstance(item, float):
+            return item if math.isfinite(item) else None
+        if isinstance(item, dict):
+            return {str(key): expected(child) for key, child in item.items()}
+        if isinstance(item, list):
+            return [expected(child) for child in item]
+        return item
+
+    assert jsoncodec.loads(jsoncodec.dumps(value), depth=100) == expected(value)
+
+
+def test_the_standard_library_path_writes_non_finite_floats_as_null_and_their_keys_as_it_did():
+    assert jsoncodec.dumps({"n": 2**70, "x": float("nan"), "l": [float("-inf")]}) == (
+        b'{"n":1180591620717411303424,"x":null,"l":[null]}')
+    assert jsoncodec.dumps({float("inf"): 1, "s": "\udcad"}) == b'{"Infinity":1,"s":"\\udcad"}'
+    circular: list = []
+    circular.append(circular)
+    with pytest.raises(ValueError, match="Circular"):
+        jsoncodec.dumps(circular)

@@ -42,8 +42,10 @@ def _finite_float(text: str) -> float:
 
 
 # Built once: json.dumps/json.loads with options build a new encoder/decoder per call.
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
-_ASCII_ENCODER = json.JSONEncoder(separators=(",", ":"))
+# allow_nan=False: a non-finite float is written as null (below), as orjson writes it, not as
+# NaN or Infinity, which no strict reader (this module's loads included) takes back.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_ASCII_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
 _FAST_DECODER = msgspec.json.Decoder()
 # Subclasses, dataclasses and datetimes go to the standard library, as they always did.
@@ -56,13 +58,39 @@ def dumps(value: Any) -> bytes:
         return orjson.dumps(value, option=_FAST_OPTIONS)
     except TypeError:  # orjson.JSONEncodeError is one: what orjson does not write
         pass
-    text = _ENCODER.encode(value)
+    try:
+        text = _ENCODER.encode(value)
+    except ValueError as e:
+        if "Out of range float" not in str(e):  # e.g. a circular reference: no JSON at all
+            raise
+        value = _nulled(value)
+        text = _ENCODER.encode(value)
     try:
         return text.encode()
     except UnicodeEncodeError:
         # A lone surrogate (legal as a JSON escape, e.g. "\udcad") has no UTF-8 form: keep
         # every non-ASCII character escaped instead, which is lossless.
         return _ASCII_ENCODER.encode(value).encode()
+
+
+def _nulled(value: Any) -> Any:
+    """
+    C{value} with each non-finite float of its lists and values made None (what orjson
+    writes for it), and each such key the text the standard library writes for it.
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {_textKey(key): _nulled(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_nulled(item) for item in value]
+    return value
+
+
+def _textKey(key: Any) -> Any:
+    if not isinstance(key, float) or math.isfinite(key):
+        return key
+    return "NaN" if key != key else "Infinity" if key > 0 else "-Infinity"
 
 
 def loads(data: bytes, depth: int = MAX_DEPTH) -> Any:
