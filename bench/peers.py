@@ -194,9 +194,7 @@ class Peers:
         if relay:
             devices, frontend = free_ports(2)
             frontend = f"tcp://127.0.0.1:{frontend}"
-            hub = self.bench.spawn([sys.executable, str(ROOT / "bench" / "relay.py"), "--devices", str(devices),
-                                    "--frontend", frontend])
-            await hub.until("Listening for devices", 60)
+            hub = await self.bench.relay(devices, frontend)
         else:
             hub, devices, frontend = await self.hub()
         prefix = "r-" if relay else "g-"

@@ -46,9 +46,7 @@ async def main(reactor, options) -> None:
     bench = Bench(reactor, options)
     devices, http, frontend, backend, events = free_ports(5)
     if options.relay:
-        hub = bench.spawn([sys.executable, str(ROOT / "bench" / "relay.py"), "--devices", str(devices),
-                           "--frontend", f"tcp://127.0.0.1:{frontend}"])
-        await hub.until("Listening for devices", 60)
+        hub = await bench.relay(devices, f"tcp://127.0.0.1:{frontend}")
     else:
         hub = await bench.hub("broker,node,api", devices=f"tcp:{devices}:interface=127.0.0.1",
                               http=f"tcp:{http}:interface=127.0.0.1", frontend=f"tcp://127.0.0.1:{frontend}",

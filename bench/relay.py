@@ -42,18 +42,28 @@ def main(options) -> None:
     buffers: dict[int, bytes] = {}
     waiting: dict[int, tuple[bytes, bytes]] = {}  # ident -> (caller's identity, request id)
     ident = 0
-    print("Listening for devices", flush=True)
+
+    def reply(caller: bytes, message: bytes) -> None:
+        router.send(caller, zmq.SNDMORE)
+        router.send(message)
+
     def fromCallers() -> None:
-        """Every message ZeroMQ holds: its FD is edge-triggered, and a send may take the edge."""
+        """Every message ZeroMQ holds (its FD is edge-triggered, and a send may take the edge)."""
         nonlocal ident
-        while router.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-            caller, frame = router.recv_multipart()
+        if not router.getsockopt(zmq.EVENTS) & zmq.POLLIN:  # cheaper than a recv raising Again
+            return
+        while True:
+            try:
+                caller = router.recv(zmq.NOBLOCK)
+            except zmq.Again:  # also re-arms the FD
+                return
+            frame = router.recv()  # the rest of a message is there with its first part
             header, _, payload = frame.partition(b"\n")
             _, kind, rid = header.split(b" ", 2)
             body = decode(payload)
             device = devices.get(body.get("imei")) if kind == b"send" else None
             if device is None:
-                router.send_multipart([caller, b"DH3 reply " + rid + b'\n{"result":"no","data":null}'])
+                reply(caller, b"DH3 reply " + rid + b'\n{"result":"no","data":null}')
                 continue
             ident += 1
             waiting[ident] = (caller, rid)
@@ -87,7 +97,7 @@ def main(options) -> None:
                         rest = line[len(ACK):]
                         end = rest.find(b",")
                         caller, rid = waiting.pop(int(rest[:end] if end >= 0 else rest[:-1]))
-                        router.send_multipart([caller, b"DH3 reply " + rid + b'\n{"result":"ok","data":null}'])
+                        reply(caller, b"DH3 reply " + rid + b'\n{"result":"ok","data":null}')
                     elif line.startswith(LOGIN):
                         devices[line[len(LOGIN):line.index(b'"', len(LOGIN))].decode()] = connection
                         connection.send(LOGGED_IN)

@@ -134,6 +134,13 @@ class Bench:
             await process.until("Registered with the broker", 60)
         return process
 
+    async def relay(self, devices: int, frontend: str) -> Process:
+        """bench/relay.py (no devicehub: the floor of a Python hub) on these ports, listening."""
+        process = self.spawn([sys.executable, str(ROOT / "bench" / "relay.py"), "--devices", str(devices),
+                              "--frontend", frontend])
+        await process.until("Listening for devices", 60)
+        return process
+
     async def fleet(self, port: int, count: int, source: str, prefix: str, **extra) -> tuple[Process, dict]:
         args = [sys.executable, str(ROOT / "bench" / "fleet.py"), "--port", str(port), "--count", str(count),
                 "--source", source, "--prefix", prefix]
