@@ -198,7 +198,9 @@ async def test_the_list_shows_devices_as_they_log_in_and_searches_by_prefix(cons
     assert await page.text("page-of") == "page 1 of 2"
     await page.click("#next")
     await page.shows("page-of", "page 2 of 2")
-    listed = await page.run(lambda: [a.text for a in page.driver.find_elements(By.CSS_SELECTOR, "#device-list a")])
+    # Read in one script: the list may be drawn again between finding its links and reading each one.
+    listed = await page.run(page.driver.execute_script,
+                            "return [...document.querySelectorAll('#device-list a')].map(a => a.innerText)")
     assert listed == [f"8620000000000{i:02}" for i in range(50, 55)]
     await page.type("prefix", "86123")
     await page.shows("devices-total", "1 of 57")
