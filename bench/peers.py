@@ -113,7 +113,9 @@ class PeerSystem(System):
         return await reported(self.caller, "per_s", timeout=300, poll=0.005)
 
 
-class Devicehub(System):
+class DemandSystem(System):
+    """devicehub's hub, or the relay in its place: a system whose caller is a Demand in this process."""
+
     def __init__(self, bench: Bench, server: Process, fleet: Process, frontend: str, imeis: list[str],
                  name: str = "devicehub") -> None:
         super().__init__(name, server, fleet)
@@ -189,7 +191,7 @@ class Peers:
         await reported(caller, "ready", timeout=60)
         return PeerSystem(name, server, fleet, caller)
 
-    async def devicehub(self, relay: bool = False) -> Devicehub:
+    async def devicehub(self, relay: bool = False) -> DemandSystem:
         """devicehub's hub, or (C{relay}) bench/relay.py in its place; the same fleet and caller."""
         if relay:
             devices, frontend = free_ports(2)
@@ -200,7 +202,7 @@ class Peers:
         prefix = "r-" if relay else "g-"
         fleet, _ = await self.bench.fleet(devices, self.options.peerDevices, "127.0.7.1" if relay else "127.0.7.4",
                                           prefix, each_write=True)
-        return Devicehub(self.bench, hub, fleet, frontend, [f"{prefix}{i:06}" for i in range(self.options.peerDevices)],
+        return DemandSystem(self.bench, hub, fleet, frontend, [f"{prefix}{i:06}" for i in range(self.options.peerDevices)],
                          "relay" if relay else "devicehub")
 
     # -- the scenario
@@ -231,7 +233,7 @@ class Peers:
                              f"caller {figure['caller_cpu_us_per_command']} us")
         finally:
             for system in systems:
-                if isinstance(system, Devicehub):
+                if isinstance(system, DemandSystem):
                     system.demand.close()
             await self.bench.stopAll()
         cpu = ("server_cpu_us_per_command", "fleet_cpu_us_per_command", "caller_cpu_us_per_command")

@@ -24,7 +24,6 @@ import zmq
 LOGIN = b'{"type":"login","imei":"'
 LOGGED_IN = b'{"type":"login","status":200}\n'
 ACK = b'{"type":"ack","ident":'
-HEADER = b"DH3 "
 
 
 def main(options) -> None:
@@ -102,6 +101,7 @@ def main(options) -> None:
                         devices[line[len(LOGIN):line.index(b'"', len(LOGIN))].decode()] = connection
                         connection.send(LOGGED_IN)
         fromCallers()
+
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
