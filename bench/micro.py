@@ -13,9 +13,14 @@ and take the difference of the two totals over 20 000 (what starting Python cost
   demand        a Demand's send and its answer: the call, its message, its deadline, the
                 reply read back through its link and its Deferred fired (ZeroMQ's send
                 stubbed out; the reactor never runs)
+  dispatch-epoll, dispatch-lean
+                200 loopback TCP connections (devicehub's LeanServer) each read one byte
+                a round, dispatched by Twisted's epoll reactor or by devicehub's
+                (devicehub.common.reactor); a round is one event
 """
 
 import argparse
+import socket
 import sys
 import time
 from pathlib import Path
@@ -23,8 +28,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from twisted.internet import reactor, task  # noqa: E402
+from twisted.internet.epollreactor import EPollReactor  # noqa: E402
+from twisted.internet.protocol import Factory, Protocol  # noqa: E402
 
 from devicehub import Demand  # noqa: E402
+from devicehub.common.listening import LeanServer  # noqa: E402
+from devicehub.common.reactor import LeanEPollReactor  # noqa: E402
 from devicehub.common.results import OK  # noqa: E402
 from devicehub.wire import frames  # noqa: E402
 
@@ -54,14 +63,41 @@ def demand(rounds: int) -> None:
     demand.close()
 
 
+class _Counted(Protocol):
+    received = 0
+
+    def dataReceived(self, data: bytes) -> None:
+        _Counted.received += len(data)
+
+
+def dispatch(poller: type[EPollReactor], rounds: int, connections: int = 200) -> None:
+    own = poller()  # not installed: the global reactor stays untouched
+    port = own.listenTCP(0, Factory.forProtocol(_Counted), backlog=1024, interface="127.0.0.1")
+    port.transport = LeanServer
+    clients = [socket.create_connection(("127.0.0.1", port.getHost().port)) for _ in range(connections)]
+    while len(own.getReaders()) < connections + 2:  # the listener, the waker and each connection
+        own.doIteration(0.1)
+    for done in range(0, rounds, connections):
+        for client in clients[:rounds - done]:
+            client.send(b"x")
+        while _Counted.received < min(rounds, done + connections):
+            own.doIteration(0.1)
+    assert _Counted.received == rounds
+    for client in clients:
+        client.close()
+    port.stopListening()
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    parser.add_argument("case", choices=["decode-send", "decode-reply", "demand"])
+    parser.add_argument("case", choices=["decode-send", "decode-reply", "demand", "dispatch-epoll", "dispatch-lean"])
     parser.add_argument("rounds", type=int)
     options = parser.parse_args()
     started = time.perf_counter()
     if options.case == "demand":
         demand(options.rounds)
+    elif options.case.startswith("dispatch-"):
+        dispatch(EPollReactor if options.case == "dispatch-epoll" else LeanEPollReactor, options.rounds)
     else:
         decode(SEND if options.case == "decode-send" else REPLY, options.rounds)
     print(f"{(time.perf_counter() - started) / options.rounds * 1e6:.2f} us per round")

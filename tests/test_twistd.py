@@ -60,6 +60,8 @@ async def test_twistd_runs_all_roles_and_a_device_answers():
         demand.close()
         await process.stop()
     assert "Node subprocess-node registered with 0 devices" in process.output
+    # twistd chose no reactor: devicehub runs on its own (devicehub.common.reactor)
+    assert "reactor class: devicehub.common.reactor.LeanEPollReactor." in process.output
 
 
 @pytest_twisted.ensureDeferred
