@@ -1,3 +1,4 @@
+import fcntl
 import gc
 import os
 import shutil
@@ -12,18 +13,43 @@ from twisted.web.client import Agent, HTTPConnectionPool
 
 _scratch = pytest.StashKey[tuple[str, str | None]]()
 _left = pytest.StashKey[list[str]]()
+_ALONE = "alone.lock"
+"""In the session's directory: the lock that runs a test marked C{alone} while no other test runs."""
+
+
+def _worker(config) -> bool:
+    """Whether this is one of pytest-xdist's workers (the suite runs on two: setup.cfg)."""
+    return hasattr(config, "workerinput")
 
 
 def pytest_configure(config):
     """
     Give the session a temporary directory of its own, removed at the end: TMPDIR for this
     process and the processes it starts, and the root of pytest's C{tmp_path} directories
-    (unless C{--basetemp} is given, which keeps them for a look after the run).
+    (unless C{--basetemp} is given, which keeps them for a look after the run). pytest-xdist's
+    workers use their controller's, which checks and removes it once they are done: a
+    directory of their own inside it would make Chromium's socket path too long (108 bytes).
     """
+    config.addinivalue_line("markers", "alone: runs while no other test runs (it measures time against a baseline)")
+    if _worker(config):
+        config.stash[_scratch] = os.environ["TMPDIR"], None
+        return
     scratch = tempfile.mkdtemp(prefix="devicehub-pytest-")
     config.stash[_scratch] = scratch, os.environ.get("TMPDIR")
     os.environ["TMPDIR"] = scratch
     tempfile.tempdir = None  # gettempdir() reads TMPDIR again
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """
+    Each test holds the session's lock, shared, from its setup to its teardown (the module's
+    fixtures it starts or stops included); one marked C{alone} holds it exclusively, so that
+    the other worker runs nothing meanwhile.
+    """
+    with open(os.path.join(item.config.stash[_scratch][0], _ALONE), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX if item.get_closest_marker("alone") else fcntl.LOCK_SH)
+        return (yield)  # closing the file releases the lock
 
 
 def pytest_collection_finish(session):
@@ -37,8 +63,10 @@ def pytest_collection_finish(session):
 
 def pytest_sessionfinish(session):
     """Fail a passing run whose tests left anything but C{tmp_path} directories behind."""
+    if _worker(session.config):  # the other worker may be using the directory now: the controller checks it after both
+        return
     scratch, _ = session.config.stash[_scratch]
-    left = sorted(name for name in os.listdir(scratch) if not name.startswith("pytest-of-"))
+    left = sorted(name for name in os.listdir(scratch) if not name.startswith("pytest-of-") and name != _ALONE)
     session.config.stash[_left] = left
     if left and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
@@ -52,6 +80,8 @@ def pytest_terminal_summary(terminalreporter, config):
 
 
 def pytest_unconfigure(config):
+    if _worker(config):
+        return
     scratch, previous = config.stash[_scratch]
     shutil.rmtree(scratch, ignore_errors=True)
     if previous is None:

@@ -8,6 +8,7 @@ import json
 import signal
 import time
 
+import pytest
 import pytest_twisted
 import treq
 from twisted.internet import reactor
@@ -117,6 +118,7 @@ def echo(command: dict) -> dict:
     return command["data"]
 
 
+@pytest.mark.alone  # bounds on how long callers wait: another test's load would move them
 @pytest_twisted.ensureDeferred
 async def test_killing_either_broker_under_load_loses_nothing_and_executes_nothing_twice(brokers):
     await brokers.startBroker(0)

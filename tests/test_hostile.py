@@ -150,6 +150,7 @@ class Flooder(Protocol):
         self.received += data.count(b"\n")
 
 
+@pytest.mark.alone  # bounds on a quiet device's latency: another test's load would move them
 @pytest_twisted.ensureDeferred
 async def test_a_flooding_device_does_not_starve_a_quiet_one():
     hub = await Hub(api=False).start()

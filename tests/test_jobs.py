@@ -147,6 +147,7 @@ async def test_a_bad_job_is_refused_in_words(http, body, says):
     await hub.stop()
 
 
+@pytest.mark.alone  # latencies against a baseline: another test's load would move them
 @pytest_twisted.ensureDeferred
 async def test_a_job_holds_a_bounded_number_of_commands_in_flight_and_others_are_not_starved(fleet, http):
     hub, devices = fleet
