@@ -13,6 +13,9 @@ and take the difference of the two totals over 20 000 (what starting Python cost
   demand        a Demand's send and its answer: the call, its message, its deadline, the
                 reply read back through its link and its Deferred fired (ZeroMQ's send
                 stubbed out; the reactor never runs)
+  demand-window the same with 200 calls in flight, the replies read in batches of 20 (the
+                issue's shape: the calls' timer stays set, the calls made while a batch is
+                handled leave after it)
   dispatch-epoll, dispatch-lean
                 200 loopback TCP connections (devicehub's LeanServer) each read one byte
                 a round, dispatched by Twisted's epoll reactor or by devicehub's
@@ -63,6 +66,37 @@ def demand(rounds: int) -> None:
     demand.close()
 
 
+def demandWindow(rounds: int, window: int = 200, batch: int = 20) -> None:
+    demand = Demand("tcp://127.0.0.1:1", timeout=30, reactor=reactor, clock=task.Clock())
+    link = demand._calls.brokers.links[0]
+    sent: list[list[bytes]] = []
+    link._socket.sendFrames = sent.append
+    imeis = [f"g-{i:06}" for i in range(1000)]
+    issued = acked = 0
+
+    def call() -> None:
+        nonlocal issued
+        demand.send(imeis[issued % 1000], "0x10", issued).addCallback(answered)
+        issued += 1
+
+    def answered(result: str) -> None:
+        nonlocal acked
+        acked += result == OK
+        if issued < rounds:
+            call()
+
+    for _ in range(window):
+        call()
+    while sent:
+        replies, sent[:] = sent[:batch], sent[batch:]
+        for raw in replies:
+            rid = raw[0].partition(b"\n")[0].split(b" ")[2]
+            link.received([b"DH3 reply " + rid + b'\n{"result":"ok","data":null}'])
+        link._sendHeld()  # what the end of a batch of ZeroMQ messages does
+    assert acked == rounds
+    demand.close()
+
+
 class _Counted(Protocol):
     received = 0
 
@@ -90,12 +124,14 @@ def dispatch(poller: type[EPollReactor], rounds: int, connections: int = 200) ->
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    parser.add_argument("case", choices=["decode-send", "decode-reply", "demand", "dispatch-epoll", "dispatch-lean"])
+    parser.add_argument("case", choices=["decode-send", "decode-reply", "demand", "demand-window", "dispatch-epoll", "dispatch-lean"])
     parser.add_argument("rounds", type=int)
     options = parser.parse_args()
     started = time.perf_counter()
     if options.case == "demand":
         demand(options.rounds)
+    elif options.case == "demand-window":
+        demandWindow(options.rounds)
     elif options.case.startswith("dispatch-"):
         dispatch(EPollReactor if options.case == "dispatch-epoll" else LeanEPollReactor, options.rounds)
     else:

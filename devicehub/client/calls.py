@@ -26,6 +26,17 @@ RESEND_INTERVAL = 0.02
 """Seconds between attempts to hand ZeroMQ a call it could not queue (no broker connected)."""
 
 
+class _Call:
+    """One call waiting for its answer: its Deferred, what the answer's body is made into, its deadline."""
+
+    __slots__ = ("answer", "convert", "deadline")
+
+    def __init__(self, answer: "Deferred[Any]", convert: Callable[[dict[str, Any]], Any] | None) -> None:
+        self.answer = answer
+        self.convert = convert
+        self.deadline: Deadline | None = None
+
+
 class _Sent(NamedTuple):
     message: Message
     broker: int
@@ -44,11 +55,9 @@ class Calls:
         self._clock = clock
         self.brokers = Brokers(reactor, clock, frontends, self._answered, curve=curve, local=local, onChange=self._rescue,
                                notSent=self._notSent)
-        self.pending: dict[bytes, Deferred[Any]] = {}
-        self._converts: dict[bytes, Callable[[dict[str, Any]], Any]] = {}
-        """What the answer's body of a call is made into, when not the body itself."""
+        self.pending: dict[bytes, _Call] = {}
+        """The calls waiting for their answers, by request id (one map: a call costs one entry)."""
         self._deadlines = Deadlines(clock)
-        self._timers: dict[bytes, Deadline] = {}
         self._sent: dict[bytes, _Sent] = {}
         """With several brokers: each unanswered call, and the brokers it went to."""
         self._unsent: deque[Message] = deque()
@@ -64,12 +73,10 @@ class Calls:
             self._resend.cancel()
         self._unsent.clear()
         pending, self.pending = self.pending, {}
-        self._timers.clear()
-        self._converts.clear()
         self._sent.clear()
         self._deadlines.stop()
         for waiting in pending.values():
-            waiting.errback(BrokerUnavailable("the Demand was closed"))
+            waiting.answer.errback(BrokerUnavailable("the Demand was closed"))
 
     def call(
         self, kind: bytes, body: dict[str, Any], wait: float, convert: Callable[[dict[str, Any]], Any] | None = None
@@ -92,10 +99,8 @@ class Calls:
         if len(message.payload) > frames.MAX_MESSAGE:
             return fail(ValueError(f"request larger than {frames.MAX_MESSAGE} bytes"))
         answer: Deferred[Any] = Deferred(partial(self._cancelled, rid))
-        self.pending[rid] = answer
-        if convert is not None:
-            self._converts[rid] = convert
-        self._timers[rid] = self._deadlines.callLater(wait + self.margin, self._expire, rid, wait + self.margin)
+        waiting = self.pending[rid] = _Call(answer, convert)
+        waiting.deadline = self._deadlines.callLater(wait + self.margin, self._expire, rid, wait + self.margin)
         if self._resend is None and not self._unsent:  # nothing waits before it: straight to ZeroMQ
             try:
                 self._sendNow(message)
@@ -112,14 +117,16 @@ class Calls:
 
     def _forget(self, rid: bytes) -> "Deferred[Any]":
         """The call's Deferred, which nothing else waits for now (a callback of its own would cost each call ~0.4 us)."""
-        self._timers.pop(rid).cancel()
-        self._sent.pop(rid, None)
-        self._converts.pop(rid, None)
-        return self.pending.pop(rid)
+        waiting = self.pending.pop(rid)
+        waiting.deadline.cancel()
+        if self._sent:
+            self._sent.pop(rid, None)
+        return waiting.answer
 
     def _cancelled(self, rid: bytes, answer: "Deferred[dict[str, Any]]") -> None:
         """The caller gave up on the call: it is forgotten now (its answer, if one comes, is dropped)."""
-        if self.pending.get(rid) is answer:
+        waiting = self.pending.get(rid)
+        if waiting is not None and waiting.answer is answer:
             self._forget(rid)
 
     def _sendNow(self, message: Message, avoid: frozenset[int] = frozenset()) -> None:
@@ -172,26 +179,26 @@ class Calls:
                 return
             except zmq.Again:
                 pass
-        convert = self._converts.get(message.rid)
-        self._forget(message.rid)
+        convert = waiting.convert
+        answer = self._forget(message.rid)
         if message.kind == b"reply":
             if convert is None:
-                waiting.callback(message.body)
+                answer.callback(message.body)
                 return
             try:
                 value = convert(message.body)
             except Exception:
-                waiting.errback(Failure())
+                answer.errback(Failure())
             else:
-                waiting.callback(value)
+                answer.callback(value)
         elif message.kind == b"error" and message.body["code"] == "invalid":
-            waiting.errback(RequestRejected(message.body["error"]))
+            answer.errback(RequestRejected(message.body["error"]))
         elif message.kind == b"error" and message.body["code"] == "busy":
-            waiting.errback(Busy(message.body["error"]))
+            answer.errback(Busy(message.body["error"]))
         elif message.kind == b"error" and message.body["code"] == "store":
-            waiting.errback(CommandStoreFailed(message.body["error"]))
+            answer.errback(CommandStoreFailed(message.body["error"]))
         elif message.kind == b"error":
-            waiting.errback(BrokerUnavailable(message.body["error"]))
+            answer.errback(BrokerUnavailable(message.body["error"]))
         else:
-            waiting.errback(BrokerUnavailable(f"unexpected {message.kind!r} from the broker"))
+            answer.errback(BrokerUnavailable(f"unexpected {message.kind!r} from the broker"))
 

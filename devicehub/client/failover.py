@@ -138,11 +138,12 @@ class Brokers:
         self._choose()
 
     def _received(self, index: int, message: Message) -> None:
-        wasUp = self.up(index)
-        self.heard[index] = self.clock.seconds()
         if message.rid == PING:
+            wasUp = self.up(index)
+            self.heard[index] = self.clock.seconds()
             self.warm[index] = message.kind == b"reply" and message.body.get("warm") is True
             if not wasUp:
                 self._choose()
             return
+        self.heard[index] = self.clock.seconds()
         self.deliver(index, message)
