@@ -133,6 +133,8 @@ async def test_a_job_to_a_prefix_or_to_all_takes_the_devices_online_when_it_star
     ({"instruct": "x", "all": True, "prefix": "86"}, "exactly one of"),
     ({"instruct": "x", "imeis": []}, "imeis must be"),
     ({"instruct": "x", "imeis": ["ok", "not valid"]}, "invalid imei"),
+    ({"instruct": "x", "imeis": [None, None], "queue": True}, "invalid imei None"),  # found by schemathesis
+    ({"instruct": "x", "imeis": ["ok", 7]}, "invalid imei 7"),
     ({"instruct": "x", "all": False}, "all must be true"),
     ({"instruct": "", "all": True}, "instruct"),
     ({"instruct": "x", "all": True, "timeout": 301}, "timeout"),

@@ -24,9 +24,9 @@ def jobRequest(body: dict[str, Any], commandTimeout: float) -> tuple[dict[str, A
     if target == "imeis":
         if not isinstance(value, list) or not 0 < len(value) <= MAX_DEVICES:
             raise BadInput(f"imeis must be a list of 1 to {MAX_DEVICES} imeis")
-        bad = next((imei for imei in value if not isinstance(imei, str) or not is_valid_imei(imei)), None)
-        if bad is not None:
-            raise BadInput(f"invalid imei {bad!r} in imeis")
+        for imei in value:
+            if not is_valid_imei(imei):  # null too: no sentinel that an item could be
+                raise BadInput(f"invalid imei {imei!r} in imeis")
     elif target == "prefix":
         if not isinstance(value, str) or not value or not is_valid_imei(value):
             raise BadInput("prefix must be the start of an imei (letters, digits, . _ : -)")
