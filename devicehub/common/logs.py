@@ -47,6 +47,10 @@ class Throttled:
             bucket[2] = 0
         self.logger.emit(level, format, **kwargs)
 
+    def reset(self) -> None:
+        """Every format gets its whole share again, and nothing is counted as left out."""
+        self._buckets.clear()
+
     def debug(self, format: str, **kwargs: Any) -> None:
         self.emit(LogLevel.debug, format, **kwargs)
 
