@@ -30,7 +30,7 @@ def pytest_configure(config):
     workers use their controller's, which checks and removes it once they are done: a
     directory of their own inside it would make Chromium's socket path too long (108 bytes).
     """
-    config.addinivalue_line("markers", "alone: runs while no other test runs (it measures time against a baseline)")
+    config.addinivalue_line("markers", "alone: runs while no other test runs (it bounds a latency, which another test's load would move)")
     if _worker(config):
         config.stash[_scratch] = os.environ["TMPDIR"], None
         return
