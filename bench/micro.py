@@ -16,6 +16,11 @@ and take the difference of the two totals over 20 000 (what starting Python cost
   demand-window the same with 200 calls in flight, the replies read in batches of 20 (the
                 issue's shape: the calls' timer stays set, the calls made while a batch is
                 handled leave after it)
+  device        a node's command to a JSON Lines device and its ack: Node.execute, the
+                session's pending command and its deadline, the codec's line written, the
+                ack line read back through the session's intake and the reply fired
+                (a StringTransport in place of the socket; the reactor never runs; another
+                device's command waits meanwhile, so the node's timer stays set)
   dispatch-epoll, dispatch-lean
                 200 loopback TCP connections (devicehub's LeanServer) each read one byte
                 a round, dispatched by Twisted's epoll reactor or by devicehub's
@@ -97,6 +102,35 @@ def demandWindow(rounds: int, window: int = 200, batch: int = 20) -> None:
     demand.close()
 
 
+def device(rounds: int) -> None:
+    from twisted.internet.testing import StringTransport
+
+    from devicehub.common.metrics import Metrics
+    from devicehub.devices.session import DeviceFactory, DeviceSettings
+    from devicehub.node.node import Node
+
+    clock = task.Clock()
+    node = Node("micro", commandTimeout=30.0, clock=clock, metrics=Metrics())
+    factory = DeviceFactory(node, clock, DeviceSettings())
+    connected = []
+    for imei in ("861234567890123", "861234567890124"):
+        session, transport = factory.buildProtocol(None), StringTransport()
+        session.makeConnection(transport)
+        session.dataReceived(b'{"type":"login","imei":"%s"}\n' % imei.encode())
+        transport.clear()
+        connected.append((session, transport))
+    session, transport = connected[0]
+    # Another device's command, never acked: the node's timer stays set, as with a window.
+    node.execute("861234567890124", "0x10", None, 30.0, True)
+    replies = []
+    for i in range(rounds):
+        node.execute("861234567890123", "0x10", i, 30.0, True).addCallback(replies.append)
+        ident = transport.value().partition(b'"ident":')[2].partition(b",")[0]
+        transport.clear()
+        session.dataReceived(b'{"type":"ack","ident":' + ident + b"}\n")
+    assert len(replies) == rounds and all(reply.result == OK for reply in replies)
+
+
 class _Counted(Protocol):
     received = 0
 
@@ -124,7 +158,8 @@ def dispatch(poller: type[EPollReactor], rounds: int, connections: int = 200) ->
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    parser.add_argument("case", choices=["decode-send", "decode-reply", "demand", "demand-window", "dispatch-epoll", "dispatch-lean"])
+    parser.add_argument("case", choices=["decode-send", "decode-reply", "demand", "demand-window", "device", "dispatch-epoll",
+                                           "dispatch-lean"])
     parser.add_argument("rounds", type=int)
     options = parser.parse_args()
     started = time.perf_counter()
@@ -132,6 +167,8 @@ if __name__ == "__main__":
         demand(options.rounds)
     elif options.case == "demand-window":
         demandWindow(options.rounds)
+    elif options.case == "device":
+        device(options.rounds)
     elif options.case.startswith("dispatch-"):
         dispatch(EPollReactor if options.case == "dispatch-epoll" else LeanEPollReactor, options.rounds)
     else:

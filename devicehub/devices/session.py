@@ -275,7 +275,8 @@ class DeviceSession(LoginStep, TwistedProtocol):
     def _answer(self, message: Answer) -> None:
         if not self._loggedIn():
             return
-        self.write(message.reply)
+        if message.reply:  # most protocols' acks want none
+            self.write(message.reply)
         pending = self._pending
         if (pending is None or not pending.answer(message.key, message.fallback, message.data)) and (
                 message.unmatched is not None):
