@@ -25,7 +25,7 @@ def jobRequest(body: dict[str, Any], commandTimeout: float) -> tuple[dict[str, A
         if not isinstance(value, list) or not 0 < len(value) <= MAX_DEVICES:
             raise BadInput(f"imeis must be a list of 1 to {MAX_DEVICES} imeis")
         for imei in value:
-            if not is_valid_imei(imei):  # null too: no sentinel that an item could be
+            if not is_valid_imei(imei):  # each one, null included (a None sentinel let nulls pass)
                 raise BadInput(f"invalid imei {imei!r} in imeis")
     elif target == "prefix":
         if not isinstance(value, str) or not value or not is_valid_imei(value):
