@@ -392,7 +392,7 @@ async def main(reactor, options) -> dict:
         probe = Demand(frontend, timeout=10)
         await sleep(0.5)
         baseRss = broker.rss_kib()
-        registered = await ask(fleet, "registered", op="register", perNode=0)
+        await ask(fleet, "registered", op="register", perNode=0)
         progress(f"{options.nodes} simulated nodes registered")
         results["broker_rss_kib_empty"] = baseRss
         levels = []
