@@ -21,6 +21,11 @@ and take the difference of the two totals over 20 000 (what starting Python cost
                 ack line read back through the session's intake and the reply fired
                 (a StringTransport in place of the socket; the reactor never runs; another
                 device's command waits meanwhile, so the node's timer stays set)
+  broker        the broker's part of a command to a node of its own process (the fused
+                path), 200 in flight, the requests read in batches of 20: the request
+                decoded, routed with its id, slot and deadline, executed as a call on the
+                next turn (the node stubbed: its reply ready at once), answered on the turn
+                after and the reply encoded (the sockets stubbed; a task.Clock's turns)
   dispatch-epoll, dispatch-lean
                 200 loopback TCP connections (devicehub's LeanServer) each read one byte
                 a round, dispatched by Twisted's epoll reactor or by devicehub's
@@ -131,6 +136,42 @@ def device(rounds: int) -> None:
     assert len(replies) == rounds and all(reply.result == OK for reply in replies)
 
 
+def broker(rounds: int, window: int = 200, batch: int = 20) -> None:
+    from twisted.internet.defer import succeed
+
+    from devicehub.broker.broker import Broker
+    from devicehub.broker.settings import BrokerSettings
+    from devicehub.common.metrics import Metrics
+    from devicehub.common.results import Reply
+
+    clock = task.Clock()
+    answered: list[list[bytes]] = []
+    hub = Broker(clock, lambda peer, message: answered.append(message.frames()) or True,
+                 lambda peer, message: bool(message.frames()), BrokerSettings(warmup=0), Metrics())
+    ok = Reply(OK)
+    hub.routes.local[b"N1"] = lambda body: succeed(ok)
+    imeis = [f"86123456789{i:04}" for i in range(1000)]
+    hub.fromNode([b"N1", *frames.encode(b"hello", b"", {"node": "node-1", "instance": "N1",
+                                                          "devices": [[imei, i, 0.0] for i, imei in enumerate(imeis)]})])
+    while len(hub.directory) < len(imeis):  # the snapshot is loaded in parts, a part a turn
+        clock.advance(0)
+    bodies = [frames.encode(b"send", b"", {"imei": imei, "instruct": "0x10", "data": 1, "timeout": 30.0,
+                                           "wait": True})[0].partition(b"\n")[2] for imei in imeis]
+    issued, replies, waiting = 0, 0, []
+    while replies < rounds:
+        while issued < rounds and issued - replies < window:
+            waiting.append(b"DH3 send %x\n%s" % (issued, bodies[issued % 1000]))
+            issued += 1
+        for request in waiting[:batch]:
+            hub.fromClient([b"C", request])
+        del waiting[:batch]
+        clock.advance(0)  # executed
+        clock.advance(0)  # answered
+        replies += len(answered)
+        assert all(b'"result":"ok"' in reply[0] for reply in answered)
+        answered.clear()
+
+
 class _Counted(Protocol):
     received = 0
 
@@ -158,8 +199,8 @@ def dispatch(poller: type[EPollReactor], rounds: int, connections: int = 200) ->
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    parser.add_argument("case", choices=["decode-send", "decode-reply", "demand", "demand-window", "device", "dispatch-epoll",
-                                           "dispatch-lean"])
+    parser.add_argument("case", choices=["decode-send", "decode-reply", "demand", "demand-window", "device", "broker",
+                                           "dispatch-epoll", "dispatch-lean"])
     parser.add_argument("rounds", type=int)
     options = parser.parse_args()
     started = time.perf_counter()
@@ -169,6 +210,8 @@ if __name__ == "__main__":
         demandWindow(options.rounds)
     elif options.case == "device":
         device(options.rounds)
+    elif options.case == "broker":
+        broker(options.rounds)
     elif options.case.startswith("dispatch-"):
         dispatch(EPollReactor if options.case == "dispatch-epoll" else LeanEPollReactor, options.rounds)
     else:
