@@ -97,3 +97,15 @@ def test_scale_benchmark_quick_run_produces_every_figure_and_chart(tmp_path):
     assert all(events[name]["finds"] > 0 for name in ("quiet", "release_node", "snapshot_node", "release_big"))
     assert results["restart"]["devices"] == 50_000 and results["restart"]["total_answers_every_device_s"] > 0
     assert (tmp_path / "scale.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_every_micro_benchmark_case_runs_and_checks_its_own_answers():
+    """bench/micro.py's cases (each asserts what it got back: every call acked, every byte read)."""
+    cases = ["decode-send", "decode-reply", "demand", "demand-window", "device", "broker", "dispatch-epoll",
+             "dispatch-lean"]
+    runs = {case: subprocess.Popen([sys.executable, str(ROOT / "bench" / "micro.py"), case, "400"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for case in cases}
+    for case, run in runs.items():
+        out, err = run.communicate(timeout=120)
+        assert run.returncode == 0, (case, err[-2000:])
+        assert out.endswith(" us per round\n") and float(out.split()[0]) > 0, (case, out)
