@@ -17,6 +17,7 @@ import tempfile
 import pytest
 import pytest_twisted
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
@@ -110,8 +111,15 @@ class Page:
 
         await self.run(typing)
 
-    async def click(self, selector: str) -> None:
-        await self.run(lambda: self.driver.find_element(By.CSS_SELECTOR, selector).click())
+    async def click(self, selector: str, timeout: float = 10.0) -> None:
+        """Click what C{selector} names; found again if the page redrew it meanwhile (a stale element is not clicked)."""
+
+        def clicked(driver):
+            driver.find_element(By.CSS_SELECTOR, selector).click()
+            return True
+
+        wait = WebDriverWait(self.driver, timeout, ignored_exceptions=(StaleElementReferenceException,))
+        await self.run(lambda: wait.until(clicked, f"{selector} could not be clicked"))
 
     async def phone(self, on: bool = True) -> None:
         if on:
