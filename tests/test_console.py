@@ -83,11 +83,23 @@ class Page:
         await self.run(self.driver.get, self.hub.url + "/" + fragment)
 
     async def until(self, condition, timeout: float = 10.0, message: str = ""):
-        """Wait for C{condition(driver)} to be true (explicitly: no sleeps); return its value."""
-        return await self.run(lambda: WebDriverWait(self.driver, timeout).until(condition, message))
+        """
+        Wait for C{condition(driver)} to be true (explicitly: no sleeps); return its value. It
+        is asked again when an element it found was redrawn meanwhile (a stale element).
+        """
+        wait = WebDriverWait(self.driver, timeout, ignored_exceptions=(StaleElementReferenceException,))
+        return await self.run(lambda: wait.until(condition, message))
 
     async def text(self, id: str) -> str:
-        return await self.run(lambda: self.driver.find_element(By.ID, id).text)
+        def read():
+            for _ in range(4):  # found again if the page redrew it between finding and reading
+                try:
+                    return self.driver.find_element(By.ID, id).text
+                except StaleElementReferenceException:
+                    pass
+            return self.driver.find_element(By.ID, id).text
+
+        return await self.run(read)
 
     async def shows(self, id: str, wanted, timeout: float = 10.0) -> str:
         """Wait until element C{id} is displayed with text matching C{wanted} (a string it contains, or a regex)."""
@@ -111,15 +123,14 @@ class Page:
 
         await self.run(typing)
 
-    async def click(self, selector: str, timeout: float = 10.0) -> None:
-        """Click what C{selector} names; found again if the page redrew it meanwhile (a stale element is not clicked)."""
+    async def click(self, selector: str) -> None:
+        """Click what C{selector} names (found again if the page redrew it: a stale element is not clicked)."""
 
         def clicked(driver):
             driver.find_element(By.CSS_SELECTOR, selector).click()
             return True
 
-        wait = WebDriverWait(self.driver, timeout, ignored_exceptions=(StaleElementReferenceException,))
-        await self.run(lambda: wait.until(clicked, f"{selector} could not be clicked"))
+        await self.until(clicked, message=f"{selector} could not be clicked")
 
     async def phone(self, on: bool = True) -> None:
         if on:
