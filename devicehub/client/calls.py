@@ -31,10 +31,11 @@ class _Call:
 
     __slots__ = ("answer", "convert", "deadline")
 
-    def __init__(self, answer: "Deferred[Any]", convert: Callable[[dict[str, Any]], Any] | None) -> None:
+    def __init__(self, answer: "Deferred[Any]", convert: Callable[[dict[str, Any]], Any] | None,
+                 deadline: Deadline) -> None:
         self.answer = answer
         self.convert = convert
-        self.deadline: Deadline | None = None
+        self.deadline = deadline
 
 
 class _Sent(NamedTuple):
@@ -99,8 +100,8 @@ class Calls:
         if len(message.payload) > frames.MAX_MESSAGE:
             return fail(ValueError(f"request larger than {frames.MAX_MESSAGE} bytes"))
         answer: Deferred[Any] = Deferred(partial(self._cancelled, rid))
-        waiting = self.pending[rid] = _Call(answer, convert)
-        waiting.deadline = self._deadlines.callLater(wait + self.margin, self._expire, rid, wait + self.margin)
+        deadline = self._deadlines.callLater(wait + self.margin, self._expire, rid, wait + self.margin)
+        self.pending[rid] = _Call(answer, convert, deadline)
         if self._resend is None and not self._unsent:  # nothing waits before it: straight to ZeroMQ
             try:
                 self._sendNow(message)
