@@ -60,16 +60,24 @@ def decode(raw: list[bytes], rounds: int) -> None:
         frames.decode(raw)
 
 
-def demand(rounds: int) -> None:
+IMEIS = [f"g-{i:06}" for i in range(1000)]
+
+
+def stubbedDemand():
+    """A Demand whose ZeroMQ sends are kept in a list instead; its link, to answer through."""
     demand = Demand("tcp://127.0.0.1:1", timeout=30, reactor=reactor, clock=task.Clock())
     link = demand._calls.brokers.links[0]
     sent: list[list[bytes]] = []
     link._socket.sendFrames = sent.append
+    return demand, link, sent
+
+
+def demand(rounds: int) -> None:
+    demand, link, sent = stubbedDemand()
     acked = []
-    imeis = [f"g-{i:06}" for i in range(1000)]
     for i in range(rounds):
-        demand.send(imeis[i % 1000], "0x10", i).addCallback(acked.append)
-        rid = sent.pop()[0].partition(b"\n")[0].split(b" ")[2]
+        demand.send(IMEIS[i % 1000], "0x10", i).addCallback(acked.append)
+        rid = sent.pop()[0].partition(b"\n")[0].split(b" ")[2]  # inline, not a helper: the rounds count it
         link.received([b"DH3 reply " + rid + b'\n{"result":"ok","data":null}'])
         link._sendHeld()  # what the end of a batch of ZeroMQ messages does
     assert acked == [OK] * rounds
@@ -77,16 +85,12 @@ def demand(rounds: int) -> None:
 
 
 def demandWindow(rounds: int, window: int = 200, batch: int = 20) -> None:
-    demand = Demand("tcp://127.0.0.1:1", timeout=30, reactor=reactor, clock=task.Clock())
-    link = demand._calls.brokers.links[0]
-    sent: list[list[bytes]] = []
-    link._socket.sendFrames = sent.append
-    imeis = [f"g-{i:06}" for i in range(1000)]
+    demand, link, sent = stubbedDemand()
     issued = acked = 0
 
     def call() -> None:
         nonlocal issued
-        demand.send(imeis[issued % 1000], "0x10", issued).addCallback(answered)
+        demand.send(IMEIS[issued % 1000], "0x10", issued).addCallback(answered)
         issued += 1
 
     def answered(result: str) -> None:
