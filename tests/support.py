@@ -6,6 +6,7 @@ import random
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -29,6 +30,15 @@ from devicehub.tap import apiRole, brokerRole, nodeRole
 LOCAL = "tcp://127.0.0.1:*"
 ROOT = Path(__file__).resolve().parent.parent
 TWISTD = str(Path(sys.executable).parent / "twistd")
+
+
+def sample_session(sample: Path, *options: str, **environ: str) -> subprocess.CompletedProcess:
+    """A pytest session of the test file C{sample} in a process of its own, as the suite runs (its setup.cfg and conftest)."""
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-c", str(ROOT / "setup.cfg"), "--rootdir", str(ROOT),
+         "-p", "tests.conftest", *options, str(sample)],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **environ}, capture_output=True, text=True, timeout=120,
+    )
 
 
 def free_ports(count: int) -> list[int]:

@@ -1,12 +1,9 @@
 """A test marked C{alone} (tests/conftest.py) runs while the suite's other worker runs nothing."""
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
-from .support import ROOT
+from .support import sample_session
 
 SAMPLE = '''
 import json, os, time
@@ -36,12 +33,7 @@ def test_a_test_marked_alone_overlaps_no_other(tmp_path):
     sample = tmp_path / "test_sample.py"
     sample.write_text(textwrap.dedent(SAMPLE))
     spans = tmp_path / "spans"
-    run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-c", str(ROOT / "setup.cfg"), "--rootdir", str(ROOT),
-         "-p", "tests.conftest", "-n", "2", str(sample)],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "SPANS": str(spans)},
-        capture_output=True, text=True, timeout=120,
-    )
+    run = sample_session(sample, "-n", "2", SPANS=str(spans))
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "7 passed" in run.stdout
     recorded = {name: (start, end) for name, start, end in map(json.loads, spans.read_text().splitlines())}

@@ -1,11 +1,8 @@
 """A test run leaves nothing in the temporary directory (the bench's run is checked in test_bench)."""
 
-import os
-import subprocess
-import sys
 import textwrap
 
-from .support import ROOT
+from .support import sample_session
 
 SAMPLE = '''
 import pytest_twisted
@@ -39,12 +36,7 @@ def test_a_session_of_the_test_helpers_leaves_nothing_in_tmpdir(tmp_path):
     scratch.mkdir()
     sample = tmp_path / "test_sample.py"
     sample.write_text(textwrap.dedent(SAMPLE))
-    run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-c", str(ROOT / "setup.cfg"), "--rootdir", str(ROOT),
-         "-p", "tests.conftest", str(sample)],
-        cwd=ROOT, env={**os.environ, "TMPDIR": str(scratch), "PYTHONPATH": str(ROOT)},
-        capture_output=True, text=True, timeout=120,
-    )
+    run = sample_session(sample, TMPDIR=str(scratch))
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "2 passed" in run.stdout
     assert list(scratch.iterdir()) == []
