@@ -24,6 +24,10 @@ TCP for devicehub, over TCP alone for its peers.
   relay      no devicehub: bench/relay.py, a bare epoll loop that relays the Demand's
              commands to the devices and their acks back, in Python (the floor of a Python
              hub's CPU and latency with devicehub's transports); devicehub's fleet and caller
+  relay_twisted   the same relay on Twisted (devicehub's reactor, its txZMQ socket, a
+             Protocol per device): the floor of a hub on the stack devicehub is built on
+  relay_deferred  relay_twisted plus a Deferred and a deadline per command, at one role:
+             the floor of such a hub that also follows the project's idiom for every wait
 
 The fleets connect from 127.0.7.x source addresses, none of which the other scenarios use.
 """
@@ -52,7 +56,10 @@ from tests.support import free_ports  # noqa: E402
 MOSQUITTO = "/usr/sbin/mosquitto"
 NATS_SERVER = "/usr/sbin/nats-server"
 SYSTEMS = ("mosquitto", "nats", "devicehub")
-"""The systems measured for commands and memory; the relay (bench/relay.py) is measured for commands only."""
+"""The systems measured for commands and memory; the relays (bench/relay.py) are measured for commands only."""
+RELAYS = {"relay": ("epoll", "127.0.7.1"), "relay_twisted": ("twisted", "127.0.7.20"),
+          "relay_deferred": ("deferred", "127.0.7.21")}
+"""Each relay in the hub's place: its name in the results, its kind (L{Bench.relay}) and its fleet's source address."""
 # The issue's targets for devicehub and their limits: the rate must reach its limit, the rest stay under theirs.
 TARGETS = {
     "rate_at_least_1_2x_mosquitto": 1.2,
@@ -191,19 +198,20 @@ class Peers:
         await reported(caller, "ready", timeout=60)
         return PeerSystem(name, server, fleet, caller)
 
-    async def devicehub(self, relay: bool = False) -> DemandSystem:
-        """devicehub's hub, or (C{relay}) bench/relay.py in its place; the same fleet and caller."""
-        if relay:
+    async def devicehub(self, relay: str | None = None) -> DemandSystem:
+        """devicehub's hub, or bench/relay.py in its place (C{relay}: a name of L{RELAYS}); the same fleet and caller."""
+        if relay is not None:
+            kind, source = RELAYS[relay]
             devices, frontend = free_ports(2)
             frontend = f"tcp://127.0.0.1:{frontend}"
-            hub = await self.bench.relay(devices, frontend)
+            hub = await self.bench.relay(devices, frontend, kind)
         else:
             hub, devices, frontend = await self.hub()
+            source = "127.0.7.4"
         prefix = "r-" if relay else "g-"
-        fleet, _ = await self.bench.fleet(devices, self.options.peerDevices, "127.0.7.1" if relay else "127.0.7.4",
-                                          prefix, each_write=True)
+        fleet, _ = await self.bench.fleet(devices, self.options.peerDevices, source, prefix, each_write=True)
         return DemandSystem(self.bench, hub, fleet, frontend, [f"{prefix}{i:06}" for i in range(self.options.peerDevices)],
-                         "relay" if relay else "devicehub")
+                            relay or "devicehub")
 
     # -- the scenario
 
@@ -213,7 +221,7 @@ class Peers:
         systems = [await self.peer("mosquitto", "mqtt", "127.0.7.2", "m-"),
                    await self.peer("nats", "nats", "127.0.7.3", "n-"),
                    await self.devicehub(),
-                   await self.devicehub(relay=True)]
+                   *[await self.devicehub(relay) for relay in RELAYS]]
         try:
             for system in systems:
                 await system.run(options.peerWarmUp, options.peerWindow)
@@ -308,7 +316,7 @@ def ratios(result: dict) -> dict:
                                                              theirs["window"]["median_server_cpu_us_per_command"])
     figures["cpu_us_per_command_window"] = {  # each the median of the runs
         name: {role: result[name]["window"][f"median_{role}_cpu_us_per_command"] for role in ("server", "fleet", "caller")}
-        for name in (*SYSTEMS, "relay")}
+        for name in (*SYSTEMS, *RELAYS)}
     hub_cpu, demand_cpu = (figures["cpu_us_per_command_window"]["devicehub"][role] for role in ("server", "caller"))
     rate, p50, memory = (figures[key] for key in ("rate_vs_mosquitto", "p50_one_at_a_time_vs_mosquitto",
                                                   "memory_per_device_vs_mosquitto"))
@@ -323,14 +331,17 @@ def ratios(result: dict) -> dict:
     floor = result["transport_floor"]
     # What the p50 target leaves devicehub's processes, once its transports took their floor.
     figures["p50_floor_vs_mosquitto"] = ratio(floor["devicehub_floor_ms"], result["mosquitto"]["one_at_a_time"]["p50_ms"])
-    # The same for the CPU and for one at a time: what a bare Python relay with these transports spends.
-    relay = result["relay"]
-    figures["relay_server_cpu_vs_mosquitto"] = ratio(relay["window"]["median_server_cpu_us_per_command"],
-                                                     result["mosquitto"]["window"]["median_server_cpu_us_per_command"])
-    figures["relay_p50_one_at_a_time_vs_mosquitto"] = ratio(relay["one_at_a_time"]["p50_ms"],
-                                                            result["mosquitto"]["one_at_a_time"]["p50_ms"])
-    figures["hub_cpu_vs_relay"] = ratio(hub_cpu, relay["window"]["median_server_cpu_us_per_command"])
-    figures["p50_one_at_a_time_vs_relay"] = ratio(hub["one_at_a_time"]["p50_ms"], relay["one_at_a_time"]["p50_ms"])
+    # The same for the CPU and for one at a time: what a relay with these transports spends, bare
+    # (relay), on Twisted (relay_twisted) and with a Deferred and a deadline per command (relay_deferred).
+    mosquitto = result["mosquitto"]
+    for name in RELAYS:
+        relay = result[name]
+        figures[f"{name}_server_cpu_vs_mosquitto"] = ratio(relay["window"]["median_server_cpu_us_per_command"],
+                                                           mosquitto["window"]["median_server_cpu_us_per_command"])
+        figures[f"{name}_p50_one_at_a_time_vs_mosquitto"] = ratio(relay["one_at_a_time"]["p50_ms"],
+                                                                  mosquitto["one_at_a_time"]["p50_ms"])
+        figures[f"hub_cpu_vs_{name}"] = ratio(hub_cpu, relay["window"]["median_server_cpu_us_per_command"])
+        figures[f"p50_one_at_a_time_vs_{name}"] = ratio(hub["one_at_a_time"]["p50_ms"], relay["one_at_a_time"]["p50_ms"])
     return figures
 
 

@@ -1,12 +1,13 @@
 """
-Where the CPU goes per command: `python bench/profile.py [--commands 60000] [--runs 3] [--sequential|--http] [--relay] [--spy hub|fleet|generator]`.
+Where the CPU goes per command: `python bench/profile.py [--commands 60000] [--runs 3] [--sequential|--http] [--relay [epoll|twisted|deferred]] [--spy hub|fleet|generator]`.
 
 Starts `twistd devicehub` (all roles in one process) and a fleet of --devices (1 000) devices, keeps a
 window of Demand calls in flight (--window, 200) (or, with --sequential, one at a time; with --http,
 wrk's 50 HTTP POSTs with wait for 10 s), and prints for each run the acked commands/s and
 the CPU microseconds per command of the hub, the fleet and this load generator (user +
 system, all threads, from /proc). With --relay, bench/relay.py (no devicehub) takes the
-hub's place: the floor of a Python hub on the same transports. With --spy, the
+hub's place: the floor of a Python hub on the same transports (`--relay twisted`: on Twisted
+and txZMQ; `--relay deferred`: also a Deferred and a deadline per command). With --spy, the
 last run is also sampled by py-spy (pip install py-spy) into bench/profile-ROLE.txt
 (raw collapsed stacks: feed them to a flame graph, or sort them). This is the tool behind
 the before/after figures in docs/performance.md; bench/run.py is the full benchmark.
@@ -46,7 +47,7 @@ async def main(reactor, options) -> None:
     bench = Bench(reactor, options)
     devices, http, frontend, backend, events = free_ports(5)
     if options.relay:
-        hub = await bench.relay(devices, f"tcp://127.0.0.1:{frontend}")
+        hub = await bench.relay(devices, f"tcp://127.0.0.1:{frontend}", options.relay)
     else:
         hub = await bench.hub("broker,node,api", devices=f"tcp:{devices}:interface=127.0.0.1",
                               http=f"tcp:{http}:interface=127.0.0.1", frontend=f"tcp://127.0.0.1:{frontend}",
@@ -101,8 +102,9 @@ if __name__ == "__main__":
     parser.add_argument("--devices", type=int, default=1000, help="devices in the fleet, each on its own connection")
     parser.add_argument("--sequential", action="store_true", help="one call at a time instead of a window")
     parser.add_argument("--http", action="store_true", help="HTTP POSTs with wait from wrk instead of Demand calls")
-    parser.add_argument("--relay", action="store_true",
-                        help="bench/relay.py (no devicehub: the floor of a Python hub) in the hub's place")
+    parser.add_argument("--relay", nargs="?", const="epoll", choices=["epoll", "twisted", "deferred"],
+                        help="bench/relay.py (no devicehub: the floor of a Python hub) in the hub's place; "
+                             "twisted: on Twisted and txZMQ; deferred: also a Deferred and a deadline per command")
     parser.add_argument("--spy", choices=["hub", "fleet", "generator"], help="sample this process with py-spy in the last run")
     options = parser.parse_args()
     options.seconds = 10 / 3  # Bench.wrk runs for 3 x this: 10 s

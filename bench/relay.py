@@ -12,6 +12,15 @@ pays for the same work, the system calls (a `recv` and a `send` per device per c
 ZeroMQ (its calls and its I/O thread) and the least parsing (msgspec for the caller's JSON,
 the ack's ident read by hand), each done in the fewest calls this author found. Scenario g's
 fleet and `Demand` drive it unchanged; docs/performance.md compares it with the hub.
+
+With `--twisted` the same relay runs on what devicehub is built on instead of a bare epoll
+loop: devicehub's reactor (`LeanEPollReactor`), its txZMQ socket (`ZmqSocket`) for the
+callers and a Twisted `Protocol` per device from an endpoint string (a command written with
+one `send()` when nothing waits, as devicehub's own devices are). With `--twisted
+--deferred` each command also gets what the project's idioms give every wait: a `Deferred`
+that fires with the ack and a deadline (`common.deadlines.Deadlines`, one reactor timer for
+all), at one role. So the three relays measure the floor of a Python hub, of one on Twisted
+and txZMQ, and of one that also keeps a `Deferred` and a deadline per command.
 """
 
 import argparse
@@ -24,6 +33,23 @@ import zmq
 LOGIN = b'{"type":"login","imei":"'
 LOGGED_IN = b'{"type":"login","status":200}\n'
 ACK = b'{"type":"ack","ident":'
+
+
+def commandLine(ident: int, body: dict) -> bytes:
+    """The JSON line of command C{ident} for a caller's C{send} body (its instruct only)."""
+    return b'{"type":"command","ident":%d,"instruct":"%s"}\n' % (ident, body["instruct"].encode())
+
+
+def ackIdent(line: bytes) -> int:
+    """The ident of an ack line (C{ACK} followed by the number, then C{,} or C{}})."""
+    rest = line[len(ACK):]
+    end = rest.find(b",")
+    return int(rest[:end] if end >= 0 else rest[:-1])
+
+
+def reply(rid: bytes, result: bytes) -> bytes:
+    """A C{reply} frame (frames version 3) of C{result} for request C{rid}."""
+    return b"DH3 reply " + rid + b'\n{"result":"' + result + b'","data":null}'
 
 
 def main(options) -> None:
@@ -42,7 +68,7 @@ def main(options) -> None:
     waiting: dict[int, tuple[bytes, bytes]] = {}  # ident -> (caller's identity, request id)
     ident = 0
 
-    def reply(caller: bytes, message: bytes) -> None:
+    def send(caller: bytes, message: bytes) -> None:
         router.send(caller, zmq.SNDMORE)
         router.send(message)
 
@@ -62,11 +88,11 @@ def main(options) -> None:
             body = decode(payload)
             device = devices.get(body.get("imei")) if kind == b"send" else None
             if device is None:
-                reply(caller, b"DH3 reply " + rid + b'\n{"result":"no","data":null}')
+                send(caller, reply(rid, b"no"))
                 continue
             ident += 1
             waiting[ident] = (caller, rid)
-            device.send(b'{"type":"command","ident":%d,"instruct":"%s"}\n' % (ident, body["instruct"].encode()))
+            device.send(commandLine(ident, body))
 
     print("Listening for devices", flush=True)
     while True:
@@ -93,18 +119,99 @@ def main(options) -> None:
                 *lines, buffers[fd] = (buffers[fd] + data).split(b"\n")
                 for line in lines:
                     if line.startswith(ACK):
-                        rest = line[len(ACK):]
-                        end = rest.find(b",")
-                        caller, rid = waiting.pop(int(rest[:end] if end >= 0 else rest[:-1]))
-                        reply(caller, b"DH3 reply " + rid + b'\n{"result":"ok","data":null}')
+                        caller, rid = waiting.pop(ackIdent(line))
+                        send(caller, reply(rid, b"ok"))
                     elif line.startswith(LOGIN):
                         devices[line[len(LOGIN):line.index(b'"', len(LOGIN))].decode()] = connection
                         connection.send(LOGGED_IN)
         fromCallers()
 
 
+def twistedMain(options) -> None:
+    """The same relay on devicehub's reactor, its txZMQ socket and a Twisted protocol per device."""
+    from devicehub.common import reactor as reactors
+
+    reactors.install()
+    from twisted.internet import defer, endpoints, protocol, reactor
+
+    from devicehub.common.deadlines import Deadlines
+    from devicehub.wire.zmqsocket import ZmqSocket
+
+    decode = msgspec.json.Decoder().decode
+    devices: dict[str, Device] = {}
+    waiting: dict[int, tuple[bytes, bytes] | tuple[defer.Deferred, object]] = {}
+    deadlines = Deadlines(reactor)
+    ident = 0
+
+    def fromCaller(frames: list[bytes]) -> None:
+        nonlocal ident
+        caller, frame = frames
+        header, _, payload = frame.partition(b"\n")
+        _, kind, rid = header.split(b" ", 2)
+        body = decode(payload)
+        device = devices.get(body.get("imei")) if kind == b"send" else None
+        if device is None:
+            router.sendFrames([caller, reply(rid, b"no")])
+            return
+        ident += 1
+        if options.deferred:
+            answer: defer.Deferred = defer.Deferred()
+            answer.addCallback(lambda result: router.sendFrames([caller, reply(rid, result)]))
+            waiting[ident] = answer, deadlines.callLater(body["timeout"], expire, ident)
+        else:
+            waiting[ident] = caller, rid
+        device.write(commandLine(ident, body))
+
+    def expire(ident: int) -> None:
+        waiting.pop(ident)[0].callback(b"timeout")
+
+    class Device(protocol.Protocol):
+        buffer = b""
+
+        def connectionMade(self) -> None:
+            self.transport.setTcpNoDelay(True)
+
+        def write(self, line: bytes) -> None:
+            # One send() when nothing waits to be written, as devicehub's devices/outgoing.py.
+            transport = self.transport
+            if not transport.dataBuffer and not transport._tempDataBuffer:
+                try:
+                    sent = transport.socket.send(line)
+                except BlockingIOError:
+                    sent = 0
+                line = line[sent:]
+            if line:
+                transport.write(line)
+
+        def dataReceived(self, data: bytes) -> None:
+            *lines, self.buffer = (self.buffer + data).split(b"\n")
+            for line in lines:
+                if line.startswith(ACK):
+                    one = waiting.pop(ackIdent(line))
+                    if options.deferred:
+                        answer, timer = one
+                        timer.cancel()
+                        answer.callback(b"ok")
+                    else:
+                        router.sendFrames([one[0], reply(one[1], b"ok")])
+                elif line.startswith(LOGIN):
+                    devices[line[len(LOGIN):line.index(b'"', len(LOGIN))].decode()] = self
+                    self.write(LOGGED_IN)
+
+    router = ZmqSocket(reactor, zmq.ROUTER, fromCaller, bind=[options.frontend])
+    listening = endpoints.serverFromString(reactor, f"tcp:{options.devices}:interface=127.0.0.1:backlog=1024")
+    listening.listen(protocol.Factory.forProtocol(Device)).addCallback(
+        lambda _: print("Listening for devices", flush=True))
+    reactor.run()
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--devices", type=int, required=True, help="the devices' TCP port (127.0.0.1)")
     parser.add_argument("--frontend", required=True, help="the callers' ZeroMQ address to bind")
-    main(parser.parse_args())
+    parser.add_argument("--twisted", action="store_true",
+                        help="on devicehub's reactor, its txZMQ socket and Twisted protocols instead of a bare epoll loop")
+    parser.add_argument("--deferred", action="store_true",
+                        help="(with --twisted) a Deferred and a deadline per command")
+    options = parser.parse_args()
+    (twistedMain if options.twisted else main)(options)

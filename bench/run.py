@@ -134,10 +134,15 @@ class Bench:
             await process.until("Registered with the broker", 60)
         return process
 
-    async def relay(self, devices: int, frontend: str) -> Process:
-        """bench/relay.py (no devicehub: the floor of a Python hub) on these ports, listening."""
+    async def relay(self, devices: int, frontend: str, kind: str = "epoll") -> Process:
+        """
+        bench/relay.py (no devicehub: the floor of a Python hub) on these ports, listening;
+        C{kind} C{"twisted"} runs it on Twisted and txZMQ, C{"deferred"} also with a Deferred
+        and a deadline per command.
+        """
+        flags = {"epoll": [], "twisted": ["--twisted"], "deferred": ["--twisted", "--deferred"]}[kind]
         process = self.spawn([sys.executable, str(ROOT / "bench" / "relay.py"), "--devices", str(devices),
-                              "--frontend", frontend])
+                              "--frontend", frontend, *flags])
         await process.until("Listening for devices", 60)
         return process
 

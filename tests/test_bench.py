@@ -69,11 +69,15 @@ def test_benchmark_quick_run_produces_every_figure_and_chart(tmp_path):
     assert 0 < floor["tcp"]["p50_ms"] <= floor["tcp"]["p99_ms"] and 0 < floor["zmq"]["p50_ms"] <= floor["zmq"]["p99_ms"]
     assert floor["devicehub_floor_ms"] == round(floor["tcp"]["p50_ms"] + floor["zmq"]["p50_ms"], 3)
     assert ratios["p50_floor_vs_mosquitto"] > 0
-    relay = peers["relay"]  # bench/relay.py in the hub's place: the floor of a Python hub, for commands only
-    assert relay["window"]["acked"] == relay["window"]["sent"] == 500 and relay["window"]["per_s"] > 0
-    assert 0 < relay["one_at_a_time"]["p50_ms"] <= relay["one_at_a_time"]["max_ms"] and "memory" not in relay
-    assert ratios["relay_p50_one_at_a_time_vs_mosquitto"] > 0 and ratios["p50_one_at_a_time_vs_relay"] > 0
-    assert set(ratios["cpu_us_per_command_window"]) == {"mosquitto", "nats", "devicehub", "relay"}
+    # bench/relay.py in the hub's place, bare, on Twisted, and with a Deferred and a deadline per
+    # command: the floors of a Python hub, for commands only
+    relays = ("relay", "relay_twisted", "relay_deferred")
+    for name in relays:
+        relay = peers[name]
+        assert relay["window"]["acked"] == relay["window"]["sent"] == 500 and relay["window"]["per_s"] > 0
+        assert 0 < relay["one_at_a_time"]["p50_ms"] <= relay["one_at_a_time"]["max_ms"] and "memory" not in relay
+        assert ratios[f"{name}_p50_one_at_a_time_vs_mosquitto"] > 0 and ratios[f"p50_one_at_a_time_vs_{name}"] > 0
+    assert set(ratios["cpu_us_per_command_window"]) == {"mosquitto", "nats", "devicehub", *relays}
     for chart in ("latency_vs_offered.png", "throughput.png", "memory.png", "protocols.png"):
         assert (tmp_path / "charts" / chart).read_bytes().startswith(b"\x89PNG")
 
