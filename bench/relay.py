@@ -187,7 +187,9 @@ def twistedMain(options) -> None:
             *lines, self.buffer = (self.buffer + data).split(b"\n")
             for line in lines:
                 if line.startswith(ACK):
-                    one = waiting.pop(ackIdent(line))
+                    one = waiting.pop(ackIdent(line), None)
+                    if one is None:  # after its deadline
+                        continue
                     if options.deferred:
                         answer, timer = one
                         timer.cancel()
