@@ -47,6 +47,11 @@ def ackIdent(line: bytes) -> int:
     return int(rest[:end] if end >= 0 else rest[:-1])
 
 
+def loginImei(line: bytes) -> str:
+    """The imei of a login line (C{LOGIN} followed by the imei and its closing quote)."""
+    return line[len(LOGIN):line.index(b'"', len(LOGIN))].decode()
+
+
 def reply(rid: bytes, result: bytes) -> bytes:
     """A C{reply} frame (frames version 3) of C{result} for request C{rid}."""
     return b"DH3 reply " + rid + b'\n{"result":"' + result + b'","data":null}'
@@ -122,7 +127,7 @@ def main(options) -> None:
                         caller, rid = waiting.pop(ackIdent(line))
                         send(caller, reply(rid, b"ok"))
                     elif line.startswith(LOGIN):
-                        devices[line[len(LOGIN):line.index(b'"', len(LOGIN))].decode()] = connection
+                        devices[loginImei(line)] = connection
                         connection.send(LOGGED_IN)
         fromCallers()
 
@@ -197,7 +202,7 @@ def twistedMain(options) -> None:
                     else:
                         router.sendFrames([one[0], reply(one[1], b"ok")])
                 elif line.startswith(LOGIN):
-                    devices[line[len(LOGIN):line.index(b'"', len(LOGIN))].decode()] = self
+                    devices[loginImei(line)] = self
                     self.write(LOGGED_IN)
 
     router = ZmqSocket(reactor, zmq.ROUTER, fromCaller, bind=[options.frontend])
